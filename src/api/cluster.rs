@@ -1,0 +1,132 @@
+//! The `leasehold.v1.Cluster` service: status and membership.
+
+use super::leases::route;
+use crate::proto::v1 as pb;
+use crate::proto::v1::cluster_client::ClusterClient;
+use crate::raft::node::{Node, NodeError};
+use openraft::ServerState;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The Cluster service.
+pub struct ClusterService {
+    node: Arc<Node>,
+}
+
+impl ClusterService {
+    /// A service answering from `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        ClusterService { node }
+    }
+}
+
+/// This node's view of the cluster.
+pub async fn status(node: &Node) -> pb::StatusResponse {
+    let committed = node.committed_index().await;
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, n)| pb::Member {
+            id: *id,
+            address: n.addr.clone(),
+            role: if voters.contains(id) {
+                pb::member::Role::Voter as i32
+            } else {
+                pb::member::Role::Learner as i32
+            },
+            matched_index: m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|l| l.index)
+                .unwrap_or(0),
+        })
+        .collect();
+    let leader_address = m
+        .current_leader
+        .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
+        .unwrap_or_default();
+    let state = match m.state {
+        ServerState::Leader => "LEADER",
+        ServerState::Follower => "FOLLOWER",
+        ServerState::Candidate => "CANDIDATE",
+        ServerState::Learner => "LEARNER",
+        ServerState::Shutdown => "SHUTDOWN",
+    };
+    pb::StatusResponse {
+        node_id: node.id,
+        leader_id: m.current_leader.unwrap_or(0),
+        leader_address,
+        state: state.to_string(),
+        term: m.current_term,
+        commit_index: committed,
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        revision: node.sm.revision(),
+        members,
+    }
+}
+
+fn validate_address(addr: &str) -> Result<(), Status> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(super::status::invalid("address", &format!("{addr:?} is not HOST:PORT")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(status(&self.node).await))
+    }
+
+    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let m = req.get_ref();
+        if m.id == 0 {
+            return Err(super::status::invalid("id", "must be a positive node id"));
+        }
+        validate_address(&m.address)?;
+        let node = &self.node;
+        route(
+            node,
+            req,
+            |m: pb::AddMemberRequest| async move {
+                node.add_member(m.id, m.address).await?;
+                Ok::<_, NodeError>(pb::AddMemberResponse {
+                    members: status(node).await.members,
+                })
+            },
+            |c, r| async move { ClusterClient::new(c).add_member(r).await },
+        )
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        if req.get_ref().id == 0 {
+            return Err(super::status::invalid("id", "must be a positive node id"));
+        }
+        let node = &self.node;
+        route(
+            node,
+            req,
+            |m: pb::RemoveMemberRequest| async move {
+                node.remove_member(m.id).await?;
+                Ok::<_, NodeError>(pb::RemoveMemberResponse {
+                    members: status(node).await.members,
+                })
+            },
+            |c, r| async move { ClusterClient::new(c).remove_member(r).await },
+        )
+        .await
+    }
+}

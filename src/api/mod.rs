@@ -1,0 +1,8 @@
+//! The gRPC surface: the client services, the internal Raft service, proto
+//! conversions and the one error map.
+
+pub mod cluster;
+pub mod convert;
+pub mod leases;
+pub mod raft_service;
+pub mod status;

@@ -1,0 +1,230 @@
+//! The one map from Leasehold errors to gRPC statuses.
+//!
+//! | error                       | code               | ErrorInfo reason  |
+//! |-----------------------------|--------------------|-------------------|
+//! | invalid field               | INVALID_ARGUMENT   | INVALID_ARGUMENT  |
+//! | lease missing               | NOT_FOUND          | NOT_FOUND         |
+//! | create of an existing lease | ALREADY_EXISTS     | ALREADY_EXISTS    |
+//! | held by another holder      | FAILED_PRECONDITION| LEASE_HELD        |
+//! | renew/release not holding   | FAILED_PRECONDITION| LEASE_LOST        |
+//! | stale resourceVersion       | ABORTED            | CONFLICT          |
+//! | no leader / no quorum       | UNAVAILABLE        | NOT_LEADER / UNAVAILABLE |
+//! | membership change refused   | FAILED_PRECONDITION| MEMBERSHIP        |
+//! | local storage failure       | INTERNAL           | STORAGE           |
+//!
+//! Every status carries a `google.rpc.ErrorInfo` (domain `leasehold.io`)
+//! whose metadata holds the facts a client acts on (holder, remainingMillis,
+//! field, ...); INVALID_ARGUMENT also carries a `google.rpc.BadRequest` naming
+//! the field.
+
+use crate::lease::{LeaseError, LostReason};
+use crate::raft::node::NodeError;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// ErrorInfo domain of every Leasehold error.
+pub const DOMAIN: &str = "leasehold.io";
+
+/// ErrorInfo reasons.
+pub mod reason {
+    /// A field is invalid.
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// No such lease.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The lease exists already.
+    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// Another holder holds the lease.
+    pub const LEASE_HELD: &str = "LEASE_HELD";
+    /// The caller no longer holds the lease.
+    pub const LEASE_LOST: &str = "LEASE_LOST";
+    /// Optimistic concurrency conflict.
+    pub const CONFLICT: &str = "CONFLICT";
+    /// This node is not the leader and could not forward.
+    pub const NOT_LEADER: &str = "NOT_LEADER";
+    /// No quorum or shutting down.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// A membership change was refused.
+    pub const MEMBERSHIP: &str = "MEMBERSHIP";
+    /// Local storage failed.
+    pub const STORAGE: &str = "STORAGE";
+}
+
+fn status(code: Code, message: String, reason: &str, meta: &[(&str, String)], field: Option<(&str, &str)>) -> Status {
+    let metadata: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
+    if let Some((f, d)) = field {
+        details.add_bad_request_violation(f, d);
+    }
+    Status::with_error_details(code, message, details)
+}
+
+/// An InvalidArgument status for `field`.
+pub fn invalid(field: &str, reason_text: &str) -> Status {
+    status(
+        Code::InvalidArgument,
+        format!("invalid {field}: {reason_text}"),
+        reason::INVALID_ARGUMENT,
+        &[("field", field.to_string())],
+        Some((field, reason_text)),
+    )
+}
+
+/// The status for a domain error.
+pub fn from_lease_error(e: &LeaseError) -> Status {
+    let msg = e.to_string();
+    match e {
+        LeaseError::Invalid { field, reason } => invalid(field, reason),
+        LeaseError::NotFound { key } => status(
+            Code::NotFound,
+            msg,
+            reason::NOT_FOUND,
+            &[("namespace", key.namespace.clone()), ("name", key.name.clone())],
+            None,
+        ),
+        LeaseError::AlreadyExists { key } => status(
+            Code::AlreadyExists,
+            format!("{msg}; to update it, send its metadata.resourceVersion"),
+            reason::ALREADY_EXISTS,
+            &[("namespace", key.namespace.clone()), ("name", key.name.clone())],
+            None,
+        ),
+        LeaseError::Held {
+            holder,
+            expire_time,
+            remaining_millis,
+            ..
+        } => status(
+            Code::FailedPrecondition,
+            msg,
+            reason::LEASE_HELD,
+            &[
+                ("holder", holder.clone()),
+                ("remainingMillis", remaining_millis.to_string()),
+                ("expireTime", expire_time.to_micro_time()),
+            ],
+            None,
+        ),
+        LeaseError::Lost { reason: why, .. } => {
+            let mut meta = vec![(
+                "lostReason",
+                match why {
+                    LostReason::NoHolder => "NO_HOLDER",
+                    LostReason::OtherHolder { .. } => "OTHER_HOLDER",
+                    LostReason::StaleToken { .. } => "STALE_TOKEN",
+                    LostReason::Expired { .. } => "EXPIRED",
+                }
+                .to_string(),
+            )];
+            match why {
+                LostReason::OtherHolder { holder } => meta.push(("holder", holder.clone())),
+                LostReason::StaleToken { current, .. } => meta.push(("currentFencingToken", current.to_string())),
+                LostReason::Expired { expired_at } => meta.push(("expireTime", expired_at.to_micro_time())),
+                LostReason::NoHolder => {}
+            }
+            status(Code::FailedPrecondition, msg, reason::LEASE_LOST, &meta, None)
+        }
+        LeaseError::Conflict { expected, actual, .. } => status(
+            Code::Aborted,
+            msg,
+            reason::CONFLICT,
+            &[
+                ("expectedResourceVersion", expected.to_string()),
+                ("resourceVersion", actual.to_string()),
+            ],
+            None,
+        ),
+    }
+}
+
+/// The status for a node error.
+pub fn from_node_error(e: &NodeError) -> Status {
+    match e {
+        NodeError::Lease(l) => from_lease_error(l),
+        NodeError::NotLeader { leader } => {
+            let mut meta = Vec::new();
+            if let Some((id, addr)) = leader {
+                meta.push(("leaderId", id.to_string()));
+                meta.push(("leaderAddress", addr.clone()));
+            }
+            let msg = match leader {
+                Some((id, addr)) => format!("this node is not the leader; the leader is node {id} at {addr}"),
+                None => "no leader is known at the moment (election in progress or no quorum); retry".to_string(),
+            };
+            status(Code::Unavailable, msg, reason::NOT_LEADER, &meta, None)
+        }
+        NodeError::Unavailable(m) => status(Code::Unavailable, m.clone(), reason::UNAVAILABLE, &[], None),
+        NodeError::Membership(m) => status(Code::FailedPrecondition, m.clone(), reason::MEMBERSHIP, &[], None),
+        NodeError::Storage(m) => status(Code::Internal, m.clone(), reason::STORAGE, &[], None),
+    }
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        from_node_error(&e)
+    }
+}
+
+impl From<LeaseError> for Status {
+    fn from(e: LeaseError) -> Status {
+        from_lease_error(&e)
+    }
+}
+
+/// The ErrorInfo of a status, if it has one from Leasehold.
+pub fn error_info(s: &Status) -> Option<(String, HashMap<String, String>)> {
+    let d = s.get_error_details();
+    let info = d.error_info()?;
+    if info.domain != DOMAIN {
+        return None;
+    }
+    Some((info.reason.clone(), info.metadata.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{LeaseKey, Timestamp};
+
+    #[test]
+    fn held_maps_to_failed_precondition_with_holder_and_time_left() {
+        let s = from_lease_error(&LeaseError::Held {
+            key: LeaseKey::new("ns", "a"),
+            holder: "alice".into(),
+            expire_time: Timestamp::from_micros(0),
+            remaining_millis: 1500,
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let (reason, meta) = error_info(&s).expect("error info");
+        assert_eq!(reason, reason::LEASE_HELD);
+        assert_eq!(meta["holder"], "alice");
+        assert_eq!(meta["remainingMillis"], "1500");
+    }
+
+    #[test]
+    fn invalid_names_the_field_in_message_and_details() {
+        let s = from_lease_error(&LeaseError::invalid("metadata.name", "must be lowercase"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("metadata.name"));
+        let d = s.get_error_details();
+        let br = d.bad_request().expect("bad request");
+        assert_eq!(br.field_violations[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn lost_and_conflict_are_distinct() {
+        let lost = from_lease_error(&LeaseError::Lost {
+            key: LeaseKey::new("ns", "a"),
+            reason: LostReason::StaleToken { sent: 1, current: 2 },
+        });
+        assert_eq!(lost.code(), Code::FailedPrecondition);
+        assert_eq!(error_info(&lost).unwrap().0, reason::LEASE_LOST);
+        let conflict = from_lease_error(&LeaseError::Conflict {
+            key: LeaseKey::new("ns", "a"),
+            expected: 1,
+            actual: 2,
+        });
+        assert_eq!(conflict.code(), Code::Aborted);
+        assert_eq!(error_info(&conflict).unwrap().0, reason::CONFLICT);
+    }
+}

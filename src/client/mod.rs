@@ -1,0 +1,164 @@
+//! A Rust client for Leasehold with endpoint failover.
+//!
+//! Holds one lazily connected channel per endpoint. A call goes to the
+//! endpoint that answered last; when it is unreachable or answers
+//! UNAVAILABLE (no leader known, node shutting down), the call is retried on
+//! the next endpoint, once per endpoint. Every call has a deadline.
+//!
+//! Retrying a write after UNAVAILABLE can apply it twice if the first attempt
+//! reached the leader before the connection broke. The lease commands are
+//! safe under that: a repeated Acquire by the same holder is a renewal that
+//! returns the same fencing token, and a repeated Renew renews again. A
+//! repeated Release or Delete reports that there was nothing left to do.
+
+use crate::proto::v1 as pb;
+use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::leases_client::LeasesClient;
+use crate::raft::network::Channels;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+/// Default deadline of one call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of a Leasehold cluster.
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Channels,
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client of the cluster reachable at `endpoints` (`host:port` each).
+    pub fn new(endpoints: Vec<String>) -> Result<Self, Status> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().trim_start_matches("http://").to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Status::invalid_argument("invalid endpoints: at least one HOST:PORT is required"));
+        }
+        Ok(Client {
+            endpoints,
+            channels: Channels::default(),
+            preferred: AtomicUsize::new(0),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Sets the deadline of each call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The endpoints, in order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn call<T, R, F, Fut>(&self, msg: T, f: F) -> Result<R, Status>
+    where
+        T: Clone,
+        F: Fn(Channel, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = Status::unavailable("no endpoint tried");
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let endpoint = &self.endpoints[idx];
+            let channel = match self.channels.get(endpoint) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"));
+                    continue;
+                }
+            };
+            let mut req = Request::new(msg.clone());
+            req.set_timeout(self.timeout);
+            match f(channel, req).await {
+                Ok(r) => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
+                Err(s) if s.code() == Code::Unavailable => {
+                    tracing::debug!(%endpoint, "unavailable: {}", s.message());
+                    last = Status::with_details(
+                        Code::Unavailable,
+                        format!("{endpoint}: {}", s.message()),
+                        s.details().to_vec().into(),
+                    );
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+
+    /// Acquires (or renews, if already held by the same holder) a lease.
+    pub async fn acquire(&self, req: pb::AcquireRequest) -> Result<pb::AcquireResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).acquire(r).await })
+            .await
+    }
+
+    /// Renews the caller's tenure.
+    pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).renew(r).await })
+            .await
+    }
+
+    /// Releases the caller's tenure.
+    pub async fn release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).release(r).await })
+            .await
+    }
+
+    /// Reads one lease.
+    pub async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).get(r).await })
+            .await
+    }
+
+    /// Lists leases (one page).
+    pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).list(r).await })
+            .await
+    }
+
+    /// Deletes a lease.
+    pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).delete(r).await })
+            .await
+    }
+
+    /// Creates or compare-and-swap updates a lease.
+    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+        self.call(req, |c, r| async move { LeasesClient::new(c).put(r).await })
+            .await
+    }
+
+    /// The status of the first reachable endpoint's node.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
+        self.call(pb::StatusRequest {}, |c, r| async move { ClusterClient::new(c).status(r).await })
+            .await
+    }
+
+    /// Adds a member (learner, then voter).
+    pub async fn add_member(&self, req: pb::AddMemberRequest) -> Result<pb::AddMemberResponse, Status> {
+        self.call(req, |c, r| async move { ClusterClient::new(c).add_member(r).await })
+            .await
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, req: pb::RemoveMemberRequest) -> Result<pb::RemoveMemberResponse, Status> {
+        self.call(req, |c, r| async move { ClusterClient::new(c).remove_member(r).await })
+            .await
+    }
+}

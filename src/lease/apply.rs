@@ -1,0 +1,357 @@
+//! Applying one command to one lease: the whole of Leasehold's lease semantics.
+//!
+//! `apply` is a pure function of the command, the lease as stored (if any) and
+//! an [`ApplyContext`] that the state machine derives from the log entry. It
+//! reads no clock, no disk and no network, so every replica computes the same
+//! result from the same log, and every rule here is unit-tested directly.
+//!
+//! # Time
+//! `ctx.now` is the time the leader stamped into the entry, made monotonic by
+//! the state machine. `ctx.epoch_start` is the stamped time of the first entry
+//! of the current leader's term. A lease held by X can be granted to Y only
+//! once `now >= max(renewTime, epoch_start) + d·(1 + ρ)` where `d` is the lease
+//! duration and ρ is [`CLOCK_RATE_BOUND_PPM`]. The `epoch_start` term is what
+//! makes a new leader wait a full duration on its own clock after taking over
+//! before it hands out a lease that was held at its takeover; ρ absorbs clock
+//! rate error. ARCHITECTURE.md derives the guarantee this gives.
+
+use super::command::{Command, LeaseDraft};
+use super::error::{LeaseError, LostReason};
+use super::model::{Lease, LeaseKey, LeaseSpec};
+use super::time::Timestamp;
+use super::validate::validate_command;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Bound on the rate error between any two clocks involved (leaders and
+/// clients), in parts per million: 10,000 ppm = 1 %. Quartz clocks and NTP
+/// slewing stay below 0.1 %; the margin is deliberately generous. A lease of
+/// duration `d` is handed to another holder only after `d·(1 + ρ)` has passed
+/// on the leader's clock.
+pub const CLOCK_RATE_BOUND_PPM: i64 = 10_000;
+
+/// What the state machine knows about the entry being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The revision this entry would create: its Raft log index.
+    pub revision: u64,
+    /// The entry's stamped time, never less than any earlier entry's.
+    pub now: Timestamp,
+    /// Stamped time of the first command of the current leader's term.
+    pub epoch_start: Timestamp,
+}
+
+/// The change a command makes to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Store this lease (created or updated).
+    Write {
+        /// The lease after the command.
+        lease: Lease,
+        /// The lease did not exist before.
+        created: bool,
+        /// A new tenure started: the fencing token is `ctx.revision`.
+        newly_acquired: bool,
+    },
+    /// Remove the lease; this is how it looked.
+    Delete {
+        /// The lease as it was.
+        lease: Lease,
+    },
+}
+
+/// The earliest time at which a lease held by someone can be granted to
+/// someone else. `None` when the lease has no holder.
+pub fn grantable_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> {
+    lease.holder()?;
+    let last = lease
+        .spec
+        .renew_time
+        .or(lease.spec.acquire_time)
+        .unwrap_or(lease.creation_timestamp);
+    let d = lease.duration_micros();
+    let margin = d.saturating_mul(CLOCK_RATE_BOUND_PPM) / 1_000_000;
+    Some(
+        last.max(epoch_start)
+            .plus_micros(d)
+            .plus_micros(margin),
+    )
+}
+
+/// A lease's uid: derived from its key and the revision that created it, so
+/// every replica computes the same value and a re-created lease gets a new one.
+pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
+    let mut h = Sha256::new();
+    h.update((key.namespace.len() as u64).to_be_bytes());
+    h.update(key.namespace.as_bytes());
+    h.update((key.name.len() as u64).to_be_bytes());
+    h.update(key.name.as_bytes());
+    h.update(revision.to_be_bytes());
+    let d = h.finalize();
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Applies `cmd` to `current` (the stored lease with the command's key).
+///
+/// Returns the effect to store, or the reason the command is refused; a
+/// refusal changes nothing. The command is validated again here (the API edge
+/// validated it already) so that nothing malformed can enter the state even if
+/// the log was written by a buggy or older binary.
+pub fn apply(
+    cmd: &Command,
+    current: Option<&Lease>,
+    ctx: &ApplyContext,
+) -> Result<Effect, LeaseError> {
+    validate_command(cmd)?;
+    match cmd {
+        Command::Acquire {
+            key,
+            holder,
+            duration_seconds,
+            labels,
+        } => acquire(key, holder, *duration_seconds, labels, current, ctx),
+        Command::Renew {
+            key,
+            holder,
+            fencing_token,
+        } => {
+            let lease = check_tenure(key, holder, *fencing_token, current)?;
+            if let Some(exp) = lease.expire_time() {
+                if ctx.now >= exp {
+                    return Err(LeaseError::Lost {
+                        key: key.clone(),
+                        reason: LostReason::Expired { expired_at: exp },
+                    });
+                }
+            }
+            let mut next = lease.clone();
+            next.spec.renew_time = Some(ctx.now);
+            next.resource_version = ctx.revision;
+            Ok(Effect::Write {
+                lease: next,
+                created: false,
+                newly_acquired: false,
+            })
+        }
+        Command::Release {
+            key,
+            holder,
+            fencing_token,
+        } => {
+            // Release is allowed after expiry as long as nobody else took the
+            // lease: it only gives up what the caller had.
+            let lease = check_tenure(key, holder, *fencing_token, current)?;
+            let mut next = lease.clone();
+            next.spec.holder_identity = None;
+            next.spec.renew_time = Some(ctx.now);
+            next.fencing_token = 0;
+            next.resource_version = ctx.revision;
+            Ok(Effect::Write {
+                lease: next,
+                created: false,
+                newly_acquired: false,
+            })
+        }
+        Command::Put { draft } => put(draft, current, ctx),
+        Command::Delete {
+            key,
+            resource_version,
+        } => {
+            let lease = current.ok_or_else(|| LeaseError::NotFound { key: key.clone() })?;
+            if let Some(expected) = resource_version {
+                if *expected != lease.resource_version {
+                    return Err(LeaseError::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        actual: lease.resource_version,
+                    });
+                }
+            }
+            Ok(Effect::Delete {
+                lease: lease.clone(),
+            })
+        }
+    }
+}
+
+fn acquire(
+    key: &LeaseKey,
+    holder: &str,
+    duration_seconds: i32,
+    labels: &BTreeMap<String, String>,
+    current: Option<&Lease>,
+    ctx: &ApplyContext,
+) -> Result<Effect, LeaseError> {
+    let Some(lease) = current else {
+        let lease = Lease {
+            key: key.clone(),
+            uid: derive_uid(key, ctx.revision),
+            resource_version: ctx.revision,
+            creation_timestamp: ctx.now,
+            labels: labels.clone(),
+            annotations: BTreeMap::new(),
+            spec: LeaseSpec {
+                holder_identity: Some(holder.to_string()),
+                lease_duration_seconds: Some(duration_seconds),
+                acquire_time: Some(ctx.now),
+                renew_time: Some(ctx.now),
+                lease_transitions: Some(0),
+                strategy: None,
+                preferred_holder: None,
+            },
+            fencing_token: ctx.revision,
+        };
+        return Ok(Effect::Write {
+            lease,
+            created: true,
+            newly_acquired: true,
+        });
+    };
+
+    let mut next = lease.clone();
+    next.resource_version = ctx.revision;
+    next.spec.lease_duration_seconds = Some(duration_seconds);
+    next.spec.renew_time = Some(ctx.now);
+
+    match lease.holder() {
+        Some(h) if h == holder => {
+            let live = lease.expire_time().is_some_and(|exp| ctx.now < exp) && lease.fencing_token > 0;
+            if live {
+                // The caller already holds it: a renewal, same tenure.
+                return Ok(Effect::Write {
+                    lease: next,
+                    created: false,
+                    newly_acquired: false,
+                });
+            }
+            // The caller's own tenure lapsed. Nobody else took the lease, but
+            // the old token must not be revived: start a new tenure. The
+            // holder did not change, so leaseTransitions stays.
+            next.spec.acquire_time = Some(ctx.now);
+            next.fencing_token = ctx.revision;
+        }
+        Some(other) => {
+            let free_at = grantable_at(lease, ctx.epoch_start).unwrap_or(ctx.now);
+            if ctx.now < free_at {
+                return Err(LeaseError::Held {
+                    key: key.clone(),
+                    holder: other.to_string(),
+                    expire_time: lease.expire_time().unwrap_or(free_at),
+                    remaining_millis: (free_at.micros_since(ctx.now) + 999) / 1000,
+                });
+            }
+            grant_new_holder(&mut next, holder, ctx);
+        }
+        None => grant_new_holder(&mut next, holder, ctx),
+    }
+    Ok(Effect::Write {
+        lease: next,
+        created: false,
+        newly_acquired: true,
+    })
+}
+
+fn grant_new_holder(next: &mut Lease, holder: &str, ctx: &ApplyContext) {
+    next.spec.holder_identity = Some(holder.to_string());
+    next.spec.acquire_time = Some(ctx.now);
+    next.spec.lease_transitions = Some(next.spec.lease_transitions.unwrap_or(0).saturating_add(1));
+    next.fencing_token = ctx.revision;
+}
+
+/// The stored lease, if `holder` holds it with `token`; otherwise why not.
+fn check_tenure<'a>(
+    key: &LeaseKey,
+    holder: &str,
+    token: u64,
+    current: Option<&'a Lease>,
+) -> Result<&'a Lease, LeaseError> {
+    let lease = current.ok_or_else(|| LeaseError::NotFound { key: key.clone() })?;
+    let lost = |reason| LeaseError::Lost {
+        key: key.clone(),
+        reason,
+    };
+    match lease.holder() {
+        None => Err(lost(LostReason::NoHolder)),
+        Some(h) if h != holder => Err(lost(LostReason::OtherHolder {
+            holder: h.to_string(),
+        })),
+        Some(_) if lease.fencing_token != token => Err(lost(LostReason::StaleToken {
+            sent: token,
+            current: lease.fencing_token,
+        })),
+        Some(_) => Ok(lease),
+    }
+}
+
+fn put(draft: &LeaseDraft, current: Option<&Lease>, ctx: &ApplyContext) -> Result<Effect, LeaseError> {
+    let key = &draft.key;
+    let new_holder = draft
+        .spec
+        .holder_identity
+        .as_deref()
+        .filter(|h| !h.is_empty());
+    let mut spec = draft.spec.clone();
+    spec.holder_identity = new_holder.map(str::to_string);
+    let Some(lease) = current else {
+        if draft.resource_version != 0 {
+            return Err(LeaseError::NotFound { key: key.clone() });
+        }
+        return Ok(Effect::Write {
+            lease: Lease {
+                key: key.clone(),
+                uid: derive_uid(key, ctx.revision),
+                resource_version: ctx.revision,
+                creation_timestamp: ctx.now,
+                labels: draft.labels.clone(),
+                annotations: draft.annotations.clone(),
+                spec,
+                fencing_token: if new_holder.is_some() { ctx.revision } else { 0 },
+            },
+            created: true,
+            newly_acquired: new_holder.is_some(),
+        });
+    };
+    if draft.resource_version == 0 {
+        return Err(LeaseError::AlreadyExists { key: key.clone() });
+    }
+    if draft.resource_version != lease.resource_version {
+        return Err(LeaseError::Conflict {
+            key: key.clone(),
+            expected: draft.resource_version,
+            actual: lease.resource_version,
+        });
+    }
+    // Kubernetes semantics: a compare-and-swap on the whole object. The
+    // fencing token follows the holder: same holder keeps it, a new holder
+    // gets this revision, no holder has none.
+    let (token, newly) = match new_holder {
+        None => (0, false),
+        Some(h) if lease.holder() == Some(h) => (lease.fencing_token, false),
+        Some(_) => (ctx.revision, true),
+    };
+    Ok(Effect::Write {
+        lease: Lease {
+            key: key.clone(),
+            uid: lease.uid.clone(),
+            resource_version: ctx.revision,
+            creation_timestamp: lease.creation_timestamp,
+            labels: draft.labels.clone(),
+            annotations: draft.annotations.clone(),
+            spec,
+            fencing_token: token,
+        },
+        created: false,
+        newly_acquired: newly,
+    })
+}
+
+#[cfg(test)]
+mod tests;

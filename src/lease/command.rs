@@ -1,0 +1,129 @@
+//! Commands: the Raft log's payload, and what applying one returns.
+//!
+//! A [`Proposal`] is what the leader appends to the log. It carries the
+//! leader's wall-clock time at proposal, so every replica applies the command
+//! with the same notion of "now" (see `apply`). This is the log format, not the
+//! client API: it is versioned with the store (`store::FORMAT_VERSION`).
+
+use super::error::LeaseError;
+use super::model::{Lease, LeaseKey, LeaseSpec};
+use super::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A command stamped by the leader that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The proposing leader's clock when it proposed the command. Replicas
+    /// never substitute their own clock; the state machine keeps its time
+    /// monotonic with `max(previous, time)`.
+    pub time: Timestamp,
+    /// What to do.
+    pub command: Command,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}@{}", self.command, self.time)
+    }
+}
+
+/// A change to one lease. Every command touches exactly one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the lease if missing and grant it to `holder`, or renew it if
+    /// `holder` already holds it.
+    Acquire {
+        /// The lease.
+        key: LeaseKey,
+        /// Who wants it.
+        holder: String,
+        /// Duration to set, seconds (> 0).
+        duration_seconds: i32,
+        /// Labels for a lease created by this command.
+        labels: BTreeMap<String, String>,
+    },
+    /// Extend the current tenure.
+    Renew {
+        /// The lease.
+        key: LeaseKey,
+        /// Who claims to hold it.
+        holder: String,
+        /// The token of the claimed tenure.
+        fencing_token: u64,
+    },
+    /// End the current tenure; anyone may acquire at once.
+    Release {
+        /// The lease.
+        key: LeaseKey,
+        /// Who claims to hold it.
+        holder: String,
+        /// The token of the claimed tenure.
+        fencing_token: u64,
+    },
+    /// Kubernetes-style create (resource_version 0) or compare-and-swap update.
+    Put {
+        /// The desired object.
+        draft: LeaseDraft,
+    },
+    /// Delete, optionally only at an exact resourceVersion.
+    Delete {
+        /// The lease.
+        key: LeaseKey,
+        /// Required current resourceVersion, if any.
+        resource_version: Option<u64>,
+    },
+}
+
+impl Command {
+    /// The one lease this command touches.
+    pub fn key(&self) -> &LeaseKey {
+        match self {
+            Command::Acquire { key, .. }
+            | Command::Renew { key, .. }
+            | Command::Release { key, .. }
+            | Command::Delete { key, .. } => key,
+            Command::Put { draft } => &draft.key,
+        }
+    }
+}
+
+/// The client-writable parts of a lease, as sent in a Put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDraft {
+    /// Namespace and name.
+    pub key: LeaseKey,
+    /// 0 to create; otherwise the resourceVersion the update is based on.
+    pub resource_version: u64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The whole spec, as Kubernetes clients send it.
+    pub spec: LeaseSpec,
+}
+
+/// What a successfully applied command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The lease after the command (for Delete: as it was when deleted).
+    pub lease: Lease,
+    /// The cluster revision after the command.
+    pub revision: u64,
+    /// The lease object was created by this command.
+    pub created: bool,
+    /// A new tenure began (new fencing token).
+    pub newly_acquired: bool,
+}
+
+/// The state machine's reply to one log entry (openraft's `R`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// The command was applied.
+    Applied(Applied),
+    /// The command was refused; nothing changed.
+    Refused(LeaseError),
+    /// A Raft-internal entry (blank or membership): no command.
+    None,
+}

@@ -1,0 +1,27 @@
+//! Leasehold: a Raft-replicated store of Kubernetes-style Lease objects with
+//! fencing tokens.
+//!
+//! # Layout
+//! - [`lease`]: the pure domain. Lease objects, validation, label selectors,
+//!   commands and `apply`. Reads no clock, touches no disk or network.
+//! - [`store`]: sled-backed Raft log and state machine (thin adapters from
+//!   openraft's storage traits onto `lease::apply`), snapshots, key spaces.
+//! - [`raft`]: openraft type configuration, the gRPC peer transport, and the
+//!   [`raft::node::Node`] that stamps time into proposals.
+//! - [`api`]: tonic services (Leases, Cluster, the internal Raft service),
+//!   proto conversions, and the one map from errors to gRPC statuses.
+//! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
+//! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
+//! - [`client`]: a small Rust client with endpoint failover, used by the CLI.
+//! - [`proto`]: generated code.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod lease;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod store;

@@ -1,0 +1,6 @@
+//! Raft wiring: the openraft type configuration, the peer network and the
+//! node that ties storage, network and the lease API together.
+
+pub mod network;
+pub mod node;
+pub mod types;

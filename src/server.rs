@@ -1,0 +1,147 @@
+//! `leasehold serve`: one node's gRPC server.
+//!
+//! One port serves everything: the client services (`Leases`, `Cluster`),
+//! the peer Raft service, `grpc.health.v1` and server reflection. The caller
+//! passes shutdown in as a future (SIGTERM/ctrl-c in `main`, a oneshot in
+//! tests); on shutdown the server stops accepting calls, drains in-flight
+//! ones, then stops Raft. A fatal storage error stops the node with an error.
+
+use crate::api::cluster::ClusterService;
+use crate::api::leases::LeasesService;
+use crate::api::raft_service::RaftService;
+use crate::proto::internal::raft_server::RaftServer;
+use crate::proto::v1::cluster_server::ClusterServer;
+use crate::proto::v1::leases_server::LeasesServer;
+use crate::raft::node::{Node, NodeConfig, RaftTiming};
+use crate::raft::types::NodeId;
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest peer message accepted (snapshot chunks are 4 MiB).
+const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Configuration of one server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Node id (positive).
+    pub id: NodeId,
+    /// Address to listen on.
+    pub listen: String,
+    /// Address others reach this node at; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Initial cluster (`id -> address`), used on first start only.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Wait to be added instead of bootstrapping.
+    pub join: bool,
+    /// Raft timing.
+    pub timing: RaftTiming,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            id: 1,
+            listen: "127.0.0.1:7070".into(),
+            advertise: None,
+            data_dir: PathBuf::from("leasehold-data"),
+            peers: BTreeMap::new(),
+            join: false,
+            timing: RaftTiming::default(),
+        }
+    }
+}
+
+/// Binds `cfg.listen` and serves until `shutdown` resolves.
+pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    serve_on(cfg, listener, shutdown).await
+}
+
+/// Serves on an already bound listener until `shutdown` resolves.
+pub async fn serve_on(
+    cfg: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(cfg.id > 0, "--id must be a positive integer");
+    let local: SocketAddr = listener.local_addr()?;
+    let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
+    let node = Node::start(NodeConfig {
+        id: cfg.id,
+        advertise: advertise.clone(),
+        data_dir: cfg.data_dir.clone(),
+        peers: cfg.peers.clone(),
+        join: cfg.join,
+        timing: cfg.timing.clone(),
+    })
+    .await?;
+    tracing::info!(id = cfg.id, %local, %advertise, data_dir = %cfg.data_dir.display(), "leasehold node serving");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<LeasesServer<LeasesService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(watch_fatal(node.clone(), fatal_tx));
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => None,
+            r = fatal_rx => r.ok(),
+        }
+    };
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+    let signal = async move {
+        let why = stop.await;
+        let _ = stopped_tx.send(why);
+    };
+
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(LeasesServer::new(LeasesService::new(node.clone())))
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(
+            RaftServer::new(RaftService::new(node.raft.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await;
+    node.shutdown().await;
+    result.context("gRPC server failed")?;
+    if let Ok(Some(fatal)) = stopped_rx.await {
+        anyhow::bail!("node stopped: {fatal}");
+    }
+    tracing::info!(id = cfg.id, "leasehold node stopped");
+    Ok(())
+}
+
+/// Resolves `tx` with a description if Raft stops on its own (a storage error
+/// or another fatal condition): the node must not keep answering clients.
+async fn watch_fatal(node: Arc<Node>, tx: tokio::sync::oneshot::Sender<String>) {
+    let mut rx = node.raft.metrics();
+    loop {
+        if let Err(fatal) = &rx.borrow().running_state {
+            tracing::error!("raft stopped: {fatal}");
+            let _ = tx.send(fatal.to_string());
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
