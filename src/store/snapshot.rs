@@ -9,6 +9,9 @@ use super::FORMAT_VERSION;
 
 const MAGIC: &[u8; 8] = b"LHSNAP01";
 
+/// Every `sm` record, key and value, in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Encodes the records of a state machine.
 pub fn encode(records: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>, bincode::Error> {
     let mut out = Vec::with_capacity(12 + records.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>());
@@ -33,7 +36,7 @@ pub enum SnapshotError {
 }
 
 /// Decodes a snapshot file into its records.
-pub fn decode(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SnapshotError> {
+pub fn decode(bytes: &[u8]) -> Result<Records, SnapshotError> {
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
         return Err(SnapshotError::BadMagic);
     }

@@ -194,7 +194,7 @@ impl StateMachineStore {
         }
     }
 
-    fn export(&self) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, SmMeta), StorageError> {
+    fn export(&self) -> Result<(snapshot::Records, SmMeta), StorageError> {
         let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
         let meta = lock(&self.inner.meta).clone();
         let mut records = Vec::new();
@@ -433,7 +433,7 @@ async fn store_snapshot(inner: &Inner, meta: &SnapshotMeta, data: &[u8]) -> Resu
 /// Builds a snapshot from a state exported by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
     store: StateMachineStore,
-    exported: Result<(Vec<(Vec<u8>, Vec<u8>)>, SmMeta), StorageError>,
+    exported: Result<(snapshot::Records, SmMeta), StorageError>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
