@@ -2,8 +2,10 @@
 //!
 //! Holds one lazily connected channel per endpoint. A call goes to the
 //! endpoint that answered last; when it is unreachable or answers
-//! UNAVAILABLE (no leader known, node shutting down), the call is retried on
-//! the next endpoint, once per endpoint. Every call has a deadline.
+//! UNAVAILABLE (no leader known, leader unreachable, node shutting down), the
+//! call is retried on the next endpoint; after a round of failures it backs
+//! off (50 ms doubling to 1 s) and goes round again. Every call has one
+//! deadline covering all attempts (default 10 s).
 //!
 //! Retrying a write after UNAVAILABLE can apply it twice if the first attempt
 //! reached the leader before the connection broke. The lease commands are
@@ -68,38 +70,51 @@ impl Client {
         F: Fn(Channel, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let n = self.endpoints.len();
-        let start = self.preferred.load(Ordering::Relaxed) % n;
-        let mut last = Status::unavailable("no endpoint tried");
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let endpoint = &self.endpoints[idx];
-            let channel = match self.channels.get(endpoint) {
-                Ok(c) => c,
-                Err(e) => {
-                    last = Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"));
-                    continue;
+        let mut backoff = Duration::from_millis(50);
+        let mut last;
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed) % n;
+            last = Status::deadline_exceeded("deadline exceeded before any endpoint answered");
+            for i in 0..n {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if remaining.is_zero() {
+                    return Err(last);
                 }
-            };
-            let mut req = Request::new(msg.clone());
-            req.set_timeout(self.timeout);
-            match f(channel, req).await {
-                Ok(r) => {
-                    self.preferred.store(idx, Ordering::Relaxed);
-                    return Ok(r.into_inner());
+                let idx = (start + i) % n;
+                let endpoint = &self.endpoints[idx];
+                let channel = match self.channels.get(endpoint) {
+                    Ok(c) => c,
+                    Err(e) => return Err(Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"))),
+                };
+                let mut req = Request::new(msg.clone());
+                req.set_timeout(remaining);
+                match f(channel, req).await {
+                    Ok(r) => {
+                        self.preferred.store(idx, Ordering::Relaxed);
+                        return Ok(r.into_inner());
+                    }
+                    Err(s) if s.code() == Code::Unavailable => {
+                        tracing::debug!(%endpoint, "unavailable: {}", s.message());
+                        last = Status::with_details(
+                            Code::Unavailable,
+                            format!("{endpoint}: {}", s.message()),
+                            s.details().to_vec().into(),
+                        );
+                    }
+                    Err(s) => return Err(s),
                 }
-                Err(s) if s.code() == Code::Unavailable => {
-                    tracing::debug!(%endpoint, "unavailable: {}", s.message());
-                    last = Status::with_details(
-                        Code::Unavailable,
-                        format!("{endpoint}: {}", s.message()),
-                        s.details().to_vec().into(),
-                    );
-                }
-                Err(s) => return Err(s),
             }
+            // Every endpoint was unavailable (typically: an election is in
+            // progress). Back off and go round again until the deadline.
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(last);
+            }
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        Err(last)
     }
 
     /// Acquires (or renews, if already held by the same holder) a lease.
