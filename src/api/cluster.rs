@@ -77,17 +77,26 @@ fn validate_address(addr: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(super::status::invalid("address", &format!("{addr:?} is not HOST:PORT")))
+        Err(super::status::invalid(
+            "address",
+            &format!("{addr:?} is not HOST:PORT"),
+        ))
     }
 }
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(status(&self.node).await))
     }
 
-    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let m = req.get_ref();
         if m.id == 0 {
             return Err(super::status::invalid("id", "must be a positive node id"));

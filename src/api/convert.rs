@@ -127,6 +127,8 @@ mod tests {
         let e = draft_from_proto(l).unwrap_err();
         assert!(matches!(e, LeaseError::Invalid { ref field, .. } if field == "spec.renewTime"));
         let no_meta = pb::Lease::default();
-        assert!(matches!(draft_from_proto(no_meta), Err(LeaseError::Invalid { ref field, .. }) if field == "metadata"));
+        assert!(
+            matches!(draft_from_proto(no_meta), Err(LeaseError::Invalid { ref field, .. }) if field == "metadata")
+        );
     }
 }

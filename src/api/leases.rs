@@ -43,7 +43,12 @@ impl LeasesService {
 /// Runs `local` on this node; forwards to the leader with `remote` when this
 /// node is not the leader. `local` must not have changed anything when it
 /// returns `NotLeader` (true of `Node::propose` and `Node::read_barrier`).
-pub(crate) async fn route<T, R, L, LF, F, FF>(node: &Node, req: Request<T>, local: L, remote: F) -> Result<Response<R>, Status>
+pub(crate) async fn route<T, R, L, LF, F, FF>(
+    node: &Node,
+    req: Request<T>,
+    local: L,
+    remote: F,
+) -> Result<Response<R>, Status>
 where
     T: Clone,
     L: Fn(T) -> LF,
@@ -60,10 +65,9 @@ where
             Err(NodeError::NotLeader {
                 leader: Some((id, addr)),
             }) if !forwarded && id != node.id => {
-                let channel = node
-                    .channels
-                    .get(&addr)
-                    .map_err(|e| Status::unavailable(format!("cannot reach leader {id} at {addr}: {e}")))?;
+                let channel = node.channels.get(&addr).map_err(|e| {
+                    Status::unavailable(format!("cannot reach leader {id} at {addr}: {e}"))
+                })?;
                 let mut fwd = Request::new(msg);
                 fwd.metadata_mut()
                     .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
@@ -92,7 +96,10 @@ fn storage(e: anyhow::Error) -> NodeError {
 
 #[tonic::async_trait]
 impl pb::leases_server::Leases for LeasesService {
-    async fn acquire(&self, req: Request<pb::AcquireRequest>) -> Result<Response<pb::AcquireResponse>, Status> {
+    async fn acquire(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
         let node = &self.node;
         route(
             node,
@@ -118,7 +125,10 @@ impl pb::leases_server::Leases for LeasesService {
         .await
     }
 
-    async fn renew(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::RenewResponse>, Status> {
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
         let node = &self.node;
         route(
             node,
@@ -140,7 +150,10 @@ impl pb::leases_server::Leases for LeasesService {
         .await
     }
 
-    async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let node = &self.node;
         route(
             node,
@@ -184,7 +197,10 @@ impl pb::leases_server::Leases for LeasesService {
         .await
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let node = &self.node;
         route(
             node,
@@ -195,6 +211,15 @@ impl pb::leases_server::Leases for LeasesService {
                 }
                 let sel = selector::parse(&m.label_selector)?;
                 let after = decode_continue(&m.continue_token)?;
+                if let Some(a) = &after {
+                    if !m.namespace.is_empty() && a.namespace != m.namespace {
+                        return Err(LeaseError::invalid(
+                            "continueToken",
+                            "belongs to a listing of another namespace",
+                        )
+                        .into());
+                    }
+                }
                 if !m.stale {
                     node.read_barrier().await?;
                 }
@@ -213,7 +238,10 @@ impl pb::leases_server::Leases for LeasesService {
         .await
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let node = &self.node;
         route(
             node,

@@ -19,18 +19,25 @@ impl RaftService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    bincode::deserialize(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("undecodable raft message (peer running another version?): {e}")))
+    bincode::deserialize(&req.into_inner().data).map_err(|e| {
+        Status::invalid_argument(format!(
+            "undecodable raft message (peer running another version?): {e}"
+        ))
+    })
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = bincode::serialize(v).map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))?;
+    let data = bincode::serialize(v)
+        .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         encode(&self.raft.append_entries(rpc).await)
     }
@@ -40,7 +47,10 @@ impl RaftRpc for RaftService {
         encode(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }

@@ -50,8 +50,17 @@ pub mod reason {
     pub const STORAGE: &str = "STORAGE";
 }
 
-fn status(code: Code, message: String, reason: &str, meta: &[(&str, String)], field: Option<(&str, &str)>) -> Status {
-    let metadata: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+fn status(
+    code: Code,
+    message: String,
+    reason: &str,
+    meta: &[(&str, String)],
+    field: Option<(&str, &str)>,
+) -> Status {
+    let metadata: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
     if let Some((f, d)) = field {
         details.add_bad_request_violation(f, d);
@@ -79,14 +88,20 @@ pub fn from_lease_error(e: &LeaseError) -> Status {
             Code::NotFound,
             msg,
             reason::NOT_FOUND,
-            &[("namespace", key.namespace.clone()), ("name", key.name.clone())],
+            &[
+                ("namespace", key.namespace.clone()),
+                ("name", key.name.clone()),
+            ],
             None,
         ),
         LeaseError::AlreadyExists { key } => status(
             Code::AlreadyExists,
             format!("{msg}; to update it, send its metadata.resourceVersion"),
             reason::ALREADY_EXISTS,
-            &[("namespace", key.namespace.clone()), ("name", key.name.clone())],
+            &[
+                ("namespace", key.namespace.clone()),
+                ("name", key.name.clone()),
+            ],
             None,
         ),
         LeaseError::Held {
@@ -118,13 +133,25 @@ pub fn from_lease_error(e: &LeaseError) -> Status {
             )];
             match why {
                 LostReason::OtherHolder { holder } => meta.push(("holder", holder.clone())),
-                LostReason::StaleToken { current, .. } => meta.push(("currentFencingToken", current.to_string())),
-                LostReason::Expired { expired_at } => meta.push(("expireTime", expired_at.to_micro_time())),
+                LostReason::StaleToken { current, .. } => {
+                    meta.push(("currentFencingToken", current.to_string()))
+                }
+                LostReason::Expired { expired_at } => {
+                    meta.push(("expireTime", expired_at.to_micro_time()))
+                }
                 LostReason::NoHolder => {}
             }
-            status(Code::FailedPrecondition, msg, reason::LEASE_LOST, &meta, None)
+            status(
+                Code::FailedPrecondition,
+                msg,
+                reason::LEASE_LOST,
+                &meta,
+                None,
+            )
         }
-        LeaseError::Conflict { expected, actual, .. } => status(
+        LeaseError::Conflict {
+            expected, actual, ..
+        } => status(
             Code::Aborted,
             msg,
             reason::CONFLICT,
@@ -148,13 +175,26 @@ pub fn from_node_error(e: &NodeError) -> Status {
                 meta.push(("leaderAddress", addr.clone()));
             }
             let msg = match leader {
-                Some((id, addr)) => format!("this node is not the leader; the leader is node {id} at {addr}"),
-                None => "no leader is known at the moment (election in progress or no quorum); retry".to_string(),
+                Some((id, addr)) => {
+                    format!("this node is not the leader; the leader is node {id} at {addr}")
+                }
+                None => {
+                    "no leader is known at the moment (election in progress or no quorum); retry"
+                        .to_string()
+                }
             };
             status(Code::Unavailable, msg, reason::NOT_LEADER, &meta, None)
         }
-        NodeError::Unavailable(m) => status(Code::Unavailable, m.clone(), reason::UNAVAILABLE, &[], None),
-        NodeError::Membership(m) => status(Code::FailedPrecondition, m.clone(), reason::MEMBERSHIP, &[], None),
+        NodeError::Unavailable(m) => {
+            status(Code::Unavailable, m.clone(), reason::UNAVAILABLE, &[], None)
+        }
+        NodeError::Membership(m) => status(
+            Code::FailedPrecondition,
+            m.clone(),
+            reason::MEMBERSHIP,
+            &[],
+            None,
+        ),
         NodeError::Storage(m) => status(Code::Internal, m.clone(), reason::STORAGE, &[], None),
     }
 }
@@ -215,7 +255,10 @@ mod tests {
     fn lost_and_conflict_are_distinct() {
         let lost = from_lease_error(&LeaseError::Lost {
             key: LeaseKey::new("ns", "a"),
-            reason: LostReason::StaleToken { sent: 1, current: 2 },
+            reason: LostReason::StaleToken {
+                sent: 1,
+                current: 2,
+            },
         });
         assert_eq!(lost.code(), Code::FailedPrecondition);
         assert_eq!(error_info(&lost).unwrap().0, reason::LEASE_LOST);

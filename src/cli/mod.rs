@@ -31,10 +31,22 @@ pub const EXIT_UNAVAILABLE: i32 = 3;
 #[command(name = "leasehold", version, about)]
 pub struct Cli {
     /// Cluster endpoints, HOST:PORT, comma-separated; tried in order.
-    #[arg(long, global = true, env = "LEASEHOLD_ENDPOINTS", default_value = "127.0.0.1:7070", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_ENDPOINTS",
+        default_value = "127.0.0.1:7070",
+        value_delimiter = ','
+    )]
     pub endpoints: Vec<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
     pub output: Format,
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, env = "LEASEHOLD_TIMEOUT", default_value_t = 10.0)]
@@ -190,7 +202,10 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
             .filter(|i| *i > 0)
             .ok_or_else(|| format!("--peers entry {part:?}: id must be a positive integer"))?;
         let addr = addr.trim();
-        if !addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+        if !addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
             return Err(format!("--peers entry {part:?}: address must be HOST:PORT"));
         }
         if out.insert(id, addr.to_string()).is_some() {
@@ -272,12 +287,18 @@ pub fn exit_code(code: Code) -> i32 {
     match code {
         Code::Ok => EXIT_OK,
         Code::InvalidArgument | Code::OutOfRange => EXIT_INVALID,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => EXIT_UNAVAILABLE,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            EXIT_UNAVAILABLE
+        }
         _ => EXIT_REFUSED,
     }
 }
 
-fn one_lease(lease: Option<pb::Lease>, format: Format, summary: impl FnOnce(&pb::Lease) -> String) -> String {
+fn one_lease(
+    lease: Option<pb::Lease>,
+    format: Format,
+    summary: impl FnOnce(&pb::Lease) -> String,
+) -> String {
     let lease = lease.unwrap_or_default();
     match format {
         Format::Table => summary(&lease),
@@ -295,7 +316,11 @@ fn holder_line(verb: &str, l: &pb::Lease) -> String {
     )
 }
 
-async fn client_command(client: &Client, cmd: &Command, format: Format) -> Result<String, CliError> {
+async fn client_command(
+    client: &Client,
+    cmd: &Command,
+    format: Format,
+) -> Result<String, CliError> {
     let now = chrono::Utc::now();
     Ok(match cmd {
         Command::Serve(_) => unreachable!("handled by run"),
@@ -315,10 +340,18 @@ async fn client_command(client: &Client, cmd: &Command, format: Format) -> Resul
                     labels: parse_labels(labels)?,
                 })
                 .await?;
-            let verb = if r.newly_acquired { "acquired" } else { "renewed" };
+            let verb = if r.newly_acquired {
+                "acquired"
+            } else {
+                "renewed"
+            };
             one_lease(r.lease, format, |l| holder_line(verb, l))
         }
-        Command::Renew { lease, holder, token } => {
+        Command::Renew {
+            lease,
+            holder,
+            token,
+        } => {
             let (namespace, name) = split_lease(lease)?;
             let r = client
                 .renew(pb::RenewRequest {
@@ -330,7 +363,11 @@ async fn client_command(client: &Client, cmd: &Command, format: Format) -> Resul
                 .await?;
             one_lease(r.lease, format, |l| holder_line("renewed", l))
         }
-        Command::Release { lease, holder, token } => {
+        Command::Release {
+            lease,
+            holder,
+            token,
+        } => {
             let (namespace, name) = split_lease(lease)?;
             let r = client
                 .release(pb::ReleaseRequest {
@@ -371,7 +408,11 @@ async fn client_command(client: &Client, cmd: &Command, format: Format) -> Resul
             selector,
             stale,
         } => {
-            let ns = if *all_namespaces { String::new() } else { namespace.clone() };
+            let ns = if *all_namespaces {
+                String::new()
+            } else {
+                namespace.clone()
+            };
             let mut items = Vec::new();
             let mut token = String::new();
             let mut revision = 0;
@@ -458,7 +499,10 @@ async fn client_command(client: &Client, cmd: &Command, format: Format) -> Resul
                     0,
                 ),
                 MemberAction::Remove { id } => (
-                    client.remove_member(pb::RemoveMemberRequest { id: *id }).await?.members,
+                    client
+                        .remove_member(pb::RemoveMemberRequest { id: *id })
+                        .await?
+                        .members,
                     0,
                 ),
                 MemberAction::List => {
@@ -474,10 +518,19 @@ async fn client_command(client: &Client, cmd: &Command, format: Format) -> Resul
         Command::Health => {
             let s = client.status().await?;
             if s.state == "SHUTDOWN" || s.leader_id == 0 {
-                return Err(tonic::Status::unavailable(format!("node {} has no leader", s.node_id)).into());
+                return Err(tonic::Status::unavailable(format!(
+                    "node {} has no leader",
+                    s.node_id
+                ))
+                .into());
             }
             match format {
-                Format::Table => format!("ok: node {} ({}), leader {}\n", s.node_id, s.state.to_lowercase(), s.leader_id),
+                Format::Table => format!(
+                    "ok: node {} ({}), leader {}\n",
+                    s.node_id,
+                    s.state.to_lowercase(),
+                    s.leader_id
+                ),
                 f => output::render(&output::status_json(&s), f),
             }
         }

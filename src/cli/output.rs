@@ -36,7 +36,10 @@ pub fn lease_json(l: &pb::Lease) -> Value {
     insert_str(&mut m, "name", &meta.name);
     insert_str(&mut m, "namespace", &meta.namespace);
     insert_str(&mut m, "uid", &meta.uid);
-    m.insert("resourceVersion".into(), Value::String(meta.resource_version.to_string()));
+    m.insert(
+        "resourceVersion".into(),
+        Value::String(meta.resource_version.to_string()),
+    );
     insert_str(&mut m, "creationTimestamp", &meta.creation_timestamp);
     if !meta.labels.is_empty() {
         m.insert("labels".into(), string_map(&meta.labels));
@@ -71,7 +74,10 @@ pub fn lease_json(l: &pb::Lease) -> Value {
 /// A page of leases as a Kubernetes LeaseList.
 pub fn list_json(items: &[pb::Lease], revision: u64, continue_token: &str) -> Value {
     let mut meta = Map::new();
-    meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
     insert_str(&mut meta, "continue", continue_token);
     json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -127,8 +133,13 @@ pub fn role(m: &pb::Member) -> &'static str {
 /// Renders a value as JSON or YAML text.
 pub fn render(v: &Value, format: Format) -> String {
     match format {
-        Format::Yaml => serde_yaml::to_string(v).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n")),
-        _ => serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("cannot render JSON: {e}")) + "\n",
+        Format::Yaml => {
+            serde_yaml::to_string(v).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n"))
+        }
+        _ => {
+            serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("cannot render JSON: {e}"))
+                + "\n"
+        }
     }
 }
 
@@ -147,7 +158,11 @@ pub fn age(created_rfc3339: &str, now: chrono::DateTime<chrono::Utc>) -> String 
 }
 
 /// kubectl-style table of leases.
-pub fn lease_table(items: &[pb::Lease], with_namespace: bool, now: chrono::DateTime<chrono::Utc>) -> String {
+pub fn lease_table(
+    items: &[pb::Lease],
+    with_namespace: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header = vec!["NAME", "HOLDER", "AGE"];
     if with_namespace {
@@ -157,7 +172,11 @@ pub fn lease_table(items: &[pb::Lease], with_namespace: bool, now: chrono::DateT
     for l in items {
         let meta = l.metadata.clone().unwrap_or_default();
         let spec = l.spec.clone().unwrap_or_default();
-        let mut row = vec![meta.name, spec.holder_identity, age(&meta.creation_timestamp, now)];
+        let mut row = vec![
+            meta.name,
+            spec.holder_identity,
+            age(&meta.creation_timestamp, now),
+        ];
         if with_namespace {
             row.insert(0, meta.namespace);
         }
@@ -170,7 +189,13 @@ pub fn lease_table(items: &[pb::Lease], with_namespace: bool, now: chrono::DateT
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -229,7 +254,10 @@ mod tests {
         assert_eq!(v["spec"]["holderIdentity"], "node-1");
         assert_eq!(v["spec"]["leaseDurationSeconds"], 40);
         assert_eq!(v["status"]["fencingToken"], 7);
-        assert!(v["spec"].get("acquireTime").is_none(), "unset fields are omitted");
+        assert!(
+            v["spec"].get("acquireTime").is_none(),
+            "unset fields are omitted"
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Client {
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
-            return Err(Status::invalid_argument("invalid endpoints: at least one HOST:PORT is required"));
+            return Err(Status::invalid_argument(
+                "invalid endpoints: at least one HOST:PORT is required",
+            ));
         }
         Ok(Client {
             endpoints,
@@ -86,7 +88,11 @@ impl Client {
                 let endpoint = &self.endpoints[idx];
                 let channel = match self.channels.get(endpoint) {
                     Ok(c) => c,
-                    Err(e) => return Err(Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"))),
+                    Err(e) => {
+                        return Err(Status::invalid_argument(format!(
+                            "invalid endpoint {endpoint:?}: {e}"
+                        )))
+                    }
                 };
                 let mut req = Request::new(msg.clone());
                 req.set_timeout(remaining);
@@ -119,20 +125,29 @@ impl Client {
 
     /// Acquires (or renews, if already held by the same holder) a lease.
     pub async fn acquire(&self, req: pb::AcquireRequest) -> Result<pb::AcquireResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).acquire(r).await })
-            .await
+        self.call(
+            req,
+            |c, r| async move { LeasesClient::new(c).acquire(r).await },
+        )
+        .await
     }
 
     /// Renews the caller's tenure.
     pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).renew(r).await })
-            .await
+        self.call(
+            req,
+            |c, r| async move { LeasesClient::new(c).renew(r).await },
+        )
+        .await
     }
 
     /// Releases the caller's tenure.
     pub async fn release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).release(r).await })
-            .await
+        self.call(
+            req,
+            |c, r| async move { LeasesClient::new(c).release(r).await },
+        )
+        .await
     }
 
     /// Reads one lease.
@@ -143,14 +158,20 @@ impl Client {
 
     /// Lists leases (one page).
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).list(r).await })
-            .await
+        self.call(
+            req,
+            |c, r| async move { LeasesClient::new(c).list(r).await },
+        )
+        .await
     }
 
     /// Deletes a lease.
     pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).delete(r).await })
-            .await
+        self.call(
+            req,
+            |c, r| async move { LeasesClient::new(c).delete(r).await },
+        )
+        .await
     }
 
     /// Creates or compare-and-swap updates a lease.
@@ -161,19 +182,31 @@ impl Client {
 
     /// The status of the first reachable endpoint's node.
     pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
-        self.call(pb::StatusRequest {}, |c, r| async move { ClusterClient::new(c).status(r).await })
-            .await
+        self.call(pb::StatusRequest {}, |c, r| async move {
+            ClusterClient::new(c).status(r).await
+        })
+        .await
     }
 
     /// Adds a member (learner, then voter).
-    pub async fn add_member(&self, req: pb::AddMemberRequest) -> Result<pb::AddMemberResponse, Status> {
-        self.call(req, |c, r| async move { ClusterClient::new(c).add_member(r).await })
-            .await
+    pub async fn add_member(
+        &self,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::AddMemberResponse, Status> {
+        self.call(req, |c, r| async move {
+            ClusterClient::new(c).add_member(r).await
+        })
+        .await
     }
 
     /// Removes a member.
-    pub async fn remove_member(&self, req: pb::RemoveMemberRequest) -> Result<pb::RemoveMemberResponse, Status> {
-        self.call(req, |c, r| async move { ClusterClient::new(c).remove_member(r).await })
-            .await
+    pub async fn remove_member(
+        &self,
+        req: pb::RemoveMemberRequest,
+    ) -> Result<pb::RemoveMemberResponse, Status> {
+        self.call(req, |c, r| async move {
+            ClusterClient::new(c).remove_member(r).await
+        })
+        .await
     }
 }

@@ -71,11 +71,7 @@ pub fn grantable_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> 
         .unwrap_or(lease.creation_timestamp);
     let d = lease.duration_micros();
     let margin = d.saturating_mul(CLOCK_RATE_BOUND_PPM) / 1_000_000;
-    Some(
-        last.max(epoch_start)
-            .plus_micros(d)
-            .plus_micros(margin),
-    )
+    Some(last.max(epoch_start).plus_micros(d).plus_micros(margin))
 }
 
 /// A lease's uid: derived from its key and the revision that created it, so
@@ -223,7 +219,8 @@ fn acquire(
 
     match lease.holder() {
         Some(h) if h == holder => {
-            let live = lease.expire_time().is_some_and(|exp| ctx.now < exp) && lease.fencing_token > 0;
+            let live =
+                lease.expire_time().is_some_and(|exp| ctx.now < exp) && lease.fencing_token > 0;
             if live {
                 // The caller already holds it: a renewal, same tenure.
                 return Ok(Effect::Write {
@@ -291,7 +288,11 @@ fn check_tenure<'a>(
     }
 }
 
-fn put(draft: &LeaseDraft, current: Option<&Lease>, ctx: &ApplyContext) -> Result<Effect, LeaseError> {
+fn put(
+    draft: &LeaseDraft,
+    current: Option<&Lease>,
+    ctx: &ApplyContext,
+) -> Result<Effect, LeaseError> {
     let key = &draft.key;
     let new_holder = draft
         .spec
@@ -313,7 +314,11 @@ fn put(draft: &LeaseDraft, current: Option<&Lease>, ctx: &ApplyContext) -> Resul
                 labels: draft.labels.clone(),
                 annotations: draft.annotations.clone(),
                 spec,
-                fencing_token: if new_holder.is_some() { ctx.revision } else { 0 },
+                fencing_token: if new_holder.is_some() {
+                    ctx.revision
+                } else {
+                    0
+                },
             },
             created: true,
             newly_acquired: new_holder.is_some(),

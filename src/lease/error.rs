@@ -97,7 +97,10 @@ impl fmt::Display for LostReason {
             LostReason::NoHolder => write!(f, "the lease has no holder"),
             LostReason::OtherHolder { holder } => write!(f, "it is now held by {holder:?}"),
             LostReason::StaleToken { sent, current } => {
-                write!(f, "fencing token {sent} is stale (current tenure has {current})")
+                write!(
+                    f,
+                    "fencing token {sent} is stale (current tenure has {current})"
+                )
             }
             LostReason::Expired { expired_at } => write!(f, "it expired at {expired_at}"),
         }

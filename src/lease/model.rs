@@ -80,7 +80,10 @@ pub struct Lease {
 impl Lease {
     /// The holder, if any (an empty string counts as none).
     pub fn holder(&self) -> Option<&str> {
-        self.spec.holder_identity.as_deref().filter(|h| !h.is_empty())
+        self.spec
+            .holder_identity
+            .as_deref()
+            .filter(|h| !h.is_empty())
     }
 
     /// Lease duration in microseconds (0 when unset).

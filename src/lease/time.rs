@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Microseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 /// Microseconds in one second.
@@ -50,12 +52,14 @@ impl Timestamp {
 
     /// Kubernetes `MicroTime`: RFC 3339, UTC, exactly six fractional digits.
     pub fn to_micro_time(self) -> String {
-        self.to_datetime().to_rfc3339_opts(SecondsFormat::Micros, true)
+        self.to_datetime()
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
     }
 
     /// Kubernetes `Time` (creationTimestamp): RFC 3339, UTC, whole seconds.
     pub fn to_rfc3339_seconds(self) -> String {
-        self.to_datetime().to_rfc3339_opts(SecondsFormat::Secs, true)
+        self.to_datetime()
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
     }
 
     /// Parses RFC 3339 (any offset, any fractional precision; sub-microsecond

@@ -132,7 +132,14 @@ impl Node {
         };
         let config = Arc::new(config.validate()?);
         let channels = Channels::default();
-        let raft = Raft::new(cfg.id, config, Network::new(channels.clone()), log, sm.clone()).await?;
+        let raft = Raft::new(
+            cfg.id,
+            config,
+            Network::new(channels.clone()),
+            log,
+            sm.clone(),
+        )
+        .await?;
         let node = Arc::new(Node {
             id: cfg.id,
             advertise: cfg.advertise.clone(),
@@ -202,10 +209,16 @@ impl Node {
             Ok(resp) => match resp.data {
                 CommandResponse::Applied(a) => Ok(a),
                 CommandResponse::Refused(e) => Err(NodeError::Lease(e)),
-                CommandResponse::None => Err(NodeError::Storage("command entry produced no response".into())),
+                CommandResponse::None => Err(NodeError::Storage(
+                    "command entry produced no response".into(),
+                )),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id, f.leader_node)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(NodeError::Membership(e.to_string())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(NodeError::Membership(e.to_string()))
+            }
             Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
         }
     }
@@ -216,8 +229,12 @@ impl Node {
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id, f.leader_node)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(NodeError::Unavailable(format!("no quorum: {q}"))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                Err(NodeError::Unavailable(format!("no quorum: {q}")))
+            }
             Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
         }
     }
@@ -235,8 +252,12 @@ impl Node {
     /// as a voter. Leader only.
     pub async fn add_member(&self, id: NodeId, addr: String) -> Result<(), NodeError> {
         let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.not_leader(f.leader_id, f.leader_node),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => NodeError::Membership(e.to_string()),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                self.not_leader(f.leader_id, f.leader_node)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                NodeError::Membership(e.to_string())
+            }
             RaftError::Fatal(f) => NodeError::Unavailable(format!("raft stopped: {f}")),
         };
         self.raft
@@ -252,7 +273,13 @@ impl Node {
 
     /// Removes a node from the voters and forgets it. Leader only.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
-        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.voter_ids().collect();
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
         let change = if voters.contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
@@ -260,8 +287,12 @@ impl Node {
         };
         match self.raft.change_membership(change, false).await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(f.leader_id, f.leader_node)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(NodeError::Membership(e.to_string())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(NodeError::Membership(e.to_string()))
+            }
             Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
         }
     }

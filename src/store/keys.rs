@@ -4,7 +4,7 @@
 //!
 //! | tree        | Key                                   | Value                                   |
 //! |-------------|---------------------------------------|-----------------------------------------|
-//! | `meta`      | `format_version`                      | u32, big-endian: [`super::FORMAT_VERSION`] |
+//! | (default)   | `format_version`                      | u32, big-endian: [`super::FORMAT_VERSION`] |
 //! | `raft_log`  | log index, u64 big-endian             | bincode `Entry<TypeConfig>`             |
 //! | `raft_meta` | `vote`                                | bincode `Vote`                          |
 //! | `raft_meta` | `committed`                           | bincode `Option<LogId>`                 |

@@ -4,8 +4,8 @@
 //! after `flush_async` returned, and `save_vote` returns only after its flush,
 //! so nothing Raft counts on is acknowledged before it is on disk.
 
-use super::keys::{decode, encode, log_index, log_key};
 use super::io_err;
+use super::keys::{decode, encode, log_index, log_key};
 use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
@@ -43,10 +43,16 @@ impl LogStore {
         key: &[u8],
         subject: ErrorSubject<NodeId>,
     ) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self.meta.get(key).map_err(|e| io_err(ErrorVerb::Read, subject.clone(), &e))? else {
+        let Some(bytes) = self
+            .meta
+            .get(key)
+            .map_err(|e| io_err(ErrorVerb::Read, subject.clone(), &e))?
+        else {
             return Ok(None);
         };
-        decode(&bytes).map(Some).map_err(|e| io_err(ErrorVerb::Read, subject, &e))
+        decode(&bytes)
+            .map(Some)
+            .map_err(|e| io_err(ErrorVerb::Read, subject, &e))
     }
 
     fn write_meta<T: serde::Serialize>(
@@ -148,7 +154,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -49,9 +49,10 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
 fn check_format(db: &sled::Db) -> anyhow::Result<()> {
     match db.get(FORMAT_KEY)? {
         None => {
-            let empty = db.tree_names().iter().all(|name| {
-                db.open_tree(name).map(|t| t.is_empty()).unwrap_or(false)
-            });
+            let empty = db
+                .tree_names()
+                .iter()
+                .all(|name| db.open_tree(name).map(|t| t.is_empty()).unwrap_or(false));
             if !empty {
                 bail!("data directory has data but no format version: not a Leasehold directory?");
             }

@@ -14,7 +14,12 @@ pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Encodes the records of a state machine.
 pub fn encode(records: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>, bincode::Error> {
-    let mut out = Vec::with_capacity(12 + records.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        12 + records
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     bincode::serialize_into(&mut out, records)?;
@@ -55,10 +60,16 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects_garbage() {
-        let recs = vec![(b"la\0b".to_vec(), vec![1, 2, 3]), (b"m:revision".to_vec(), vec![9])];
+        let recs = vec![
+            (b"la\0b".to_vec(), vec![1, 2, 3]),
+            (b"m:revision".to_vec(), vec![9]),
+        ];
         let bytes = encode(&recs).unwrap();
         assert_eq!(decode(&bytes).unwrap(), recs);
-        assert!(matches!(decode(b"nonsense-bytes"), Err(SnapshotError::BadMagic)));
+        assert!(matches!(
+            decode(b"nonsense-bytes"),
+            Err(SnapshotError::BadMagic)
+        ));
         let mut other = bytes.clone();
         other[11] = other[11].wrapping_add(1);
         assert!(matches!(decode(&other), Err(SnapshotError::Version(_))));

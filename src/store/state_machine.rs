@@ -18,7 +18,9 @@ use super::{io_err, snapshot};
 use crate::lease::apply::{apply, ApplyContext, Effect};
 use crate::lease::selector::Selector;
 use crate::lease::{Applied, CommandResponse, Lease, LeaseKey, Timestamp};
-use crate::raft::types::{Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::raft::types::{
+    Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder,
@@ -133,7 +135,11 @@ impl StateMachineStore {
 
     /// Reads one lease.
     pub fn get(&self, key: &LeaseKey) -> anyhow::Result<(Option<Lease>, u64)> {
-        let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .inner
+            .apply_lock
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let lease = match self.inner.sm.get(keys::lease_key(key))? {
             Some(bytes) => Some(decode::<Lease>(&bytes)?),
             None => None,
@@ -150,13 +156,17 @@ impl StateMachineStore {
         after: Option<&LeaseKey>,
         limit: usize,
     ) -> anyhow::Result<ListPage> {
-        let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .inner
+            .apply_lock
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let prefix = keys::namespace_prefix(namespace);
         let start = match after {
             Some(k) => {
                 let mut s = keys::lease_key(k);
                 s.push(0); // strictly after
-                s
+                s.max(prefix.clone())
             }
             None => prefix.clone(),
         };
@@ -188,14 +198,25 @@ impl StateMachineStore {
     }
 
     fn read_lease(&self, key: &[u8]) -> Result<Option<Lease>, StorageError> {
-        match self.inner.sm.get(key).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
-            Some(bytes) => decode(&bytes).map(Some).map_err(|e| sm_err(ErrorVerb::Read, &e)),
+        match self
+            .inner
+            .sm
+            .get(key)
+            .map_err(|e| sm_err(ErrorVerb::Read, &e))?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| sm_err(ErrorVerb::Read, &e)),
             None => Ok(None),
         }
     }
 
     fn export(&self) -> Result<(snapshot::Records, SmMeta), StorageError> {
-        let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .inner
+            .apply_lock
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let meta = lock(&self.inner.meta).clone();
         let mut records = Vec::new();
         for item in self.inner.sm.iter() {
@@ -207,7 +228,10 @@ impl StateMachineStore {
 }
 
 fn load_meta(sm: &sled::Tree) -> anyhow::Result<SmMeta> {
-    fn get<T: serde::de::DeserializeOwned + Default>(sm: &sled::Tree, k: &[u8]) -> anyhow::Result<T> {
+    fn get<T: serde::de::DeserializeOwned + Default>(
+        sm: &sled::Tree,
+        k: &[u8],
+    ) -> anyhow::Result<T> {
         Ok(match sm.get(k)? {
             Some(b) => decode(&b)?,
             None => T::default(),
@@ -309,13 +333,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut batch = sled::Batch::default();
         for (k, v) in overlay {
             match v {
-                Some(lease) => batch.insert(k, encode(&lease).map_err(|e| sm_err(ErrorVerb::Write, &e))?),
+                Some(lease) => {
+                    batch.insert(k, encode(&lease).map_err(|e| sm_err(ErrorVerb::Write, &e))?)
+                }
                 None => batch.remove(k),
             }
         }
         put_meta(&mut batch, &meta).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
         {
-            let _g = self.inner.apply_lock.write().unwrap_or_else(|p| p.into_inner());
+            let _g = self
+                .inner
+                .apply_lock
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             self.inner
                 .sm
                 .apply_batch(batch)
@@ -360,7 +390,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let mut new_meta = SmMeta::default();
         for (k, v) in &records {
-            let bad = |e: bincode::Error| io_err(ErrorVerb::Read, ErrorSubject::Snapshot(sig.clone()), &e);
+            let bad = |e: bincode::Error| {
+                io_err(ErrorVerb::Read, ErrorSubject::Snapshot(sig.clone()), &e)
+            };
             match k.as_slice() {
                 keys::SM_CLOCK => new_meta.clock = decode(v).map_err(bad)?,
                 keys::SM_REVISION => new_meta.revision = decode(v).map_err(bad)?,
@@ -372,7 +404,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         new_meta.membership = meta.last_membership.clone();
         put_meta(&mut batch, &new_meta).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
         {
-            let _g = self.inner.apply_lock.write().unwrap_or_else(|p| p.into_inner());
+            let _g = self
+                .inner
+                .apply_lock
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             self.inner
                 .sm
                 .apply_batch(batch)
@@ -411,7 +447,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-async fn store_snapshot(inner: &Inner, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+async fn store_snapshot(
+    inner: &Inner,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), StorageError> {
     let sig = Some(meta.signature());
     let werr = |e: &dyn std::fmt::Display| {
         io_err(
@@ -438,7 +478,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (records, meta) = std::mem::replace(&mut self.exported, Ok((Vec::new(), SmMeta::default())))?;
+        let (records, meta) =
+            std::mem::replace(&mut self.exported, Ok((Vec::new(), SmMeta::default())))?;
         let seq = self
             .store
             .inner

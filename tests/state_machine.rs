@@ -1,0 +1,730 @@
+//! The sled state machine through openraft's traits: applying entries,
+//! reading leases back, the clock and epoch rules, restarts, the format
+//! version check and snapshots.
+
+use leasehold::lease::apply::CLOCK_RATE_BOUND_PPM;
+use leasehold::lease::selector::{self, Selector};
+use leasehold::lease::{
+    Applied, Command, CommandResponse, Lease, LeaseDraft, LeaseError, LeaseKey, LeaseSpec,
+    LostReason, Proposal, Timestamp,
+};
+use leasehold::raft::types::{Entry, LogId, NodeId, StoredMembership};
+use leasehold::store::{self, LogStore, SmClock, StateMachineStore};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tempfile::TempDir;
+
+/// 2024-05-01T12:00:00Z.
+const T0: i64 = 1_714_564_800_000_000;
+const SEC: i64 = 1_000_000;
+const NS: &str = "default";
+
+fn t(micros: i64) -> Timestamp {
+    Timestamp::from_micros(T0 + micros)
+}
+
+fn leader(term: u64, node: NodeId) -> CommittedLeaderId<NodeId> {
+    CommittedLeaderId::new(term, node)
+}
+
+fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
+    LogId::new(leader(term, node), index)
+}
+
+fn key(name: &str) -> LeaseKey {
+    LeaseKey::new(NS, name)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// A normal entry from the leader of `term` (node `term`), stamped
+/// `T0 + at_micros`.
+fn normal(term: u64, index: u64, at_micros: i64, command: Command) -> Entry {
+    Entry {
+        log_id: log_id(term, term, index),
+        payload: EntryPayload::Normal(Proposal {
+            time: t(at_micros),
+            command,
+        }),
+    }
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn membership(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, term, index),
+        payload: EntryPayload::Membership(members()),
+    }
+}
+
+fn members() -> Membership<NodeId, BasicNode> {
+    Membership::new(vec![BTreeSet::from([1, 2, 3])], None)
+}
+
+fn acquire_in(ns: &str, name: &str, holder: &str, d: i32, lbls: &[(&str, &str)]) -> Command {
+    Command::Acquire {
+        key: LeaseKey::new(ns, name),
+        holder: holder.to_string(),
+        duration_seconds: d,
+        labels: labels(lbls),
+    }
+}
+
+fn acquire(name: &str, holder: &str, d: i32) -> Command {
+    acquire_in(NS, name, holder, d, &[])
+}
+
+fn renew(name: &str, holder: &str, fencing_token: u64) -> Command {
+    Command::Renew {
+        key: key(name),
+        holder: holder.to_string(),
+        fencing_token,
+    }
+}
+
+fn release(name: &str, holder: &str, fencing_token: u64) -> Command {
+    Command::Release {
+        key: key(name),
+        holder: holder.to_string(),
+        fencing_token,
+    }
+}
+
+fn delete(name: &str, resource_version: Option<u64>) -> Command {
+    Command::Delete {
+        key: key(name),
+        resource_version,
+    }
+}
+
+fn applied(r: &CommandResponse) -> &Applied {
+    match r {
+        CommandResponse::Applied(a) => a,
+        other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+fn refused(r: &CommandResponse) -> &LeaseError {
+    match r {
+        CommandResponse::Refused(e) => e,
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+fn open(dir: &Path) -> (LogStore, StateMachineStore) {
+    store::open(dir).expect("open store")
+}
+
+fn tempdir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("leasehold-sm-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) -> Vec<CommandResponse> {
+    let n = entries.len();
+    let out = sm.apply(entries).await.expect("apply");
+    assert_eq!(out.len(), n, "one response per entry");
+    out
+}
+
+async fn apply1(sm: &mut StateMachineStore, entry: Entry) -> CommandResponse {
+    apply(sm, vec![entry]).await.remove(0)
+}
+
+fn get(sm: &StateMachineStore, name: &str) -> Option<Lease> {
+    sm.get(&key(name)).expect("get").0
+}
+
+fn names(items: &[Lease]) -> Vec<String> {
+    items.iter().map(|l| l.key.to_string()).collect()
+}
+
+fn margin(d: i64) -> i64 {
+    d * SEC * CLOCK_RATE_BOUND_PPM / 1_000_000
+}
+
+#[tokio::test]
+async fn applies_a_sequence_and_reads_it_back() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    assert_eq!(sm.revision(), 0);
+    assert_eq!(sm.applied_index(), 0);
+    assert_eq!(
+        sm.applied_state().await.unwrap(),
+        (None, StoredMembership::default())
+    );
+
+    // Raft-internal entries: no command, no revision, but applied.
+    let r = apply(&mut sm, vec![membership(1, 1), blank(1, 2)]).await;
+    assert_eq!(r, vec![CommandResponse::None, CommandResponse::None]);
+    assert_eq!(sm.revision(), 0);
+    assert_eq!(sm.applied_index(), 2);
+    let (last, mem) = sm.applied_state().await.unwrap();
+    assert_eq!(last, Some(log_id(1, 1, 2)));
+    assert_eq!(mem, StoredMembership::new(Some(log_id(1, 1, 1)), members()));
+
+    // Acquire creates.
+    let r = apply1(&mut sm, normal(1, 3, 0, acquire("x", "a", 10))).await;
+    let a = applied(&r);
+    assert_eq!(a.revision, 3);
+    assert!(a.created);
+    assert!(a.newly_acquired);
+    assert_eq!(a.lease.fencing_token, 3);
+    assert_eq!(a.lease.resource_version, 3);
+    assert_eq!(a.lease.spec.renew_time, Some(t(0)));
+    assert_eq!(sm.revision(), 3);
+    let (stored, rev) = sm.get(&key("x")).unwrap();
+    assert_eq!(stored.as_ref(), Some(&a.lease));
+    assert_eq!(rev, 3);
+
+    // Another holder is refused: nothing changes but the applied index.
+    let r = apply1(&mut sm, normal(1, 4, SEC, acquire("x", "b", 10))).await;
+    assert_eq!(
+        refused(&r),
+        &LeaseError::Held {
+            key: key("x"),
+            holder: "a".to_string(),
+            expire_time: t(10 * SEC),
+            remaining_millis: 9_100,
+        }
+    );
+    assert_eq!(sm.revision(), 3, "a refusal is not a revision");
+    assert_eq!(sm.applied_index(), 4);
+    assert_eq!(get(&sm, "x").unwrap().resource_version, 3);
+
+    // Several entries in one call, touching the same lease: each sees the
+    // one before it.
+    let r = apply(
+        &mut sm,
+        vec![
+            normal(1, 5, 2 * SEC, renew("x", "a", 3)),
+            normal(1, 6, 3 * SEC, release("x", "a", 3)),
+            normal(1, 7, 3 * SEC, acquire("x", "b", 10)),
+            normal(1, 8, 4 * SEC, renew("x", "a", 3)),
+        ],
+    )
+    .await;
+    let renewed = applied(&r[0]);
+    assert_eq!(renewed.revision, 5);
+    assert!(!renewed.newly_acquired);
+    assert_eq!(renewed.lease.fencing_token, 3);
+    assert_eq!(renewed.lease.spec.renew_time, Some(t(2 * SEC)));
+    let released = applied(&r[1]);
+    assert_eq!(released.lease.holder(), None);
+    assert_eq!(released.lease.fencing_token, 0);
+    let taken = applied(&r[2]);
+    assert!(taken.newly_acquired);
+    assert_eq!(taken.lease.fencing_token, 7);
+    assert_eq!(taken.lease.spec.lease_transitions, Some(1));
+    assert_eq!(
+        refused(&r[3]),
+        &LeaseError::Lost {
+            key: key("x"),
+            reason: LostReason::OtherHolder {
+                holder: "b".to_string()
+            },
+        }
+    );
+    assert_eq!(sm.revision(), 7);
+    assert_eq!(sm.applied_index(), 8);
+    assert_eq!(get(&sm, "x").as_ref(), Some(&taken.lease));
+
+    // Put and delete.
+    let draft = LeaseDraft {
+        key: key("y"),
+        resource_version: 0,
+        labels: labels(&[("app", "web")]),
+        annotations: BTreeMap::new(),
+        spec: LeaseSpec {
+            holder_identity: Some("c".to_string()),
+            lease_duration_seconds: Some(40),
+            ..LeaseSpec::default()
+        },
+    };
+    let r = apply1(
+        &mut sm,
+        normal(
+            1,
+            9,
+            5 * SEC,
+            Command::Put {
+                draft: draft.clone(),
+            },
+        ),
+    )
+    .await;
+    let put = applied(&r);
+    assert!(put.created);
+    assert_eq!(put.lease.fencing_token, 9);
+    let r = apply1(&mut sm, normal(1, 10, 5 * SEC, delete("y", Some(8)))).await;
+    assert_eq!(
+        refused(&r),
+        &LeaseError::Conflict {
+            key: key("y"),
+            expected: 8,
+            actual: 9
+        }
+    );
+    let r = apply1(&mut sm, normal(1, 11, 5 * SEC, delete("y", Some(9)))).await;
+    let deleted = applied(&r);
+    assert_eq!(deleted.revision, 11);
+    assert_eq!(
+        deleted.lease, put.lease,
+        "Delete returns the lease as it was"
+    );
+    assert_eq!(get(&sm, "y"), None);
+    assert_eq!(sm.revision(), 11);
+    let r = apply1(&mut sm, normal(1, 12, 5 * SEC, delete("y", None))).await;
+    assert_eq!(refused(&r), &LeaseError::NotFound { key: key("y") });
+
+    // Invalid commands are refused even if they reach the log.
+    let r = apply1(&mut sm, normal(1, 13, 5 * SEC, acquire("x", "a", 0))).await;
+    assert!(
+        matches!(refused(&r), LeaseError::Invalid { field, .. } if field == "leaseDurationSeconds"),
+        "{r:?}"
+    );
+    assert_eq!(sm.revision(), 11);
+    assert_eq!(sm.applied_index(), 13);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1, 13)));
+    assert_eq!(sm.lease_count(), 1);
+}
+
+#[tokio::test]
+async fn list_filters_by_namespace_and_selector_and_pages() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    let web = [("app", "web")];
+    let db = [("app", "db")];
+    let entries = vec![
+        // Out of key order on purpose.
+        normal(1, 1, 0, acquire_in(NS, "e", "h", 10, &web)),
+        normal(1, 2, 0, acquire_in(NS, "a", "h", 10, &web)),
+        normal(1, 3, 0, acquire_in(NS, "c", "h", 10, &db)),
+        normal(1, 4, 0, acquire_in(NS, "b", "h", 10, &web)),
+        normal(1, 5, 0, acquire_in(NS, "d", "h", 10, &[])),
+        normal(1, 6, 0, acquire_in("kube-node-lease", "a", "h", 10, &web)),
+        // A namespace that is a prefix of another one.
+        normal(1, 7, 0, acquire_in("def", "z", "h", 10, &web)),
+    ];
+    apply(&mut sm, entries).await;
+    let all = Selector::everything();
+
+    let page = sm.list("", &all, None, 0).unwrap();
+    assert_eq!(
+        names(&page.items),
+        vec![
+            "def/z",
+            "default/a",
+            "default/b",
+            "default/c",
+            "default/d",
+            "default/e",
+            "kube-node-lease/a"
+        ]
+    );
+    assert_eq!(page.next, None);
+    assert_eq!(page.revision, 7);
+
+    let page = sm.list(NS, &all, None, 0).unwrap();
+    assert_eq!(
+        names(&page.items),
+        vec![
+            "default/a",
+            "default/b",
+            "default/c",
+            "default/d",
+            "default/e"
+        ]
+    );
+    let page = sm.list("def", &all, None, 0).unwrap();
+    assert_eq!(names(&page.items), vec!["def/z"]);
+    let page = sm.list("nothing-here", &all, None, 0).unwrap();
+    assert!(page.items.is_empty());
+
+    let sel = selector::parse("app=web").unwrap();
+    let page = sm.list(NS, &sel, None, 0).unwrap();
+    assert_eq!(
+        names(&page.items),
+        vec!["default/a", "default/b", "default/e"]
+    );
+    let page = sm.list("", &sel, None, 0).unwrap();
+    assert_eq!(page.items.len(), 5);
+    let sel_not = selector::parse("app!=web").unwrap();
+    let page = sm.list(NS, &sel_not, None, 0).unwrap();
+    assert_eq!(names(&page.items), vec!["default/c", "default/d"]);
+    let sel_in = selector::parse("app in (db,web),app notin (web)").unwrap();
+    let page = sm.list(NS, &sel_in, None, 0).unwrap();
+    assert_eq!(names(&page.items), vec!["default/c"]);
+
+    // Paging: `next` is set only when more items follow.
+    let p1 = sm.list(NS, &all, None, 2).unwrap();
+    assert_eq!(names(&p1.items), vec!["default/a", "default/b"]);
+    assert_eq!(p1.next, Some(key("b")));
+    let p2 = sm.list(NS, &all, p1.next.as_ref(), 2).unwrap();
+    assert_eq!(names(&p2.items), vec!["default/c", "default/d"]);
+    assert_eq!(p2.next, Some(key("d")));
+    let p3 = sm.list(NS, &all, p2.next.as_ref(), 2).unwrap();
+    assert_eq!(names(&p3.items), vec!["default/e"]);
+    assert_eq!(p3.next, None);
+    // Exactly `limit` left: no next page.
+    let exact = sm.list(NS, &all, Some(&key("c")), 2).unwrap();
+    assert_eq!(names(&exact.items), vec!["default/d", "default/e"]);
+    assert_eq!(exact.next, None);
+    // Paging with a selector skips non-matching leases.
+    let p1 = sm.list(NS, &sel, None, 1).unwrap();
+    assert_eq!(names(&p1.items), vec!["default/a"]);
+    assert_eq!(p1.next, Some(key("a")));
+    let p2 = sm.list(NS, &sel, p1.next.as_ref(), 1).unwrap();
+    assert_eq!(names(&p2.items), vec!["default/b"]);
+    assert_eq!(p2.next, Some(key("b")));
+    let p3 = sm.list(NS, &sel, p2.next.as_ref(), 1).unwrap();
+    assert_eq!(names(&p3.items), vec!["default/e"]);
+    assert_eq!(p3.next, None);
+    // `after` a key that does not exist starts at the next one.
+    let page = sm.list(NS, &all, Some(&key("bb")), 0).unwrap();
+    assert_eq!(
+        names(&page.items),
+        vec!["default/c", "default/d", "default/e"]
+    );
+    // Across namespaces.
+    let page = sm.list("", &all, Some(&LeaseKey::new(NS, "e")), 0).unwrap();
+    assert_eq!(names(&page.items), vec!["kube-node-lease/a"]);
+}
+
+#[tokio::test]
+async fn time_never_goes_back() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    apply1(&mut sm, normal(1, 1, 5 * SEC, acquire("x", "a", 10))).await;
+    assert_eq!(sm.clock().now, t(5 * SEC));
+
+    // Stamped earlier than the previous entry: applied at the previous time.
+    let r = apply1(&mut sm, normal(1, 2, 2 * SEC, renew("x", "a", 1))).await;
+    let a = applied(&r);
+    assert_eq!(a.lease.spec.renew_time, Some(t(5 * SEC)));
+    assert_eq!(sm.clock().now, t(5 * SEC));
+    assert_eq!(get(&sm, "x").unwrap().spec.renew_time, Some(t(5 * SEC)));
+
+    // A later stamp moves it forward again.
+    let r = apply1(&mut sm, normal(1, 3, 7 * SEC, renew("x", "a", 1))).await;
+    assert_eq!(applied(&r).lease.spec.renew_time, Some(t(7 * SEC)));
+    assert_eq!(sm.clock().now, t(7 * SEC));
+
+    // Expiry is judged on the monotonic time: a renew stamped before the
+    // expiry but applied after a later entry is late.
+    apply1(&mut sm, normal(1, 4, 20 * SEC, acquire("y", "b", 10))).await;
+    let r = apply1(&mut sm, normal(1, 5, 8 * SEC, renew("x", "a", 1))).await;
+    assert_eq!(
+        refused(&r),
+        &LeaseError::Lost {
+            key: key("x"),
+            reason: LostReason::Expired {
+                expired_at: t(17 * SEC)
+            },
+        }
+    );
+    assert_eq!(sm.clock().now, t(20 * SEC));
+}
+
+#[tokio::test]
+async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+    apply1(&mut sm, normal(1, 2, SEC, renew("x", "a", 1))).await;
+    assert_eq!(
+        sm.clock(),
+        SmClock {
+            now: t(SEC),
+            epoch_start: t(0),
+            epoch_leader: Some(leader(1, 1)),
+        }
+    );
+
+    // Term 2: the new leader's blank entry carries no time; its first command,
+    // stamped E, starts the epoch.
+    apply1(&mut sm, blank(2, 3)).await;
+    assert_eq!(sm.clock().epoch_leader, Some(leader(1, 1)));
+    let e = 8 * SEC;
+    apply1(&mut sm, normal(2, 4, e, acquire("other", "z", 10))).await;
+    assert_eq!(
+        sm.clock(),
+        SmClock {
+            now: t(e),
+            epoch_start: t(e),
+            epoch_leader: Some(leader(2, 2)),
+        }
+    );
+
+    // renewTime + d·(1+ρ) = 11.1 s has passed, E + d·(1+ρ) = 18.1 s has not.
+    let free = e + 10 * SEC + margin(10);
+    let r = apply1(&mut sm, normal(2, 5, 15 * SEC, acquire("x", "b", 10))).await;
+    assert_eq!(
+        refused(&r),
+        &LeaseError::Held {
+            key: key("x"),
+            holder: "a".to_string(),
+            expire_time: t(11 * SEC),
+            remaining_millis: 3_100,
+        }
+    );
+    // Later entries of the same leader do not move the epoch.
+    assert_eq!(sm.clock().epoch_start, t(e));
+    let r = apply1(&mut sm, normal(2, 6, free - 1, acquire("x", "b", 10))).await;
+    assert!(matches!(refused(&r), LeaseError::Held { .. }), "{r:?}");
+    let r = apply1(&mut sm, normal(2, 7, free, acquire("x", "b", 10))).await;
+    let a = applied(&r);
+    assert!(a.newly_acquired);
+    assert_eq!(a.lease.holder(), Some("b"));
+    assert_eq!(a.lease.fencing_token, 7);
+    assert_eq!(sm.clock().epoch_start, t(e));
+
+    // A new leader whose clock is behind: the epoch starts at the monotonic
+    // time, not at its stamp.
+    apply1(&mut sm, normal(3, 8, 5 * SEC, renew("x", "b", 7))).await;
+    assert_eq!(
+        sm.clock(),
+        SmClock {
+            now: t(free),
+            epoch_start: t(free),
+            epoch_leader: Some(leader(3, 3)),
+        }
+    );
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = tempdir();
+    let (log, mut sm) = open(dir.path());
+    apply(
+        &mut sm,
+        vec![
+            membership(1, 1),
+            normal(1, 2, 0, acquire_in(NS, "x", "a", 10, &[("app", "web")])),
+            normal(1, 3, SEC, acquire("y", "b", 10)),
+            normal(1, 4, 2 * SEC, renew("x", "a", 2)),
+            normal(1, 5, 2 * SEC, acquire("x", "c", 10)),
+        ],
+    )
+    .await;
+    let state = sm.applied_state().await.unwrap();
+    let clock = sm.clock();
+    let leases = sm.list("", &Selector::everything(), None, 0).unwrap().items;
+    assert_eq!(leases.len(), 2);
+    assert_eq!(state.0, Some(log_id(1, 1, 5)));
+    drop(log);
+    drop(sm);
+
+    let (_log, mut sm) = open(dir.path());
+    assert_eq!(sm.applied_state().await.unwrap(), state);
+    assert_eq!(sm.applied_index(), 5);
+    assert_eq!(sm.revision(), 4);
+    assert_eq!(sm.clock(), clock);
+    assert_eq!(
+        sm.list("", &Selector::everything(), None, 0).unwrap().items,
+        leases
+    );
+    // And it carries on: the same leader's next entry stays in its epoch,
+    // and the old token still renews.
+    let r = apply1(&mut sm, normal(1, 6, 3 * SEC, renew("x", "a", 2))).await;
+    assert_eq!(applied(&r).lease.fencing_token, 2);
+    assert_eq!(sm.clock().epoch_start, t(0));
+}
+
+#[tokio::test]
+async fn another_format_version_is_refused() {
+    let dir = tempdir();
+    {
+        let (_log, mut sm) = open(dir.path());
+        apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+    }
+    // Reopening with the right version works.
+    drop(open(dir.path()));
+
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let stored = db.get(b"format_version").unwrap().expect("version written");
+        assert_eq!(stored.as_ref(), &store::FORMAT_VERSION.to_be_bytes());
+        db.insert(
+            b"format_version",
+            &(store::FORMAT_VERSION + 1).to_be_bytes(),
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let err = match store::open(dir.path()) {
+        Ok(_) => panic!("a database of another format version was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&format!("version {}", store::FORMAT_VERSION + 1)),
+        "{err}"
+    );
+
+    // A corrupt version is refused too.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.insert(b"format_version", b"x".as_slice()).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(store::open(dir.path()).is_err());
+}
+
+#[tokio::test]
+async fn data_without_a_format_version_is_refused() {
+    let dir = tempdir();
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.open_tree("something")
+            .unwrap()
+            .insert(b"k", b"v")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert!(store::open(dir.path()).is_err());
+}
+
+#[tokio::test]
+async fn snapshot_installs_into_a_fresh_store_and_survives_a_restart() {
+    let src_dir = tempdir();
+    let (_src_log, mut src) = open(src_dir.path());
+    apply(
+        &mut src,
+        vec![
+            membership(1, 1),
+            normal(1, 2, 0, acquire_in(NS, "x", "a", 10, &[("app", "web")])),
+            normal(
+                1,
+                3,
+                SEC,
+                acquire_in("kube-node-lease", "n1", "n1", 40, &[]),
+            ),
+            blank(2, 4),
+            normal(2, 5, 6 * SEC, acquire("y", "b", 10)),
+            normal(2, 6, 7 * SEC, acquire("x", "c", 10)), // refused: held
+        ],
+    )
+    .await;
+    let src_state = src.applied_state().await.unwrap();
+    assert_eq!(src_state.0, Some(log_id(2, 2, 6)));
+    let src_leases = src
+        .list("", &Selector::everything(), None, 0)
+        .unwrap()
+        .items;
+    assert_eq!(src_leases.len(), 3);
+    assert_eq!(
+        src.get_current_snapshot().await.unwrap().map(|s| s.meta),
+        None
+    );
+
+    let mut builder = src.get_snapshot_builder().await;
+    // Applied after the builder was taken: not part of the snapshot.
+    apply1(&mut src, normal(2, 7, 8 * SEC, acquire("late", "d", 10))).await;
+    let snap = builder.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id, src_state.0);
+    assert_eq!(snap.meta.last_membership, src_state.1);
+    assert!(!snap.meta.snapshot_id.is_empty());
+    let data = snap.snapshot.get_ref().clone();
+    let current = src.get_current_snapshot().await.unwrap().expect("stored");
+    assert_eq!(current.meta, snap.meta);
+    assert_eq!(current.snapshot.get_ref(), &data);
+
+    // A fresh store with a stale lease of its own, which the snapshot
+    // replaces.
+    let dst_dir = tempdir();
+    let (dst_log, mut dst) = open(dst_dir.path());
+    apply1(&mut dst, normal(1, 1, 0, acquire("stale", "s", 10))).await;
+    let mut rx = dst.begin_receiving_snapshot().await.unwrap();
+    rx.get_mut().extend_from_slice(&data);
+    dst.install_snapshot(&snap.meta, rx).await.unwrap();
+
+    let check = |sm: &StateMachineStore| {
+        let leases = sm.list("", &Selector::everything(), None, 0).unwrap().items;
+        assert_eq!(leases, src_leases);
+        assert_eq!(sm.get(&key("stale")).unwrap().0, None);
+        assert_eq!(sm.get(&key("late")).unwrap().0, None);
+        assert_eq!(sm.revision(), 5);
+        assert_eq!(
+            sm.clock(),
+            SmClock {
+                now: t(7 * SEC),
+                epoch_start: t(6 * SEC),
+                epoch_leader: Some(leader(2, 2)),
+            }
+        );
+        assert_eq!(sm.applied_index(), 6);
+    };
+    check(&dst);
+    assert_eq!(dst.applied_state().await.unwrap(), src_state);
+    let cur = dst.get_current_snapshot().await.unwrap().expect("stored");
+    assert_eq!(cur.meta, snap.meta);
+    assert_eq!(cur.snapshot.get_ref(), &data);
+
+    // After a restart: same state, same current snapshot.
+    drop(dst_log);
+    drop(dst);
+    let (_dst_log, mut dst) = open(dst_dir.path());
+    check(&dst);
+    assert_eq!(dst.applied_state().await.unwrap(), src_state);
+    let cur = dst.get_current_snapshot().await.unwrap().expect("stored");
+    assert_eq!(cur.meta, snap.meta);
+    assert_eq!(cur.snapshot.get_ref(), &data);
+
+    // The installed state carries on exactly like the source: the clock and
+    // epoch came along, so another holder still waits for the epoch rule.
+    let r = apply1(&mut dst, normal(2, 7, 9 * SEC, acquire("x", "c", 10))).await;
+    assert_eq!(
+        refused(&r),
+        &LeaseError::Held {
+            key: key("x"),
+            holder: "a".to_string(),
+            expire_time: t(10 * SEC),
+            remaining_millis: 7_100,
+        }
+    );
+    let r = apply1(&mut dst, normal(2, 8, 9 * SEC, renew("x", "a", 2))).await;
+    assert_eq!(applied(&r).lease.fencing_token, 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+    let before = sm.list("", &Selector::everything(), None, 0).unwrap().items;
+    let state = sm.applied_state().await.unwrap();
+
+    let mut src = sm.clone();
+    let snap = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut meta = snap.meta.clone();
+    meta.last_log_id = Some(log_id(1, 1, 100));
+    let mut rx = sm.begin_receiving_snapshot().await.unwrap();
+    rx.get_mut().extend_from_slice(b"not a snapshot at all");
+    assert!(sm.install_snapshot(&meta, rx).await.is_err());
+    assert_eq!(
+        sm.list("", &Selector::everything(), None, 0).unwrap().items,
+        before
+    );
+    assert_eq!(sm.applied_state().await.unwrap(), state);
+    assert_eq!(sm.revision(), 1);
+}
