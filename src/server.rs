@@ -146,6 +146,10 @@ async fn watch_fatal(node: Arc<Node>, tx: tokio::sync::oneshot::Sender<String>) 
             return;
         }
         if rx.changed().await.is_err() {
+            // The Raft core is gone without a recorded fatal error (a panic
+            // in openraft). On a requested shutdown nobody listens any more,
+            // so sending is harmless there.
+            let _ = tx.send("raft core exited unexpectedly".into());
             return;
         }
     }

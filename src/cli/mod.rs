@@ -183,7 +183,8 @@ pub struct ServeArgs {
     /// Maximum election timeout, ms.
     #[arg(long, env = "LEASEHOLD_ELECTION_TIMEOUT_MAX_MS", default_value_t = RaftTiming::default().election_timeout_max_ms)]
     pub election_timeout_max_ms: u64,
-    /// Snapshot (and purge the log) every this many applied entries.
+    /// Build a snapshot every this many applied entries; the log is then
+    /// purged up to 1,000 entries behind the snapshot.
     #[arg(long, env = "LEASEHOLD_SNAPSHOT_LOGS", default_value_t = RaftTiming::default().snapshot_logs)]
     pub snapshot_logs: u64,
 }

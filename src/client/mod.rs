@@ -75,10 +75,9 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let n = self.endpoints.len();
         let mut backoff = Duration::from_millis(50);
-        let mut last;
+        let mut last = Status::deadline_exceeded("deadline exceeded before any endpoint answered");
         loop {
             let start = self.preferred.load(Ordering::Relaxed) % n;
-            last = Status::deadline_exceeded("deadline exceeded before any endpoint answered");
             for i in 0..n {
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if remaining.is_zero() {

@@ -1,0 +1,1026 @@
+//! End-to-end tests of a real multi-process cluster through the Rust client.
+//!
+//! Every test starts its own cluster (see `common`), on free ports, so the
+//! tests can run in parallel.
+
+mod common;
+
+use common::{assert_status, expect_err, lease_of, rv_holder_token, Cluster, Deadline, Options};
+use leasehold::api::status::reason;
+use leasehold::client::Client;
+use leasehold::proto::v1 as pb;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Code;
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn acquire_req(ns: &str, name: &str, holder: &str, seconds: i32) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        lease_duration_seconds: seconds,
+        labels: HashMap::new(),
+    }
+}
+
+fn renew_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::RenewRequest {
+    pb::RenewRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        fencing_token: token,
+    }
+}
+
+fn release_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::ReleaseRequest {
+    pb::ReleaseRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        fencing_token: token,
+    }
+}
+
+fn get_req(ns: &str, name: &str, stale: bool) -> pb::GetRequest {
+    pb::GetRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        stale,
+    }
+}
+
+fn transitions(l: &pb::Lease) -> i32 {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .expect("leaseTransitions is set")
+}
+
+/// Some running node other than `leader`.
+fn follower_of(c: &Cluster, leader: u64) -> u64 {
+    *c.live_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a running follower")
+}
+
+/// Every lease (all namespaces, paging through List), by `namespace/name`,
+/// and the revision the first page observed. `stale` reads the answering
+/// node's own state instead of the leader's.
+async fn list_all(client: &Client, stale: bool) -> (BTreeMap<String, pb::Lease>, u64) {
+    let mut out = BTreeMap::new();
+    let mut token = String::new();
+    let mut revision = None;
+    loop {
+        let r = client
+            .list(pb::ListRequest {
+                namespace: String::new(),
+                label_selector: String::new(),
+                limit: 17,
+                continue_token: token,
+                stale,
+            })
+            .await
+            .expect("list");
+        revision.get_or_insert(r.revision);
+        for l in r.items {
+            let m = l.metadata.clone().expect("metadata");
+            out.insert(format!("{}/{}", m.namespace, m.name), l);
+        }
+        token = r.continue_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    (out, revision.unwrap_or(0))
+}
+
+/// 1. Every node serves every call: acquire, renew, read and release through
+/// different nodes, then a new holder takes over at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_lifecycle_across_nodes() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let (a, b, cc) = (c.client_for(&[1]), c.client_for(&[2]), c.client_for(&[3]));
+
+    let acq = a
+        .acquire(acquire_req("team", "lock", "alice", 30))
+        .await
+        .expect("acquire via node 1");
+    assert!(acq.created && acq.newly_acquired, "{acq:?}");
+    let first = lease_of(acq.lease);
+    let (rv0, holder, token) = rv_holder_token(&first);
+    assert_eq!(holder, "alice");
+    assert!(token > 0, "a tenure has a positive fencing token");
+    assert_eq!(acq.fencing_token, token);
+    assert_eq!(transitions(&first), 0);
+
+    let renewed = lease_of(
+        b.renew(renew_req("team", "lock", "alice", token))
+            .await
+            .expect("renew via node 2")
+            .lease,
+    );
+    let (rv1, holder, token1) = rv_holder_token(&renewed);
+    assert_eq!(
+        (holder.as_str(), token1),
+        ("alice", token),
+        "renewal keeps the tenure"
+    );
+    assert!(rv1 > rv0, "renewal is a new revision: {rv1} > {rv0}");
+    let spec = renewed.spec.clone().unwrap();
+    assert!(spec.renew_time >= first.spec.clone().unwrap().renew_time);
+
+    let got = cc
+        .get(get_req("team", "lock", false))
+        .await
+        .expect("linearizable get via node 3");
+    assert!(got.revision >= rv1);
+    assert_eq!(
+        rv_holder_token(&lease_of(got.lease)),
+        (rv1, "alice".into(), token)
+    );
+
+    let f = follower_of(&c, leader);
+    c.wait_applied(f, rv1, APPLY_TIMEOUT).await;
+    let stale = c
+        .client_for(&[f])
+        .get(get_req("team", "lock", true))
+        .await
+        .expect("stale get from a follower");
+    assert_eq!(
+        rv_holder_token(&lease_of(stale.lease)),
+        (rv1, "alice".into(), token),
+        "stale read from follower {f} after it applied {rv1}"
+    );
+
+    // Release through a node other than the one that acquired.
+    let released = lease_of(
+        cc.release(release_req("team", "lock", "alice", token))
+            .await
+            .expect("release via node 3")
+            .lease,
+    );
+    let (_, holder, t) = rv_holder_token(&released);
+    assert_eq!(
+        (holder.as_str(), t),
+        ("", 0),
+        "released lease has no holder"
+    );
+
+    // Nobody has to wait for the duration after a release.
+    let bob = b
+        .acquire(acquire_req("team", "lock", "bob", 30))
+        .await
+        .expect("bob acquires right after the release");
+    assert!(bob.newly_acquired && !bob.created);
+    let bl = lease_of(bob.lease);
+    let (_, holder, bob_token) = rv_holder_token(&bl);
+    assert_eq!(holder, "bob");
+    assert!(
+        bob_token > token,
+        "new tenure has a greater token: {bob_token} > {token}"
+    );
+    assert_eq!(transitions(&bl), transitions(&first) + 1);
+    c.assert_no_crashes();
+}
+
+/// 2. Twenty distinct holders race for one lease through all three nodes:
+/// exactly one wins; everyone else is told who holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_acquirers_exactly_one_wins() {
+    let c = Cluster::start(3).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let clients: Vec<Arc<Client>> = (1..=3).map(|i| Arc::new(c.client_for(&[i]))).collect();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = clients[i % 3].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let holder = format!("racer-{i}");
+            barrier.wait().await;
+            let r = client
+                .acquire(acquire_req("race", "prize", &holder, 30))
+                .await;
+            (holder, r)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for t in tasks {
+        let (holder, r) = t.await.expect("task");
+        match r {
+            Ok(resp) => winners.push((holder, resp)),
+            Err(s) => losers.push((holder, s)),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one winner; winners: {:?}",
+        winners.iter().map(|w| &w.0).collect::<Vec<_>>()
+    );
+    let (winner, resp) = &winners[0];
+    assert!(resp.newly_acquired);
+    assert_eq!(rv_holder_token(&lease_of(resp.lease.clone())).1, *winner);
+    assert_eq!(losers.len(), 19);
+    for (holder, s) in &losers {
+        let meta = assert_status(holder, s, Code::FailedPrecondition, reason::LEASE_HELD);
+        assert_eq!(
+            meta.get("holder"),
+            Some(winner),
+            "{holder} is told the winner"
+        );
+    }
+    let got = c
+        .client()
+        .get(get_req("race", "prize", false))
+        .await
+        .expect("get");
+    let (_, holder, token) = rv_holder_token(&lease_of(got.lease));
+    assert_eq!((holder, token), (winner.clone(), resp.fencing_token));
+    c.assert_no_crashes();
+}
+
+/// 3. SIGKILL the leader while a lease is held: a new leader takes over and
+/// the lease, its holder and its fencing token survive.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_crash_keeps_held_lease() {
+    let mut c = Cluster::start(3).await;
+    let old = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let old_term = c.status(old).await.expect("leader status").term;
+    let acq = c
+        .client()
+        .acquire(acquire_req("crash", "lock", "alice", 60))
+        .await
+        .expect("acquire");
+    let token = acq.fencing_token;
+    let (rv, _, _) = rv_holder_token(&lease_of(acq.lease));
+
+    c.kill(old);
+    let new = c.wait_for_leader(LEADER_TIMEOUT).await;
+    assert_ne!(new, old, "a surviving node leads");
+    let st = c.status(new).await.expect("new leader status");
+    assert!(st.term > old_term, "term {} > {old_term}", st.term);
+
+    let survivor = follower_of(&c, new);
+    let got = c
+        .client_for(&[survivor])
+        .get(get_req("crash", "lock", false))
+        .await
+        .expect("linearizable get through a survivor");
+    assert_eq!(
+        rv_holder_token(&lease_of(got.lease)),
+        (rv, "alice".into(), token)
+    );
+
+    let renewed = c
+        .client_for(&[new])
+        .renew(renew_req("crash", "lock", "alice", token))
+        .await
+        .expect("holder renews through the new leader");
+    let (rv2, holder, t) = rv_holder_token(&lease_of(renewed.lease));
+    assert_eq!((holder.as_str(), t), ("alice", token));
+    assert!(rv2 > rv);
+
+    let s = expect_err(
+        "mallory acquires a held lease",
+        c.client_for(&[survivor])
+            .acquire(acquire_req("crash", "lock", "mallory", 60))
+            .await,
+    );
+    let meta = assert_status("mallory", &s, Code::FailedPrecondition, reason::LEASE_HELD);
+    assert_eq!(meta.get("holder").map(String::as_str), Some("alice"));
+    c.assert_no_crashes();
+}
+
+/// 4. Kill and restart every node: all leases come back exactly as they were,
+/// the revision does not go back, and new tokens stay greater.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_restart_preserves_everything() {
+    let mut c = Cluster::start(3).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let client = c.client();
+    let mut tokens = BTreeMap::new();
+    for i in 0..50 {
+        let r = client
+            .acquire(acquire_req(
+                "restart",
+                &format!("l-{i}"),
+                &format!("h-{i}"),
+                300,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("acquire l-{i}: {e:?}"));
+        tokens.insert(i, r.fencing_token);
+    }
+    for i in (0..50).step_by(3) {
+        client
+            .renew(renew_req(
+                "restart",
+                &format!("l-{i}"),
+                &format!("h-{i}"),
+                tokens[&i],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("renew l-{i}: {e:?}"));
+    }
+    for i in (0..50).step_by(5) {
+        client
+            .release(release_req(
+                "restart",
+                &format!("l-{i}"),
+                &format!("h-{i}"),
+                tokens[&i],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("release l-{i}: {e:?}"));
+    }
+    let (before, rev_before) = list_all(&client, false).await;
+    assert_eq!(before.len(), 50);
+    let max_token = *tokens.values().max().unwrap();
+    let status_rev_before = c.status(1).await.expect("status").revision;
+
+    c.kill_all();
+    for id in c.ids() {
+        c.restart(id).await;
+    }
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+
+    let client = c.client();
+    let (after, rev_after) = list_all(&client, false).await;
+    assert!(
+        rev_after >= rev_before,
+        "revision went back: {rev_after} < {rev_before}"
+    );
+    assert_eq!(after.len(), before.len());
+    for (key, l) in &before {
+        let a = after
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} lost in the restart"));
+        assert_eq!(rv_holder_token(a), rv_holder_token(l), "{key}");
+        assert_eq!(a, l, "{key} is identical after the restart");
+    }
+    for id in c.ids() {
+        let s = c.status(id).await.expect("status");
+        assert!(
+            s.revision >= status_rev_before,
+            "node {id} revision went back"
+        );
+    }
+    let fresh = client
+        .acquire(acquire_req("restart", "fresh", "newcomer", 30))
+        .await
+        .expect("acquire after restart");
+    assert!(
+        fresh.fencing_token > max_token && fresh.fencing_token > rev_before,
+        "token {} after restart must exceed every earlier token ({max_token}) and revision {rev_before}",
+        fresh.fencing_token
+    );
+    c.assert_no_crashes();
+}
+
+/// 5. A follower that lost its data directory rejoins from a snapshot and
+/// catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn wiped_follower_catches_up_from_snapshot() {
+    let mut c = Cluster::start_with(
+        3,
+        Options {
+            snapshot_logs: Some(20),
+        },
+    )
+    .await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let client = Arc::new(c.client_for(&[leader]));
+
+    // openraft keeps `max_in_snapshot_log_to_keep` (1000, set in
+    // src/raft/node.rs) entries behind the last snapshot, so the log is
+    // purged past its start only once the snapshot index exceeds that.
+    // Ten holders renewing concurrently get there quickly.
+    const WRITERS: usize = 10;
+    const RENEWALS: usize = 110;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("w-{w}");
+            let holder = format!("writer-{w}");
+            let token = client
+                .acquire(acquire_req("snap", &name, &holder, 300))
+                .await
+                .expect("acquire")
+                .fencing_token;
+            for _ in 0..RENEWALS {
+                client
+                    .renew(renew_req("snap", &name, &holder, token))
+                    .await
+                    .expect("renew");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let st = c.status(leader).await.expect("leader status");
+    assert!(
+        st.snapshot_index > 1000 + 20,
+        "leader snapshot index {} should be past the 1000 kept entries, so the log start is purged",
+        st.snapshot_index
+    );
+
+    let f = follower_of(&c, leader);
+    c.kill(f);
+    c.wipe(f);
+    c.restart(f).await;
+
+    // A write after the wipe, so the lease the rejoined node must serve is
+    // newer than anything it could have had. Retried within a deadline: the
+    // cluster may be electing (see the bug check at the end).
+    let all = c.client();
+    let d = Deadline::new(
+        "a renewal to succeed after the wipe",
+        Duration::from_secs(15),
+    );
+    let current = loop {
+        let r = async {
+            let g = all.get(get_req("snap", "w-0", false)).await?;
+            let token = rv_holder_token(&lease_of(g.lease)).2;
+            all.renew(renew_req("snap", "w-0", "writer-0", token)).await
+        }
+        .await;
+        match r {
+            Ok(r) => break lease_of(r.lease),
+            Err(e) => d.check(e).await,
+        }
+    };
+    let leader_now = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let target = c
+        .status(leader_now)
+        .await
+        .expect("leader status")
+        .applied_index;
+    let fs = c.wait_applied(f, target, Duration::from_secs(30)).await;
+    assert!(
+        fs.snapshot_index > 0,
+        "rejoined node has a snapshot: {fs:?}"
+    );
+
+    let stale = c
+        .client_for(&[f])
+        .get(get_req("snap", "w-0", true))
+        .await
+        .expect("stale get from the rejoined node");
+    assert_eq!(lease_of(stale.lease), current);
+    let (listed, _) = list_all(&c.client_for(&[f]), true).await;
+    assert_eq!(listed.len(), WRITERS);
+    let (on_leader, _) = list_all(&all, false).await;
+    assert_eq!(
+        listed, on_leader,
+        "the rejoined node holds exactly the cluster's leases"
+    );
+
+    // Regression: the wiped follower comes back with an empty log and the
+    // leader sees its matched index go backwards. Without openraft's
+    // `loosen-follower-log-revert` feature the leader's Raft core panicked
+    // (and the process then exited with status 0, hiding the crash).
+    let crashed = c.crashed();
+    let exit_0 = if crashed.values().any(|st| st.success()) {
+        "; and a node whose Raft core died exited with status 0, which hides the crash \
+         (second bug: src/server.rs watch_fatal)"
+    } else {
+        ""
+    };
+    assert!(
+        crashed.is_empty(),
+        "rejoining wiped follower {f} crashed other nodes: {crashed:?} \
+         (old leader {leader}, leader now {leader_now}){exit_0}"
+    );
+}
+
+/// 6. Membership: a fourth node joins as a voter through a follower, serves
+/// reads, and is removed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_and_remove_member() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let acq = c
+        .client()
+        .acquire(acquire_req("members", "lock", "alice", 60))
+        .await
+        .expect("acquire");
+    let existing = lease_of(acq.lease);
+
+    let addr = c.spawn_joiner(4).await;
+    let f = follower_of(&c, leader);
+    let fc = c.client_for(&[f]);
+    let added = fc
+        .add_member(pb::AddMemberRequest {
+            id: 4,
+            address: addr.clone(),
+        })
+        .await
+        .expect("add member 4 through a follower");
+    let voters = |ms: &[pb::Member]| -> Vec<u64> {
+        ms.iter()
+            .filter(|m| m.role == pb::member::Role::Voter as i32)
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(voters(&added.members), vec![1, 2, 3, 4], "{added:?}");
+    assert!(added.members.iter().any(|m| m.id == 4 && m.address == addr));
+
+    let d = Deadline::new("every node to list 4 voters", Duration::from_secs(10));
+    loop {
+        let mut views = BTreeMap::new();
+        for id in 1..=4 {
+            views.insert(id, c.status(id).await.map(|s| voters(&s.members)).ok());
+        }
+        if views
+            .values()
+            .all(|v| v.as_deref() == Some(&[1, 2, 3, 4][..]))
+        {
+            break;
+        }
+        d.check(&views).await;
+    }
+
+    let target = c.status(leader).await.expect("status").applied_index;
+    c.wait_applied(4, target, APPLY_TIMEOUT).await;
+    let got = c
+        .client_for(&[4])
+        .get(get_req("members", "lock", true))
+        .await
+        .expect("stale read from the new node");
+    assert_eq!(lease_of(got.lease), existing);
+
+    let removed = fc
+        .remove_member(pb::RemoveMemberRequest { id: 4 })
+        .await
+        .expect("remove member 4");
+    assert_eq!(
+        removed.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{removed:?}"
+    );
+    assert_eq!(voters(&removed.members), vec![1, 2, 3]);
+    let d = Deadline::new(
+        "nodes 1-3 to list exactly 3 voters",
+        Duration::from_secs(10),
+    );
+    loop {
+        let mut views = BTreeMap::new();
+        for id in 1..=3 {
+            views.insert(
+                id,
+                c.status(id)
+                    .await
+                    .map(|s| s.members.iter().map(|m| (m.id, m.role)).collect::<Vec<_>>())
+                    .ok(),
+            );
+        }
+        let voter = pb::member::Role::Voter as i32;
+        if views
+            .values()
+            .all(|v| v.as_deref() == Some(&[(1, voter), (2, voter), (3, voter)][..]))
+        {
+            break;
+        }
+        d.check(&views).await;
+    }
+    c.kill(4);
+    // The cluster still works with its three members.
+    c.client()
+        .renew(renew_req("members", "lock", "alice", acq.fencing_token))
+        .await
+        .expect("renew after removal");
+    c.assert_no_crashes();
+}
+
+fn assert_invalid(what: &str, s: &tonic::Status, field: &str) {
+    let meta = assert_status(what, s, Code::InvalidArgument, reason::INVALID_ARGUMENT);
+    assert!(
+        s.message().contains(field),
+        "{what}: message {:?} should name {field}",
+        s.message()
+    );
+    assert_eq!(
+        meta.get("field").map(String::as_str),
+        Some(field),
+        "{what}: ErrorInfo field"
+    );
+    use tonic_types::StatusExt;
+    let details = s.get_error_details();
+    let br = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("{what}: no BadRequest detail"));
+    assert!(
+        br.field_violations.iter().any(|v| v.field == field),
+        "{what}: BadRequest {br:?} should name {field}"
+    );
+}
+
+fn put_req(meta: Option<pb::ObjectMeta>, spec: pb::LeaseSpec) -> pb::PutRequest {
+    pb::PutRequest {
+        lease: Some(pb::Lease {
+            metadata: meta,
+            spec: Some(spec),
+            status: None,
+        }),
+    }
+}
+
+fn meta(ns: &str, name: &str, rv: u64) -> Option<pb::ObjectMeta> {
+    Some(pb::ObjectMeta {
+        namespace: ns.into(),
+        name: name.into(),
+        resource_version: rv,
+        ..Default::default()
+    })
+}
+
+/// 7. The error model: bad input names the field; domain refusals have their
+/// documented code and reason. Sent through a follower, so the refusals the
+/// leader makes also cross the forwarding path.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_follow_the_documented_model() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let cl = c.client_for(&[follower_of(&c, leader)]);
+
+    let long_name = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "b".repeat(62));
+    assert_eq!(long_name.len(), 254);
+    let bad_acquires: Vec<(&str, pb::AcquireRequest, &str)> = vec![
+        (
+            "empty namespace",
+            acquire_req("", "a", "h", 10),
+            "metadata.namespace",
+        ),
+        (
+            "namespace Bad_NS",
+            acquire_req("Bad_NS", "a", "h", 10),
+            "metadata.namespace",
+        ),
+        (
+            "name UPPER",
+            acquire_req("ns", "UPPER", "h", 10),
+            "metadata.name",
+        ),
+        (
+            "name a..b",
+            acquire_req("ns", "a..b", "h", 10),
+            "metadata.name",
+        ),
+        (
+            "254-char name",
+            acquire_req("ns", &long_name, "h", 10),
+            "metadata.name",
+        ),
+        ("empty holder", acquire_req("ns", "a", "", 10), "holder"),
+        (
+            "duration 0",
+            acquire_req("ns", "a", "h", 0),
+            "leaseDurationSeconds",
+        ),
+        (
+            "duration -5",
+            acquire_req("ns", "a", "h", -5),
+            "leaseDurationSeconds",
+        ),
+        (
+            "label key -x",
+            pb::AcquireRequest {
+                labels: HashMap::from([("-x".to_string(), "v".to_string())]),
+                ..acquire_req("ns", "a", "h", 10)
+            },
+            "labels[\"-x\"]",
+        ),
+        (
+            "label value 'v v'",
+            pb::AcquireRequest {
+                labels: HashMap::from([("k".to_string(), "v v".to_string())]),
+                ..acquire_req("ns", "a", "h", 10)
+            },
+            "labels[\"k\"]",
+        ),
+    ];
+    for (what, req, field) in bad_acquires {
+        let s = expect_err(what, cl.acquire(req).await);
+        assert_invalid(what, &s, field);
+    }
+
+    let s = expect_err(
+        "renew token 0",
+        cl.renew(renew_req("ns", "a", "h", 0)).await,
+    );
+    assert_invalid("renew token 0", &s, "fencingToken");
+
+    let list = |selector: &str, token: &str| pb::ListRequest {
+        namespace: "ns".into(),
+        label_selector: selector.into(),
+        limit: 0,
+        continue_token: token.into(),
+        stale: false,
+    };
+    let s = expect_err("selector 'a in (x'", cl.list(list("a in (x", "")).await);
+    assert_invalid("selector 'a in (x'", &s, "labelSelector");
+    let s = expect_err("continue garbage", cl.list(list("", "garbage")).await);
+    assert_invalid("continue garbage", &s, "continueToken");
+
+    let bad_puts: Vec<(&str, pb::PutRequest, &str)> = vec![
+        (
+            "put duration Some(0)",
+            put_req(
+                meta("ns", "p", 0),
+                pb::LeaseSpec {
+                    lease_duration_seconds: Some(0),
+                    ..Default::default()
+                },
+            ),
+            "spec.leaseDurationSeconds",
+        ),
+        (
+            "put transitions Some(-1)",
+            put_req(
+                meta("ns", "p", 0),
+                pb::LeaseSpec {
+                    lease_transitions: Some(-1),
+                    ..Default::default()
+                },
+            ),
+            "spec.leaseTransitions",
+        ),
+        (
+            "put preferredHolder without strategy",
+            put_req(
+                meta("ns", "p", 0),
+                pb::LeaseSpec {
+                    preferred_holder: "h2".into(),
+                    ..Default::default()
+                },
+            ),
+            "spec.preferredHolder",
+        ),
+        (
+            "put renewTime yesterday",
+            put_req(
+                meta("ns", "p", 0),
+                pb::LeaseSpec {
+                    renew_time: "yesterday".into(),
+                    ..Default::default()
+                },
+            ),
+            "spec.renewTime",
+        ),
+        (
+            "put without metadata",
+            put_req(None, pb::LeaseSpec::default()),
+            "metadata",
+        ),
+    ];
+    for (what, req, field) in bad_puts {
+        let s = expect_err(what, cl.put(req).await);
+        assert_invalid(what, &s, field);
+    }
+
+    // Missing lease.
+    let s = expect_err("get missing", cl.get(get_req("ns", "missing", false)).await);
+    assert_status("get missing", &s, Code::NotFound, reason::NOT_FOUND);
+    let s = expect_err(
+        "renew missing",
+        cl.renew(renew_req("ns", "missing", "h", 1)).await,
+    );
+    assert_status("renew missing", &s, Code::NotFound, reason::NOT_FOUND);
+    let s = expect_err(
+        "delete missing",
+        cl.delete(pb::DeleteRequest {
+            namespace: "ns".into(),
+            name: "missing".into(),
+            resource_version: None,
+        })
+        .await,
+    );
+    assert_status("delete missing", &s, Code::NotFound, reason::NOT_FOUND);
+
+    // Conflicts.
+    let created = cl
+        .put(put_req(
+            meta("ns", "cas", 0),
+            pb::LeaseSpec {
+                holder_identity: "h".into(),
+                lease_duration_seconds: Some(30),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create via put");
+    assert!(created.created);
+    let rv = rv_holder_token(&lease_of(created.lease.clone())).0;
+    cl.put(put_req(
+        meta("ns", "cas", rv),
+        pb::LeaseSpec {
+            holder_identity: "h".into(),
+            lease_duration_seconds: Some(40),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("update with the current resourceVersion");
+    let s = expect_err(
+        "put with a stale resourceVersion",
+        cl.put(put_req(meta("ns", "cas", rv), pb::LeaseSpec::default()))
+            .await,
+    );
+    assert_status("put stale rv", &s, Code::Aborted, reason::CONFLICT);
+    let s = expect_err(
+        "delete with a wrong resourceVersion",
+        cl.delete(pb::DeleteRequest {
+            namespace: "ns".into(),
+            name: "cas".into(),
+            resource_version: Some(rv),
+        })
+        .await,
+    );
+    assert_status("delete wrong rv", &s, Code::Aborted, reason::CONFLICT);
+    let s = expect_err(
+        "put rv 0 on an existing lease",
+        cl.put(put_req(meta("ns", "cas", 0), pb::LeaseSpec::default()))
+            .await,
+    );
+    assert_status(
+        "put create existing",
+        &s,
+        Code::AlreadyExists,
+        reason::ALREADY_EXISTS,
+    );
+
+    // Lost tenure: a stale token, and a renewal after release.
+    let t1 = cl
+        .acquire(acquire_req("ns", "tenure", "alice", 30))
+        .await
+        .expect("acquire")
+        .fencing_token;
+    cl.release(release_req("ns", "tenure", "alice", t1))
+        .await
+        .expect("release");
+    let s = expect_err(
+        "renew after release",
+        cl.renew(renew_req("ns", "tenure", "alice", t1)).await,
+    );
+    assert_status(
+        "renew after release",
+        &s,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    let t2 = cl
+        .acquire(acquire_req("ns", "tenure", "alice", 30))
+        .await
+        .expect("acquire again")
+        .fencing_token;
+    assert!(t2 > t1);
+    let s = expect_err(
+        "renew with the previous tenure's token",
+        cl.renew(renew_req("ns", "tenure", "alice", t1)).await,
+    );
+    let meta = assert_status(
+        "renew stale token",
+        &s,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    assert_eq!(meta.get("currentFencingToken"), Some(&t2.to_string()));
+    let s = expect_err(
+        "release with a stale token",
+        cl.release(release_req("ns", "tenure", "alice", t1)).await,
+    );
+    assert_status(
+        "release stale token",
+        &s,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    c.assert_no_crashes();
+}
+
+/// 8. Kubernetes-style compare-and-swap with Put.
+#[tokio::test(flavor = "multi_thread")]
+async fn put_is_compare_and_swap() {
+    let c = Cluster::start(1).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let cl = c.client();
+    let spec = |holder: &str, secs: i32| pb::LeaseSpec {
+        holder_identity: holder.into(),
+        lease_duration_seconds: Some(secs),
+        lease_transitions: Some(0),
+        ..Default::default()
+    };
+    let created = cl
+        .put(put_req(
+            meta("kube-system", "controller", 0),
+            spec("node-a", 15),
+        ))
+        .await
+        .expect("create");
+    assert!(created.created);
+    let (rv0, holder, token0) = rv_holder_token(&lease_of(created.lease));
+    assert_eq!(holder, "node-a");
+    assert!(token0 > 0);
+
+    let read = lease_of(
+        cl.get(get_req("kube-system", "controller", false))
+            .await
+            .expect("get")
+            .lease,
+    );
+    let read_rv = rv_holder_token(&read).0;
+    assert_eq!(read_rv, rv0);
+
+    let mut update = read.clone();
+    update.spec.as_mut().unwrap().lease_duration_seconds = Some(20);
+    update.metadata.as_mut().unwrap().labels = HashMap::from([("app".into(), "ctl".into())]);
+    let updated = lease_of(
+        cl.put(pb::PutRequest {
+            lease: Some(update.clone()),
+        })
+        .await
+        .expect("update with the read resourceVersion")
+        .lease,
+    );
+    let (rv1, holder, token1) = rv_holder_token(&updated);
+    assert!(rv1 > read_rv, "{rv1} > {read_rv}");
+    assert_eq!(
+        (holder.as_str(), token1),
+        ("node-a", token0),
+        "same holder keeps its token"
+    );
+    assert_eq!(
+        updated.spec.as_ref().unwrap().lease_duration_seconds,
+        Some(20)
+    );
+    assert_eq!(
+        updated
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .get("app")
+            .map(String::as_str),
+        Some("ctl")
+    );
+
+    let s = expect_err(
+        "second update with the old resourceVersion",
+        cl.put(pb::PutRequest {
+            lease: Some(update),
+        })
+        .await,
+    );
+    let m = assert_status("stale put", &s, Code::Aborted, reason::CONFLICT);
+    assert_eq!(m.get("resourceVersion"), Some(&rv1.to_string()));
+
+    let mut takeover = updated.clone();
+    let sp = takeover.spec.as_mut().unwrap();
+    sp.holder_identity = "node-b".into();
+    sp.lease_transitions = Some(1);
+    let taken = lease_of(
+        cl.put(pb::PutRequest {
+            lease: Some(takeover),
+        })
+        .await
+        .expect("holder change via put")
+        .lease,
+    );
+    let (rv2, holder, token2) = rv_holder_token(&taken);
+    assert_eq!(holder, "node-b");
+    assert!(rv2 > rv1);
+    assert!(
+        token2 > token1,
+        "a new holder gets a new fencing token: {token2} > {token1}"
+    );
+    assert_eq!(token2, rv2, "the token is the revision of the takeover");
+    c.assert_no_crashes();
+}
+
+/// 9. When every endpoint keeps answering UNAVAILABLE until the call's
+/// deadline, the client returns the last error it got (code UNAVAILABLE,
+/// naming the endpoint and the cause), not a placeholder (regression test).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_reports_the_last_error_when_it_gives_up() {
+    let dead = format!("127.0.0.1:{}", common::free_ports(1)[0]);
+    let client = Client::new(vec![dead.clone()])
+        .expect("client")
+        .with_timeout(Duration::from_millis(500));
+    let s = expect_err("status of a dead endpoint", client.status().await);
+    assert!(
+        s.code() == Code::Unavailable && s.message().contains(&dead),
+        "the client hides the last error: got {:?} {:?}, expected UNAVAILABLE naming {dead}",
+        s.code(),
+        s.message()
+    );
+}

@@ -1,0 +1,623 @@
+//! Test harness: real `leasehold serve` processes on 127.0.0.1.
+//!
+//! A [`Cluster`] owns its node processes and one temporary directory. Each
+//! node gets `<tmp>/node-<id>/data` as its data directory and appends its
+//! output to `<tmp>/node-<id>/node.log` (kept across restarts and wipes), so
+//! a failing test can print what every node said. Dropping the cluster kills
+//! (SIGKILL) and reaps every process it started; when the drop happens during
+//! a panic, the tail of every node's log is printed first.
+//!
+//! Every wait here is bounded by a [`Deadline`] and fails with a message
+//! naming what it waited for and the last thing it saw.
+
+#![allow(dead_code)]
+
+use leasehold::client::Client;
+use leasehold::proto::v1 as pb;
+use leasehold::proto::v1::cluster_client::ClusterClient;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tonic::Code;
+
+/// The `leasehold` binary built for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_leasehold");
+
+/// Raft heartbeat used by test clusters, ms.
+pub const HEARTBEAT_MS: u64 = 50;
+/// Election timeout range used by test clusters, ms.
+pub const ELECTION_MIN_MS: u64 = 300;
+/// Election timeout range used by test clusters, ms.
+pub const ELECTION_MAX_MS: u64 = 600;
+
+/// Per-call deadline of the clients the harness hands out.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a node may take to answer its first Status call.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many times `Cluster::start` picks new ports after losing a bind race.
+const START_ATTEMPTS: usize = 5;
+
+/// A bounded wait: `check` sleeps a little and returns while time is left,
+/// and panics with a description of the wait and the last observation once
+/// it has run out.
+pub struct Deadline {
+    what: String,
+    start: Instant,
+    until: Instant,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now for waiting on `what`.
+    pub fn new(what: impl Into<String>, timeout: Duration) -> Self {
+        let start = Instant::now();
+        Deadline {
+            what: what.into(),
+            start,
+            until: start + timeout,
+        }
+    }
+
+    /// Whether the time is up.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.until
+    }
+
+    /// Sleeps before the next poll; panics if the deadline has passed.
+    pub async fn check(&self, last: impl Debug) {
+        if self.expired() {
+            panic!(
+                "timed out after {:?} waiting for {}; last observation: {:?}",
+                self.start.elapsed(),
+                self.what,
+                last
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Options of a test cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--snapshot-logs` for every node (the binary's default when `None`).
+    pub snapshot_logs: Option<u64>,
+}
+
+/// One node process (running or not).
+struct NodeProc {
+    id: u64,
+    port: u16,
+    /// `node-<id>`: holds `data/` and `node.log`.
+    root: PathBuf,
+    /// `--peers ...` or `--join`.
+    membership_args: Vec<String>,
+    child: Mutex<Option<Child>>,
+    /// How the process ended when it exited without being killed by the
+    /// harness (a crash or an unexpected shutdown).
+    crashed: Mutex<Option<ExitStatus>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeProc {
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.join("node.log")
+    }
+
+    fn spawn(&mut self, opts: &Options) {
+        assert!(!self.running(), "node {} is already running", self.id);
+        std::fs::create_dir_all(&self.root).expect("create node dir");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open node log");
+        let log_err = log.try_clone().expect("clone node log handle");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--id")
+            .arg(self.id.to_string())
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--heartbeat-ms")
+            .arg(HEARTBEAT_MS.to_string())
+            .arg("--election-timeout-min-ms")
+            .arg(ELECTION_MIN_MS.to_string())
+            .arg("--election-timeout-max-ms")
+            .arg(ELECTION_MAX_MS.to_string())
+            .args(&self.membership_args);
+        if let Some(n) = opts.snapshot_logs {
+            cmd.arg("--snapshot-logs").arg(n.to_string());
+        }
+        // Nothing from the test runner's environment may change the flags.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LEASEHOLD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        *lock(&self.child) = Some(child);
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is running; records how it ended if it exited
+    /// on its own.
+    fn running(&self) -> bool {
+        let mut child = lock(&self.child);
+        let Some(c) = child.as_mut() else {
+            return false;
+        };
+        match c.try_wait() {
+            Ok(Some(status)) => {
+                *lock(&self.crashed) = Some(status);
+                *child = None;
+                false
+            }
+            Ok(None) | Err(_) => true,
+        }
+    }
+
+    /// The exit status if the process has exited on its own.
+    fn exited(&self) -> Option<ExitStatus> {
+        self.running();
+        *lock(&self.crashed)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        all[from..].join("\n")
+    }
+}
+
+/// Ports that were free a moment ago (bound on 127.0.0.1:0, then released).
+/// Another process may take one before the node binds it; callers retry.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A client of `endpoints` with the harness' call deadline.
+pub fn client(endpoints: Vec<String>) -> Client {
+    Client::new(endpoints)
+        .expect("valid endpoints")
+        .with_timeout(CALL_TIMEOUT)
+}
+
+/// A cluster of `leasehold serve` processes.
+pub struct Cluster {
+    nodes: BTreeMap<u64, NodeProc>,
+    opts: Options,
+    tmp: TempDir,
+}
+
+enum StartFailure {
+    /// A node could not bind its port: pick other ports and try again.
+    PortTaken,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) that bootstrap one cluster with `--peers`.
+    pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, Options::default()).await
+    }
+
+    /// Starts `n` nodes with `opts`.
+    pub async fn start_with(n: u64, opts: Options) -> Cluster {
+        for attempt in 1..=START_ATTEMPTS {
+            let tmp = tempfile::Builder::new()
+                .prefix("leasehold-it-")
+                .tempdir()
+                .expect("create temp dir");
+            let ports = free_ports(n as usize);
+            let peers = (1..=n)
+                .zip(&ports)
+                .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let nodes = (1..=n)
+                .zip(&ports)
+                .map(|(id, port)| {
+                    (
+                        id,
+                        NodeProc {
+                            id,
+                            port: *port,
+                            root: tmp.path().join(format!("node-{id}")),
+                            membership_args: vec!["--peers".into(), peers.clone()],
+                            child: Mutex::new(None),
+                            crashed: Mutex::new(None),
+                        },
+                    )
+                })
+                .collect();
+            let mut cluster = Cluster {
+                nodes,
+                opts: opts.clone(),
+                tmp,
+            };
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            for id in &ids {
+                let opts = cluster.opts.clone();
+                cluster.node_mut(*id).spawn(&opts);
+            }
+            let mut failed = false;
+            for id in &ids {
+                if let Err(StartFailure::PortTaken) = cluster.wait_serving(*id).await {
+                    failed = true;
+                    break;
+                }
+            }
+            if !failed {
+                return cluster;
+            }
+            eprintln!("cluster start attempt {attempt}: a port was taken; retrying with new ports");
+            // Dropping kills every process; the new attempt gets a new
+            // directory, so no node keeps a membership with the lost port.
+            drop(cluster);
+        }
+        panic!("could not start a {n}-node cluster in {START_ATTEMPTS} attempts (ports kept being taken)");
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// Waits until node `id` answers Status. A node that exits because its
+    /// port is taken is reported as `PortTaken`; any other exit panics.
+    async fn wait_serving(&mut self, id: u64) -> Result<(), StartFailure> {
+        let d = Deadline::new(format!("node {id} to answer Status"), START_TIMEOUT);
+        loop {
+            if let Some(status) = self.node(id).exited() {
+                let tail = self.node(id).log_tail(40);
+                if tail.contains("cannot listen") || tail.contains("in use") {
+                    return Err(StartFailure::PortTaken);
+                }
+                self.dump_logs();
+                panic!("node {id} exited during start with {status}:\n{tail}");
+            }
+            let last = match self.status(id).await {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("{:?}: {}", e.code(), e.message()),
+            };
+            d.check(&last).await;
+        }
+    }
+
+    /// Ids of every node (running or not).
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Ids of the running nodes.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// `127.0.0.1:PORT` of node `id`.
+    pub fn endpoint(&self, id: u64) -> String {
+        self.node(id).addr()
+    }
+
+    /// Every node's endpoint, in id order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(NodeProc::addr).collect()
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir()
+    }
+
+    /// The temporary directory holding every node's files.
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A client of the given nodes (tried in this order).
+    pub fn client_for(&self, ids: &[u64]) -> Client {
+        client(ids.iter().map(|id| self.endpoint(*id)).collect())
+    }
+
+    /// A client of every node.
+    pub fn client(&self) -> Client {
+        client(self.endpoints())
+    }
+
+    /// Node `id`'s own Status: one attempt on that node only (no failover,
+    /// no retries), bounded by a short deadline.
+    pub async fn status(&self, id: u64) -> Result<pb::StatusResponse, tonic::Status> {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint(id)))
+                .expect("valid endpoint")
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("node {id}: cannot connect: {e}")))?;
+        ClusterClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits until every running node reports the same leader, that leader is
+    /// running and reports itself LEADER; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let d = Deadline::new(
+            format!(
+                "the running nodes {:?} to agree on a leader",
+                self.live_ids()
+            ),
+            timeout,
+        );
+        loop {
+            let mut seen = BTreeMap::new();
+            for id in self.live_ids() {
+                seen.insert(id, self.status(id).await);
+            }
+            if let Some(leader) = agreed_leader(&seen) {
+                return leader;
+            }
+            let views: BTreeMap<u64, String> = seen
+                .iter()
+                .map(|(id, s)| {
+                    let v = match s {
+                        Ok(s) => {
+                            format!("leader={} state={} term={}", s.leader_id, s.state, s.term)
+                        }
+                        Err(e) => format!("error {:?}: {}", e.code(), e.message()),
+                    };
+                    (*id, v)
+                })
+                .collect();
+            d.check(&views).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> pb::StatusResponse {
+        let d = Deadline::new(format!("node {id} to apply index {index}"), timeout);
+        loop {
+            let last = match self.status(id).await {
+                Ok(s) if s.applied_index >= index => return s,
+                Ok(s) => format!("applied_index={}", s.applied_index),
+                Err(e) => format!("error {:?}: {}", e.code(), e.message()),
+            };
+            d.check(&last).await;
+        }
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        self.node_mut(id).kill();
+    }
+
+    /// SIGKILLs every node.
+    pub fn kill_all(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.kill();
+        }
+    }
+
+    /// Starts node `id` again with the same id, port, flags and data
+    /// directory, and waits until it answers Status.
+    pub async fn restart(&mut self, id: u64) {
+        let opts = self.opts.clone();
+        self.node_mut(id).spawn(&opts);
+        if let Err(StartFailure::PortTaken) = self.wait_serving(id).await {
+            self.dump_logs();
+            panic!(
+                "node {id} cannot bind its old port {} on restart (taken by another process)",
+                self.node(id).port
+            );
+        }
+    }
+
+    /// Deletes node `id`'s data directory. The node must not be running.
+    pub fn wipe(&mut self, id: u64) {
+        let n = self.node(id);
+        assert!(!n.running(), "wipe of running node {id}");
+        let dir = n.data_dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("cannot delete {}: {e}", dir.display()));
+        }
+    }
+
+    /// Starts a new node `id` with `--join` (no peers) on a free port, waits
+    /// until it answers Status, and returns its address.
+    pub async fn spawn_joiner(&mut self, id: u64) -> String {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists already");
+        for _ in 0..START_ATTEMPTS {
+            let port = free_ports(1)[0];
+            let mut n = NodeProc {
+                id,
+                port,
+                root: self.tmp.path().join(format!("node-{id}")),
+                membership_args: vec!["--join".into()],
+                child: Mutex::new(None),
+                crashed: Mutex::new(None),
+            };
+            if n.root.exists() {
+                let _ = std::fs::remove_dir_all(&n.root);
+            }
+            n.spawn(&self.opts);
+            self.nodes.insert(id, n);
+            match self.wait_serving(id).await {
+                Ok(()) => return self.endpoint(id),
+                Err(StartFailure::PortTaken) => {
+                    if let Some(mut n) = self.nodes.remove(&id) {
+                        n.kill();
+                    }
+                }
+            }
+        }
+        panic!("could not start joining node {id}: ports kept being taken");
+    }
+
+    /// Nodes whose process exited without being killed by the harness, with
+    /// their exit status.
+    pub fn crashed(&self) -> BTreeMap<u64, ExitStatus> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.exited().map(|st| (n.id, st)))
+            .collect()
+    }
+
+    /// Panics (after printing the logs) if any node exited on its own.
+    pub fn assert_no_crashes(&self) {
+        let crashed = self.crashed();
+        assert!(
+            crashed.is_empty(),
+            "nodes exited without being killed by the test: {crashed:?} (logs above)"
+        );
+    }
+
+    /// Prints the tail of every node's log to stderr.
+    pub fn dump_logs(&self) {
+        for n in self.nodes.values() {
+            eprintln!(
+                "===== node {} ({}, {}) log: {} =====\n{}",
+                n.id,
+                n.addr(),
+                match (n.running(), n.exited()) {
+                    (true, _) => "running".to_string(),
+                    (false, Some(st)) => format!("EXITED ON ITS OWN with {st}"),
+                    (false, None) => "stopped".to_string(),
+                },
+                n.log_path().display(),
+                n.log_tail(150)
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for n in self.nodes.values_mut() {
+            n.kill();
+        }
+        // For debugging: LEASEHOLD_IT_KEEP=1 keeps every node's directory.
+        if std::env::var_os("LEASEHOLD_IT_KEEP").is_some() {
+            let path =
+                std::mem::replace(&mut self.tmp, tempfile::tempdir().expect("create temp dir"))
+                    .keep();
+            eprintln!("kept cluster files in {}", path.display());
+        }
+    }
+}
+
+/// The one leader every node in `seen` names, if they all answered, agree,
+/// and the leader itself is among them in state LEADER.
+fn agreed_leader(seen: &BTreeMap<u64, Result<pb::StatusResponse, tonic::Status>>) -> Option<u64> {
+    let mut leader = None;
+    for s in seen.values() {
+        let s = s.as_ref().ok()?;
+        if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+            return None;
+        }
+        leader = Some(s.leader_id);
+    }
+    let leader = leader?;
+    let own = seen.get(&leader)?.as_ref().ok()?;
+    (own.state == "LEADER").then_some(leader)
+}
+
+/// The status of a failed call; panics (naming `what`) if it succeeded.
+pub fn expect_err<T: Debug>(what: &str, r: Result<T, tonic::Status>) -> tonic::Status {
+    match r {
+        Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
+        Err(s) => s,
+    }
+}
+
+/// Asserts `s` has `code` and a Leasehold ErrorInfo with `reason`; returns
+/// the ErrorInfo metadata.
+pub fn assert_status(
+    what: &str,
+    s: &tonic::Status,
+    code: Code,
+    reason: &str,
+) -> BTreeMap<String, String> {
+    assert_eq!(
+        s.code(),
+        code,
+        "{what}: wrong code (message: {:?})",
+        s.message()
+    );
+    let (got_reason, meta) = leasehold::api::status::error_info(s)
+        .unwrap_or_else(|| panic!("{what}: no leasehold ErrorInfo in {s:?}"));
+    assert_eq!(got_reason, reason, "{what}: wrong ErrorInfo reason ({s:?})");
+    meta.into_iter().collect()
+}
+
+/// The lease in a response, which must be present.
+pub fn lease_of(l: Option<pb::Lease>) -> pb::Lease {
+    l.expect("response carries a lease")
+}
+
+/// (resourceVersion, holderIdentity, fencingToken) of a lease.
+pub fn rv_holder_token(l: &pb::Lease) -> (u64, String, u64) {
+    (
+        l.metadata.as_ref().expect("metadata").resource_version,
+        l.spec.as_ref().expect("spec").holder_identity.clone(),
+        l.status.as_ref().expect("status").fencing_token,
+    )
+}
