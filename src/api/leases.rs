@@ -84,6 +84,19 @@ where
     }
 }
 
+/// List page size when the request gives none.
+pub const DEFAULT_PAGE: usize = 1_000;
+/// Largest page a List returns, whatever the request asks for: keeps replies
+/// far below gRPC's default 4 MiB message limit.
+pub const MAX_PAGE: usize = 10_000;
+
+fn page_size(limit: u32) -> usize {
+    match limit as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
 fn key(namespace: &str, name: &str) -> Result<LeaseKey, NodeError> {
     let key = LeaseKey::new(namespace, name);
     validate_key(&key)?;
@@ -225,7 +238,7 @@ impl pb::leases_server::Leases for LeasesService {
                 }
                 let page = node
                     .sm
-                    .list(&m.namespace, &sel, after.as_ref(), m.limit as usize)
+                    .list(&m.namespace, &sel, after.as_ref(), page_size(m.limit))
                     .map_err(storage)?;
                 Ok(pb::ListResponse {
                     items: page.items.iter().map(lease_to_proto).collect(),

@@ -1,0 +1,208 @@
+//! In-process server tests: the server is started with `serve_on` on
+//! 127.0.0.1:0 and stopped through its shutdown future; plus the real binary's
+//! reaction to SIGTERM.
+
+mod common;
+
+use leasehold::client::Client;
+use leasehold::proto::v1 as pb;
+use leasehold::server::{serve_on, ServeConfig};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+struct InProcess {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(dir: &std::path::Path) -> InProcess {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = oneshot::channel::<()>();
+    let cfg = ServeConfig {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    let handle = tokio::spawn(serve_on(cfg, listener, async {
+        let _ = rx.await;
+    }));
+    InProcess {
+        addr,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+impl InProcess {
+    fn client(&self) -> Client {
+        Client::new(vec![self.addr.clone()])
+            .expect("client")
+            .with_timeout(Duration::from_secs(10))
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let r = tokio::time::timeout(Duration::from_secs(10), &mut self.handle)
+            .await
+            .expect("server stops within 10 s of shutdown")
+            .expect("server task joins");
+        r.expect("server returns Ok on a requested shutdown");
+    }
+}
+
+async fn acquire(c: &Client, name: &str, holder: &str) -> pb::AcquireResponse {
+    c.acquire(pb::AcquireRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        holder: holder.into(),
+        lease_duration_seconds: 60,
+        labels: Default::default(),
+    })
+    .await
+    .expect("acquire")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    // Wait for the single node to elect itself (writes need a leader).
+    acquire(&s.client(), "warm-up", "h").await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "leasehold.v1.Leases"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(
+            r.status,
+            ServingStatus::Serving as i32,
+            "service {service:?}"
+        );
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .expect("reflection reply")
+        .expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection reply: {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "leasehold.v1.Leases",
+        "leasehold.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_then_restart_keeps_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let c = s.client();
+    let first = acquire(&c, "job", "alice").await;
+    s.stop().await;
+
+    // Same data directory, new port: everything is still there and the next
+    // tenure's token is greater.
+    let s = start(dir.path()).await;
+    let c = s.client();
+    let got = c
+        .get(pb::GetRequest {
+            namespace: "default".into(),
+            name: "job".into(),
+            stale: false,
+        })
+        .await
+        .expect("get after restart");
+    let lease = got.lease.expect("lease");
+    assert_eq!(
+        lease.spec.as_ref().map(|s| s.holder_identity.as_str()),
+        Some("alice")
+    );
+    assert_eq!(
+        lease.status.as_ref().map(|s| s.fencing_token),
+        Some(first.fencing_token)
+    );
+    let other = acquire(&c, "other", "bob").await;
+    assert!(other.fencing_token > first.fencing_token);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_binary_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_ports(1)[0];
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log file"))
+        .spawn()
+        .expect("spawn leasehold serve");
+    let c = Client::new(vec![addr.clone()])
+        .expect("client")
+        .with_timeout(Duration::from_secs(15));
+    let r = acquire(&c, "job", "alice").await;
+    assert!(r.newly_acquired);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("leasehold did not exit within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "exit status {status:?} after SIGTERM; log:\n{log}"
+    );
+    assert!(log.contains("shutdown requested"), "log:\n{log}");
+}
