@@ -10,6 +10,7 @@
 //!   [`raft::node::Node`] that stamps time into proposals.
 //! - [`api`]: tonic services (Leases, Cluster, the internal Raft service),
 //!   proto conversions, and the one map from errors to gRPC statuses.
+//! - [`identity`]: each node publishes a server identity lease.
 //! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
 //! - [`client`]: a small Rust client with endpoint failover, used by the CLI.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod identity;
 pub mod lease;
 pub mod proto;
 pub mod raft;

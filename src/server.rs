@@ -12,7 +12,10 @@ use crate::api::raft_service::RaftService;
 use crate::proto::internal::raft_server::RaftServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::leases_server::LeasesServer;
+use crate::identity::{IdentityConfig, Publisher};
 use crate::raft::node::{Node, NodeConfig, RaftTiming};
+use crate::raft::sweeper;
+use crate::store::StoreOptions;
 use crate::raft::types::NodeId;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -43,6 +46,10 @@ pub struct ServeConfig {
     pub join: bool,
     /// Raft timing.
     pub timing: RaftTiming,
+    /// State machine options (watch history, identity garbage collection).
+    pub store: StoreOptions,
+    /// How to publish this node's identity lease; `None` publishes none.
+    pub identity: Option<IdentityConfig>,
 }
 
 impl Default for ServeConfig {
@@ -55,6 +62,8 @@ impl Default for ServeConfig {
             peers: BTreeMap::new(),
             join: false,
             timing: RaftTiming::default(),
+            store: StoreOptions::default(),
+            identity: Some(IdentityConfig::default()),
         }
     }
 }
@@ -86,6 +95,7 @@ pub async fn serve_on(
         peers: cfg.peers.clone(),
         join: cfg.join,
         timing: cfg.timing.clone(),
+        store: cfg.store.clone(),
     })
     .await?;
     tracing::info!(id = cfg.id, %local, %advertise, data_dir = %cfg.data_dir.display(), "leasehold node serving");
@@ -101,6 +111,14 @@ pub async fn serve_on(
 
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(watch_fatal(node.clone(), fatal_tx));
+    // Background work that lives exactly as long as the server.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(sweeper::run(node.clone()));
+    if let Some(identity) = cfg.identity.clone() {
+        let publisher = Publisher::new(advertise.clone(), cfg.id, identity)?;
+        tracing::info!(holder = publisher.holder(), "publishing identity lease");
+        background.spawn(publisher.run());
+    }
     let stop = async move {
         tokio::select! {
             _ = shutdown => None,
@@ -126,6 +144,7 @@ pub async fn serve_on(
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await;
+    background.shutdown().await;
     node.shutdown().await;
     result.context("gRPC server failed")?;
     if let Ok(Some(fatal)) = stopped_rx.await {

@@ -40,6 +40,7 @@ pub fn lease_to_proto(l: &Lease) -> pb::Lease {
         status: Some(pb::LeaseStatus {
             fencing_token: l.fencing_token,
             expire_time: opt_time(l.expire_time()),
+            expired: l.expired,
         }),
     }
 }

@@ -6,3 +6,4 @@ pub mod convert;
 pub mod leases;
 pub mod raft_service;
 pub mod status;
+pub mod watch;

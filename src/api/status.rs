@@ -38,6 +38,12 @@ pub mod reason {
     pub const LEASE_HELD: &str = "LEASE_HELD";
     /// The caller no longer holds the lease.
     pub const LEASE_LOST: &str = "LEASE_LOST";
+    /// An internal expiry record found the tenure live.
+    pub const NOT_EXPIRED: &str = "NOT_EXPIRED";
+    /// A watch start revision is older than the retained history.
+    pub const COMPACTED: &str = "COMPACTED";
+    /// A watcher fell too far behind and was cut off.
+    pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
     /// Optimistic concurrency conflict.
     pub const CONFLICT: &str = "CONFLICT";
     /// This node is not the leader and could not forward.
@@ -76,6 +82,39 @@ pub fn invalid(field: &str, reason_text: &str) -> Status {
         reason::INVALID_ARGUMENT,
         &[("field", field.to_string())],
         Some((field, reason_text)),
+    )
+}
+
+/// OUT_OF_RANGE for a watch from a compacted revision.
+pub fn compacted(requested: u64, oldest: u64) -> Status {
+    status(
+        Code::OutOfRange,
+        format!(
+            "revision {requested} is older than the retained history (oldest available: {oldest}); \
+             list again and watch from the list's revision + 1"
+        ),
+        reason::COMPACTED,
+        &[
+            ("requestedRevision", requested.to_string()),
+            ("oldestRevision", oldest.to_string()),
+        ],
+        None,
+    )
+}
+
+/// RESOURCE_EXHAUSTED for a watcher cut off because it fell behind.
+pub fn watcher_too_slow(resume_from: u64) -> Status {
+    status(
+        Code::ResourceExhausted,
+        format!(
+            "watcher too slow: it did not keep up with the changes (buffer full for {} s, or more than {} \
+             batches behind); resume from revision {resume_from}",
+            crate::api::watch::SLOW_WATCHER_GRACE.as_secs(),
+            crate::store::state_machine::WATCH_BUFFER_BATCHES
+        ),
+        reason::WATCHER_TOO_SLOW,
+        &[("resumeRevision", resume_from.to_string())],
+        None,
     )
 }
 
@@ -149,6 +188,13 @@ pub fn from_lease_error(e: &LeaseError) -> Status {
                 None,
             )
         }
+        LeaseError::NotExpired { .. } => status(
+            Code::FailedPrecondition,
+            msg,
+            reason::NOT_EXPIRED,
+            &[],
+            None,
+        ),
         LeaseError::Conflict {
             expected, actual, ..
         } => status(

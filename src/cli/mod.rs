@@ -5,11 +5,14 @@
 //! unavailable (no endpoint reachable, no leader, deadline exceeded).
 
 pub mod output;
+mod watch;
 
 use crate::client::Client;
 use crate::proto::v1 as pb;
 use crate::raft::node::RaftTiming;
+use crate::identity::IdentityConfig;
 use crate::server::{self, ServeConfig};
+use crate::store::StoreOptions;
 use clap::{Args, Parser, Subcommand};
 use output::Format;
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +125,25 @@ pub enum Command {
         #[arg(long)]
         resource_version: Option<u64>,
     },
+    /// Print changes as they happen, one per line; reconnects to another
+    /// endpoint from the last revision seen.
+    Watch {
+        /// Namespace to watch.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Watch every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+        /// Start at this revision (inclusive) instead of now.
+        #[arg(long = "from")]
+        from: Option<u64>,
+        /// Stop after this many events (default: run until interrupted).
+        #[arg(long)]
+        max_events: Option<u64>,
+    },
     /// Show the answering node's view of the cluster.
     Status,
     /// Manage cluster membership.
@@ -187,6 +209,27 @@ pub struct ServeArgs {
     /// purged up to 1,000 entries behind the snapshot.
     #[arg(long, env = "LEASEHOLD_SNAPSHOT_LOGS", default_value_t = RaftTiming::default().snapshot_logs)]
     pub snapshot_logs: u64,
+    /// Keep at most this many changes for watchers to resume from (0: none).
+    #[arg(long, env = "LEASEHOLD_HISTORY_REVISIONS", default_value_t = 10_000)]
+    pub history_revisions: u64,
+    /// Drop watch history older than this many seconds (0: no age limit).
+    #[arg(long, env = "LEASEHOLD_HISTORY_AGE_SECONDS", default_value_t = 3600)]
+    pub history_age_seconds: u64,
+    /// Hostname published in this node's identity lease (default: the system's).
+    #[arg(long, env = "LEASEHOLD_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Do not publish an identity lease for this node.
+    #[arg(long, env = "LEASEHOLD_NO_IDENTITY_LEASE")]
+    pub no_identity_lease: bool,
+    /// Duration of the identity lease, seconds.
+    #[arg(long, env = "LEASEHOLD_IDENTITY_LEASE_SECONDS", default_value_t = 3600)]
+    pub identity_lease_seconds: i32,
+    /// Renew the identity lease every this many seconds.
+    #[arg(long, env = "LEASEHOLD_IDENTITY_RENEW_SECONDS", default_value_t = 10.0)]
+    pub identity_renew_seconds: f64,
+    /// Delete identity leases this many seconds after they expired.
+    #[arg(long, env = "LEASEHOLD_IDENTITY_GC_AGE_SECONDS", default_value_t = 3600)]
+    pub identity_gc_age_seconds: u64,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -240,6 +283,27 @@ fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, String> {
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Watch {
+            namespace,
+            all_namespaces,
+            selector,
+            from,
+            max_events,
+        } => {
+            let client = match Client::new(cli.endpoints.clone()) {
+                Ok(c) => c,
+                Err(s) => return report(&s),
+            };
+            let req = pb::WatchRequest {
+                namespace: if all_namespaces { String::new() } else { namespace },
+                name: String::new(),
+                label_selector: selector,
+                start_revision: from.unwrap_or(0),
+                progress_notify: true,
+                progress_interval_ms: 2_000,
+            };
+            watch::run(&client, req, cli.output, max_events).await
+        }
         ref cmd => {
             let client = match Client::new(cli.endpoints.clone()) {
                 Ok(c) => c.with_timeout(Duration::from_secs_f64(cli.timeout.max(0.001))),
@@ -324,7 +388,7 @@ async fn client_command(
 ) -> Result<String, CliError> {
     let now = chrono::Utc::now();
     Ok(match cmd {
-        Command::Serve(_) => unreachable!("handled by run"),
+        Command::Serve(_) | Command::Watch { .. } => unreachable!("handled by run"),
         Command::Acquire {
             lease,
             holder,
@@ -551,6 +615,10 @@ fn members_table(members: &[pb::Member], leader: u64) -> String {
     output::table(&rows)
 }
 
+fn secs_to_micros(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+}
+
 async fn serve(args: ServeArgs) -> i32 {
     let peers = match parse_peers(&args.peers) {
         Ok(p) => p,
@@ -572,7 +640,25 @@ async fn serve(args: ServeArgs) -> i32 {
             election_timeout_max_ms: args.election_timeout_max_ms,
             snapshot_logs: args.snapshot_logs,
         },
+        store: StoreOptions {
+            history_max_events: args.history_revisions,
+            history_max_age_micros: secs_to_micros(args.history_age_seconds),
+            identity_gc_age_micros: secs_to_micros(args.identity_gc_age_seconds),
+        },
+        identity: (!args.no_identity_lease).then(|| IdentityConfig {
+            hostname: args
+                .hostname
+                .clone()
+                .map(|h| h.to_lowercase())
+                .unwrap_or_else(crate::identity::system_hostname),
+            lease_seconds: args.identity_lease_seconds,
+            renew_every: Duration::from_secs_f64(args.identity_renew_seconds.max(0.1)),
+        }),
     };
+    if args.identity_lease_seconds <= 0 {
+        eprintln!("error: --identity-lease-seconds must be positive");
+        return EXIT_INVALID;
+    }
     match server::serve(cfg, shutdown_signal()).await {
         Ok(()) => EXIT_OK,
         Err(e) => {

@@ -179,6 +179,26 @@ impl Client {
             .await
     }
 
+    /// Opens a watch stream on the endpoint with index `endpoint` (no
+    /// failover: a watcher resumes on another endpoint itself, from the last
+    /// revision it saw + 1).
+    pub async fn watch_on(
+        &self,
+        endpoint: usize,
+        req: pb::WatchRequest,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, Status> {
+        let addr = self
+            .endpoints
+            .get(endpoint)
+            .ok_or_else(|| Status::invalid_argument(format!("no endpoint #{endpoint}")))?;
+        let channel = self
+            .channels
+            .get(addr)
+            .map_err(|e| Status::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?;
+        // No deadline: a watch lasts until the caller drops it.
+        Ok(LeasesClient::new(channel).watch(req).await?.into_inner())
+    }
+
     /// The status of the first reachable endpoint's node.
     pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
         self.call(pb::StatusRequest {}, |c, r| async move {

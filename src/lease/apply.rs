@@ -149,6 +149,30 @@ pub fn apply(
             next.spec.holder_identity = None;
             next.spec.renew_time = Some(ctx.now);
             next.fencing_token = 0;
+            next.expired = false;
+            next.resource_version = ctx.revision;
+            Ok(Effect::Write {
+                lease: next,
+                created: false,
+                newly_acquired: false,
+            })
+        }
+        Command::Expire {
+            key,
+            holder,
+            fencing_token,
+        } => {
+            // Recorded by the leader's expiry sweep. Deterministic: the
+            // tenure must still be the one the sweep saw, and lapsed at the
+            // stamped time; otherwise (renewed meanwhile, released, already
+            // marked) it is refused and nothing changes.
+            let lease = check_tenure(key, holder, *fencing_token, current)?;
+            let lapsed = lease.expire_time().is_some_and(|exp| ctx.now >= exp);
+            if !lapsed || lease.expired {
+                return Err(LeaseError::NotExpired { key: key.clone() });
+            }
+            let mut next = lease.clone();
+            next.expired = true;
             next.resource_version = ctx.revision;
             Ok(Effect::Write {
                 lease: next,
@@ -204,6 +228,7 @@ fn acquire(
                 preferred_holder: None,
             },
             fencing_token: ctx.revision,
+            expired: false,
         };
         return Ok(Effect::Write {
             lease,
@@ -216,6 +241,7 @@ fn acquire(
     next.resource_version = ctx.revision;
     next.spec.lease_duration_seconds = Some(duration_seconds);
     next.spec.renew_time = Some(ctx.now);
+    next.expired = false;
 
     match lease.holder() {
         Some(h) if h == holder => {
@@ -319,6 +345,7 @@ fn put(
                 } else {
                     0
                 },
+                expired: false,
             },
             created: true,
             newly_acquired: new_holder.is_some(),
@@ -352,6 +379,7 @@ fn put(
             annotations: draft.annotations.clone(),
             spec,
             fencing_token: token,
+            expired: false,
         },
         created: false,
         newly_acquired: newly,

@@ -62,6 +62,16 @@ pub enum Command {
         /// The token of the claimed tenure.
         fencing_token: u64,
     },
+    /// Record that the given tenure lapsed (proposed by the leader's expiry
+    /// sweep, never by clients).
+    Expire {
+        /// The lease.
+        key: LeaseKey,
+        /// The holder whose claim lapsed.
+        holder: String,
+        /// The tenure that lapsed.
+        fencing_token: u64,
+    },
     /// Kubernetes-style create (resource_version 0) or compare-and-swap update.
     Put {
         /// The desired object.
@@ -83,6 +93,7 @@ impl Command {
             Command::Acquire { key, .. }
             | Command::Renew { key, .. }
             | Command::Release { key, .. }
+            | Command::Expire { key, .. }
             | Command::Delete { key, .. } => key,
             Command::Put { draft } => &draft.key,
         }

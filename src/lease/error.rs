@@ -54,6 +54,13 @@ pub enum LeaseError {
         /// Why.
         reason: LostReason,
     },
+    /// An `Expire` found the tenure still live (renewed meanwhile) or
+    /// already marked expired. Internal: clients never send `Expire`.
+    #[error("lease {key} has not expired")]
+    NotExpired {
+        /// The lease.
+        key: LeaseKey,
+    },
     /// An optimistic-concurrency precondition failed.
     #[error("conflict on lease {key}: expected resourceVersion {expected}, found {actual}")]
     Conflict {

@@ -5,6 +5,8 @@
 pub mod apply;
 pub mod command;
 pub mod error;
+pub mod event;
+pub mod gc;
 pub mod model;
 pub mod selector;
 pub mod time;
@@ -12,5 +14,6 @@ pub mod validate;
 
 pub use command::{Applied, Command, CommandResponse, LeaseDraft, Proposal};
 pub use error::{LeaseError, LostReason};
+pub use event::{Event, EventKind};
 pub use model::{Lease, LeaseKey, LeaseSpec};
 pub use time::Timestamp;

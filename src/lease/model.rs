@@ -75,6 +75,10 @@ pub struct Lease {
     /// Revision at which the current holder acquired the lease; 0 when there
     /// is no holder. See ARCHITECTURE.md, "Fencing".
     pub fencing_token: u64,
+    /// The holder's claim lapsed and the leader recorded it (a replicated
+    /// `Expire` command). The holder stays visible; the next renewal,
+    /// acquisition or put clears the flag.
+    pub expired: bool,
 }
 
 impl Lease {

@@ -469,6 +469,11 @@ pub fn validate_command(cmd: &Command) -> Result<(), LeaseError> {
             key,
             holder,
             fencing_token,
+        }
+        | Command::Expire {
+            key,
+            holder,
+            fencing_token,
         } => {
             validate_key(key)?;
             validate_holder("holder", holder)?;

@@ -3,4 +3,5 @@
 
 pub mod network;
 pub mod node;
+pub mod sweeper;
 pub mod types;

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub join: bool,
     /// Raft timing.
     pub timing: RaftTiming,
+    /// State machine options (watch history, garbage collection).
+    pub store: store::StoreOptions,
 }
 
 /// Why a node-level operation failed. Mapped to gRPC in `api::status`.
@@ -105,7 +107,7 @@ impl Node {
     /// Opens storage, starts Raft and bootstraps the cluster if the data
     /// directory is new.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
-        let (log, sm) = store::open(&cfg.data_dir)?;
+        let (log, sm) = store::open_with(&cfg.data_dir, cfg.store.clone())?;
         let t = &cfg.timing;
         anyhow::ensure!(
             t.heartbeat_ms > 0 && t.heartbeat_ms < t.election_timeout_min_ms,
@@ -303,6 +305,13 @@ impl Node {
             .with_raft_state(|s| s.committed.map(|l| l.index).unwrap_or(0))
             .await
             .unwrap_or(0)
+    }
+
+    /// Whether Raft has stopped (shut down or failed).
+    pub fn is_shut_down(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Shutdown || m.running_state.is_err()
     }
 
     /// Stops Raft.

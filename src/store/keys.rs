@@ -14,6 +14,8 @@
 //! | `sm`        | `m:membership`                        | bincode `StoredMembership`              |
 //! | `sm`        | `m:clock`                             | bincode [`super::state_machine::SmClock`] |
 //! | `sm`        | `m:revision`                          | bincode u64                             |
+//! | `sm`        | `m:history`                           | bincode [`super::state_machine::HistoryMeta`] |
+//! | `sm`        | `h` + revision, u64 big-endian        | bincode `lease::Event` (watch history)  |
 //! | `snapshot`  | `meta`                                | bincode `SnapshotMeta`                  |
 //! | `snapshot`  | `data`                                | the snapshot file (see `snapshot.rs`)   |
 //!
@@ -27,6 +29,26 @@ use serde::Serialize;
 
 /// `sm` key prefix of lease records.
 pub const LEASE_PREFIX: u8 = b'l';
+/// `sm` key prefix of history events.
+pub const HISTORY_PREFIX: u8 = b'h';
+/// `sm` key of the history bounds.
+pub const SM_HISTORY: &[u8] = b"m:history";
+
+/// The `sm` key of the history event at `revision`.
+pub fn history_key(revision: u64) -> [u8; 9] {
+    let mut k = [HISTORY_PREFIX; 9];
+    k[1..].copy_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The revision of a history key; `None` if it is not one.
+pub fn history_revision(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&HISTORY_PREFIX, rest)) => log_index(rest),
+        _ => None,
+    }
+}
+
 /// `sm` key of the last applied log id.
 pub const SM_APPLIED: &[u8] = b"m:applied";
 /// `sm` key of the last applied membership.

@@ -11,13 +11,14 @@
 // bytes); our helpers return it too rather than convert at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod index;
 pub mod keys;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SmClock, StateMachineStore};
+pub use state_machine::{HistoryMeta, SmClock, StateMachineStore};
 
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -28,9 +29,37 @@ pub const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format_version";
 
+/// Tunables of the state machine.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Keep at most this many watch events (0 keeps none).
+    pub history_max_events: u64,
+    /// Drop watch events older than this, in microseconds of state machine
+    /// time (0 = no age limit).
+    pub history_max_age_micros: i64,
+    /// Delete server identity leases this long after they expired.
+    pub identity_gc_age_micros: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            history_max_events: 10_000,
+            history_max_age_micros: 3600 * crate::lease::time::MICROS_PER_SEC,
+            identity_gc_age_micros: 3600 * crate::lease::time::MICROS_PER_SEC,
+        }
+    }
+}
+
+/// Opens (creating if needed) the database in `dir` with default options and
+/// returns its log store and state machine.
+pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
+    open_with(dir, StoreOptions::default())
+}
+
 /// Opens (creating if needed) the database in `dir` and returns its log store
 /// and state machine.
-pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
+pub fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let db = sled::Config::new()
@@ -42,7 +71,7 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
         .with_context(|| format!("cannot open database in {}", dir.display()))?;
     check_format(&db)?;
     let log = LogStore::open(db.clone())?;
-    let sm = StateMachineStore::open(db)?;
+    let sm = StateMachineStore::open(db, options)?;
     Ok((log, sm))
 }
 

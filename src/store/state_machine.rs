@@ -8,16 +8,22 @@
 //! with the last-applied log id, so the lease records and the applied index
 //! can never disagree after a crash.
 //!
+//! Every change also becomes an [`Event`]: events are kept in the `sm` tree
+//! (so they travel in snapshots and are trimmed in the same batches) and
+//! published to watchers after the batch is written, through a broadcast
+//! channel that never blocks the state machine.
+//!
 //! The state machine is not flushed on its own: the log is, and a crash only
 //! loses applied-but-unflushed state that is re-applied from the log on
 //! restart. Snapshots are flushed before openraft may purge the log they
 //! replace.
 
 use super::keys::{self, decode, encode};
-use super::{io_err, snapshot};
+use super::index::Indexes;
+use super::{io_err, snapshot, StoreOptions};
 use crate::lease::apply::{apply, ApplyContext, Effect};
 use crate::lease::selector::Selector;
-use crate::lease::{Applied, CommandResponse, Lease, LeaseKey, Timestamp};
+use crate::lease::{Applied, Command, CommandResponse, Event, EventKind, Lease, LeaseKey, Timestamp};
 use crate::raft::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -29,7 +35,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// How many applied batches a watcher may fall behind before it is cut off.
+pub const WATCH_BUFFER_BATCHES: usize = 1024;
+/// At most this many history events are trimmed per applied batch, so
+/// trimming never makes one batch slow; the rest goes with later batches.
+const TRIM_PER_BATCH: usize = 1024;
 
 /// The state machine's notion of time, persisted with the state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +54,15 @@ pub struct SmClock {
     pub epoch_leader: Option<CommittedLeaderId<NodeId>>,
 }
 
+/// The bounds of the watch history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMeta {
+    /// Every event at or below this revision has been dropped (0: none).
+    pub compacted: u64,
+    /// Events kept.
+    pub len: u64,
+}
+
 /// Everything but the leases, cached in memory and persisted under `m:*`.
 #[derive(Debug, Clone, Default)]
 struct SmMeta {
@@ -49,6 +70,32 @@ struct SmMeta {
     membership: StoredMembership,
     clock: SmClock,
     revision: u64,
+    history: HistoryMeta,
+}
+
+/// What the state machine tells watchers.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// The events of one applied batch, in revision order.
+    Events(Arc<Vec<Event>>),
+    /// A snapshot replaced the state: watchers must resume from the history.
+    Reset,
+}
+
+/// Why history could not be read from a revision.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The revision was trimmed.
+    #[error("revision {requested} is compacted; the oldest available is {oldest}")]
+    Compacted {
+        /// What was asked for.
+        requested: u64,
+        /// The oldest revision that can still be watched from.
+        oldest: u64,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
 }
 
 struct Inner {
@@ -62,6 +109,9 @@ struct Inner {
     /// The last applied log index, for waiters (reads after a write).
     applied_tx: watch::Sender<u64>,
     snapshot_seq: std::sync::atomic::AtomicU64,
+    events_tx: broadcast::Sender<Notice>,
+    indexes: Mutex<Indexes>,
+    opts: StoreOptions,
 }
 
 /// The lease state machine. Cheap to clone; clones share state, which is how
@@ -93,11 +143,13 @@ pub struct ListPage {
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(db: sled::Db) -> anyhow::Result<Self> {
+    pub(crate) fn open(db: sled::Db, opts: StoreOptions) -> anyhow::Result<Self> {
         let sm = db.open_tree("sm")?;
         let snap = db.open_tree("snapshot")?;
         let meta = load_meta(&sm)?;
         let (applied_tx, _) = watch::channel(meta.applied.map(|l| l.index).unwrap_or(0));
+        let (events_tx, _) = broadcast::channel(WATCH_BUFFER_BATCHES);
+        let indexes = build_indexes(&sm, opts.identity_gc_age_micros)?;
         Ok(StateMachineStore {
             inner: Arc::new(Inner {
                 db,
@@ -107,8 +159,58 @@ impl StateMachineStore {
                 apply_lock: RwLock::new(()),
                 applied_tx,
                 snapshot_seq: Default::default(),
+                events_tx,
+                indexes: Mutex::new(indexes),
+                opts,
             }),
         })
+    }
+
+    /// Subscribes to applied changes. Subscribe before reading history so
+    /// nothing falls between the two; drop events already seen by revision.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.inner.events_tx.subscribe()
+    }
+
+    /// The history bounds.
+    pub fn history_meta(&self) -> HistoryMeta {
+        lock(&self.inner.meta).history
+    }
+
+    /// The events with revision >= `from`, oldest first, at most `limit`,
+    /// and the revision the read saw. Fails with `Compacted` when events at
+    /// or after `from` may have been dropped.
+    pub fn history_from(&self, from: u64, limit: usize) -> Result<(Vec<Event>, u64), HistoryError> {
+        let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
+        let (history, revision) = {
+            let m = lock(&self.inner.meta);
+            (m.history, m.revision)
+        };
+        if from <= history.compacted {
+            return Err(HistoryError::Compacted {
+                requested: from,
+                oldest: history.compacted + 1,
+            });
+        }
+        let mut out = Vec::new();
+        for item in self.inner.sm.range(keys::history_key(from)..=keys::history_key(u64::MAX)) {
+            let (_, v) = item.map_err(anyhow::Error::from)?;
+            out.push(decode::<Event>(&v).map_err(anyhow::Error::from)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok((out, revision))
+    }
+
+    /// Leases whose tenure lapsed at or before `now` (per the index).
+    pub fn due_expiries(&self, now: Timestamp, limit: usize) -> Vec<LeaseKey> {
+        lock(&self.inner.indexes).due_expiries(now, limit)
+    }
+
+    /// Leases that became garbage at or before `now` (per the index).
+    pub fn due_gc(&self, now: Timestamp, limit: usize) -> Vec<LeaseKey> {
+        lock(&self.inner.indexes).due_gc(now, limit)
     }
 
     /// The current revision: the log index of the last change to any lease.
@@ -242,7 +344,57 @@ fn load_meta(sm: &sled::Tree) -> anyhow::Result<SmMeta> {
         membership: get(sm, keys::SM_MEMBERSHIP)?,
         clock: get(sm, keys::SM_CLOCK)?,
         revision: get(sm, keys::SM_REVISION)?,
+        history: get(sm, keys::SM_HISTORY)?,
     })
+}
+
+fn build_indexes(sm: &sled::Tree, identity_gc_age_micros: i64) -> anyhow::Result<Indexes> {
+    let mut ix = Indexes::new(identity_gc_age_micros);
+    for item in sm.scan_prefix([keys::LEASE_PREFIX]) {
+        let (_, v) = item?;
+        ix.insert(&decode::<Lease>(&v)?);
+    }
+    Ok(ix)
+}
+
+/// Adds to `batch` the removal of history events that exceed the count or
+/// age limit, at most [`TRIM_PER_BATCH`] of them, and updates `history`.
+/// Only events already in the tree are considered; this batch's new events
+/// are trimmed by later batches if needed.
+fn trim_history(
+    sm: &sled::Tree,
+    opts: &StoreOptions,
+    now: Timestamp,
+    history: &mut HistoryMeta,
+    batch: &mut sled::Batch,
+) -> Result<(), StorageError> {
+    let over = history.len.saturating_sub(opts.history_max_events);
+    let cutoff = (opts.history_max_age_micros > 0).then(|| now.plus_micros(-opts.history_max_age_micros));
+    if over == 0 && cutoff.is_none() {
+        return Ok(());
+    }
+    let start = keys::history_key(0);
+    let end = keys::history_key(u64::MAX);
+    let mut removed = 0u64;
+    for item in sm.range(start..=end).take(TRIM_PER_BATCH) {
+        let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+        let Some(rev) = keys::history_revision(&k) else {
+            break;
+        };
+        let too_many = removed < over;
+        let too_old = match cutoff {
+            Some(c) => decode::<Event>(&v).map_err(|e| sm_err(ErrorVerb::Read, &e))?.time < c,
+            None => false,
+        };
+        if !too_many && !too_old {
+            break;
+        }
+        batch.remove(k);
+        removed += 1;
+        history.compacted = history.compacted.max(rev);
+    }
+    history.len = history.len.saturating_sub(removed);
+    Ok(())
 }
 
 fn put_meta(batch: &mut sled::Batch, meta: &SmMeta) -> Result<(), bincode::Error> {
@@ -250,6 +402,7 @@ fn put_meta(batch: &mut sled::Batch, meta: &SmMeta) -> Result<(), bincode::Error
     batch.insert(keys::SM_MEMBERSHIP, encode(&meta.membership)?);
     batch.insert(keys::SM_CLOCK, encode(&meta.clock)?);
     batch.insert(keys::SM_REVISION, encode(&meta.revision)?);
+    batch.insert(keys::SM_HISTORY, encode(&meta.history)?);
     Ok(())
 }
 
@@ -277,7 +430,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut meta = lock(&self.inner.meta).clone();
+        // Leases touched by this batch: their state before the batch (for the
+        // indexes) and after each entry (so later entries see earlier ones).
+        let mut before: HashMap<Vec<u8>, Option<Lease>> = HashMap::new();
         let mut overlay: HashMap<Vec<u8>, Option<Lease>> = HashMap::new();
+        let mut events: Vec<Event> = Vec::new();
         let mut responses = Vec::new();
         for entry in entries {
             meta.applied = Some(entry.log_id);
@@ -297,31 +454,47 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let k = keys::lease_key(proposal.command.key());
                     let current = match overlay.get(&k) {
                         Some(l) => l.clone(),
-                        None => self.read_lease(&k)?,
+                        None => {
+                            let l = self.read_lease(&k)?;
+                            before.insert(k.clone(), l.clone());
+                            l
+                        }
                     };
                     match apply(&proposal.command, current.as_ref(), &ctx) {
-                        Ok(Effect::Write {
-                            lease,
-                            created,
-                            newly_acquired,
-                        }) => {
+                        Ok(effect) => {
+                            let (kind, lease, created, newly_acquired) = match effect {
+                                Effect::Write {
+                                    lease,
+                                    created,
+                                    newly_acquired,
+                                } => {
+                                    let kind = if created {
+                                        EventKind::Added
+                                    } else if matches!(proposal.command, Command::Expire { .. }) {
+                                        EventKind::Expired
+                                    } else {
+                                        EventKind::Modified
+                                    };
+                                    overlay.insert(k, Some(lease.clone()));
+                                    (kind, lease, created, newly_acquired)
+                                }
+                                Effect::Delete { lease } => {
+                                    overlay.insert(k, None);
+                                    (EventKind::Deleted, lease, false, false)
+                                }
+                            };
                             meta.revision = ctx.revision;
-                            overlay.insert(k, Some(lease.clone()));
+                            events.push(Event {
+                                revision: ctx.revision,
+                                time: ctx.now,
+                                kind,
+                                lease: lease.clone(),
+                            });
                             CommandResponse::Applied(Applied {
                                 lease,
                                 revision: ctx.revision,
                                 created,
                                 newly_acquired,
-                            })
-                        }
-                        Ok(Effect::Delete { lease }) => {
-                            meta.revision = ctx.revision;
-                            overlay.insert(k, None);
-                            CommandResponse::Applied(Applied {
-                                lease,
-                                revision: ctx.revision,
-                                created: false,
-                                newly_acquired: false,
                             })
                         }
                         Err(e) => CommandResponse::Refused(e),
@@ -330,30 +503,48 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
+        let werr = |e: bincode::Error| sm_err(ErrorVerb::Write, &e);
         let mut batch = sled::Batch::default();
-        for (k, v) in overlay {
+        for (k, v) in &overlay {
             match v {
-                Some(lease) => {
-                    batch.insert(k, encode(&lease).map_err(|e| sm_err(ErrorVerb::Write, &e))?)
-                }
-                None => batch.remove(k),
+                Some(lease) => batch.insert(k.as_slice(), encode(lease).map_err(werr)?),
+                None => batch.remove(k.as_slice()),
             }
         }
-        put_meta(&mut batch, &meta).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        trim_history(&self.inner.sm, &self.inner.opts, meta.clock.now, &mut meta.history, &mut batch)?;
+        if self.inner.opts.history_max_events > 0 {
+            for e in &events {
+                batch.insert(&keys::history_key(e.revision), encode(e).map_err(werr)?);
+            }
+            meta.history.len += events.len() as u64;
+        } else if let Some(last) = events.last() {
+            meta.history.compacted = last.revision;
+        }
+        put_meta(&mut batch, &meta).map_err(werr)?;
         {
-            let _g = self
-                .inner
-                .apply_lock
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let _g = self.inner.apply_lock.write().unwrap_or_else(|p| p.into_inner());
             self.inner
                 .sm
                 .apply_batch(batch)
                 .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
             *lock(&self.inner.meta) = meta.clone();
+            let mut ix = lock(&self.inner.indexes);
+            for (k, old) in &before {
+                if let Some(old) = old {
+                    ix.remove(old);
+                }
+                if let Some(Some(new)) = overlay.get(k) {
+                    ix.insert(new);
+                }
+            }
         }
         if let Some(applied) = meta.applied {
             self.inner.applied_tx.send_replace(applied.index);
+        }
+        if !events.is_empty() {
+            // No receivers is fine; a full buffer cuts off the slowest
+            // watchers (they see `Lagged`), never this call.
+            let _ = self.inner.events_tx.send(Notice::Events(Arc::new(events)));
         }
         Ok(responses)
     }
@@ -396,6 +587,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match k.as_slice() {
                 keys::SM_CLOCK => new_meta.clock = decode(v).map_err(bad)?,
                 keys::SM_REVISION => new_meta.revision = decode(v).map_err(bad)?,
+                keys::SM_HISTORY => new_meta.history = decode(v).map_err(bad)?,
                 _ => {}
             }
         }
@@ -414,7 +606,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .apply_batch(batch)
                 .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
             *lock(&self.inner.meta) = new_meta.clone();
+            let rebuilt = build_indexes(&self.inner.sm, self.inner.opts.identity_gc_age_micros)
+                .map_err(|e| io_err(ErrorVerb::Read, ErrorSubject::Snapshot(sig.clone()), &std::io::Error::other(e.to_string())))?;
+            *lock(&self.inner.indexes) = rebuilt;
         }
+        let _ = self.inner.events_tx.send(Notice::Reset);
         store_snapshot(&self.inner, meta, &data).await?;
         if let Some(applied) = new_meta.applied {
             self.inner.applied_tx.send_replace(applied.index);
