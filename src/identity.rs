@@ -60,7 +60,10 @@ impl Default for IdentityConfig {
 
 /// The system's hostname, lowercased; `localhost` if it cannot be read.
 pub fn system_hostname() -> String {
-    let h = gethostname::gethostname().to_string_lossy().trim().to_lowercase();
+    let h = gethostname::gethostname()
+        .to_string_lossy()
+        .trim()
+        .to_lowercase();
     if h.is_empty() {
         "localhost".into()
     } else {
@@ -110,7 +113,11 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher for node `node_id`, talking to `endpoint` (the node itself).
-    pub fn new(endpoint: String, node_id: u64, config: IdentityConfig) -> Result<Self, tonic::Status> {
+    pub fn new(
+        endpoint: String,
+        node_id: u64,
+        config: IdentityConfig,
+    ) -> Result<Self, tonic::Status> {
         let name = lease_name(&config.hostname);
         let holder = format!("{name}_{}", uuid::Uuid::new_v4());
         Ok(Publisher {
@@ -160,7 +167,9 @@ impl Publisher {
                 .await;
             match r {
                 Ok(_) => return Ok(()),
-                Err(s) if is_reason(&s, reason::LEASE_LOST) || s.code() == tonic::Code::NotFound => {
+                Err(s)
+                    if is_reason(&s, reason::LEASE_LOST) || s.code() == tonic::Code::NotFound =>
+                {
                     self.token = None;
                 }
                 Err(s) => return Err(s),
@@ -268,7 +277,9 @@ mod tests {
         assert!(n.starts_with("leasehold-"));
         let suffix = &n["leasehold-".len()..];
         assert_eq!(suffix.len(), 26);
-        assert!(suffix.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
+        assert!(suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
         assert_eq!(n, lease_name("node-a.example.com"));
         assert_ne!(n, lease_name("node-b.example.com"));
         // A valid lease name (DNS subdomain).
@@ -284,6 +295,9 @@ mod tests {
         h.update(9u64.to_be_bytes());
         h.update(b"leasehold");
         let d = h.finalize();
-        assert_eq!(lease_name("host"), format!("leasehold-{}", base32_lower(&d[..16])));
+        assert_eq!(
+            lease_name("host"),
+            format!("leasehold-{}", base32_lower(&d[..16]))
+        );
     }
 }

@@ -9,14 +9,14 @@
 use crate::api::cluster::ClusterService;
 use crate::api::leases::LeasesService;
 use crate::api::raft_service::RaftService;
+use crate::identity::{IdentityConfig, Publisher};
 use crate::proto::internal::raft_server::RaftServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::leases_server::LeasesServer;
-use crate::identity::{IdentityConfig, Publisher};
 use crate::raft::node::{Node, NodeConfig, RaftTiming};
 use crate::raft::sweeper;
-use crate::store::StoreOptions;
 use crate::raft::types::NodeId;
+use crate::store::StoreOptions;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::future::Future;

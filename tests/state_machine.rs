@@ -280,7 +280,9 @@ async fn applies_a_sequence_and_reads_it_back() {
             actual: 9
         }
     );
-    let r = apply1(&mut sm, normal(1, 11, 5 * SEC, delete("y", Some(9)))).await;
+    // Deleting a held lease waits until it could be granted to someone else
+    // (created at 5 s for 40 s, plus the 1 % margin).
+    let r = apply1(&mut sm, normal(1, 11, 50 * SEC, delete("y", Some(9)))).await;
     let deleted = applied(&r);
     assert_eq!(deleted.revision, 11);
     assert_eq!(

@@ -278,9 +278,15 @@ impl pb::leases_server::Leases for LeasesService {
 
     type WatchStream = super::watch::WatchStream;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let spec = super::watch::WatchSpec::from_request(req.get_ref())?;
-        Ok(Response::new(super::watch::start(self.node.sm.clone(), spec)))
+        Ok(Response::new(super::watch::start(
+            self.node.sm.clone(),
+            spec,
+        )))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {

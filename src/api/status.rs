@@ -11,6 +11,7 @@
 //! | no leader / no quorum       | UNAVAILABLE        | NOT_LEADER / UNAVAILABLE |
 //! | membership change refused   | FAILED_PRECONDITION| MEMBERSHIP        |
 //! | local storage failure       | INTERNAL           | STORAGE           |
+//! | write not committed in time | DEADLINE_EXCEEDED  | OUTCOME_UNKNOWN   |
 //!
 //! Every status carries a `google.rpc.ErrorInfo` (domain `leasehold.io`)
 //! whose metadata holds the facts a client acts on (holder, remainingMillis,
@@ -52,6 +53,8 @@ pub mod reason {
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// A membership change was refused.
     pub const MEMBERSHIP: &str = "MEMBERSHIP";
+    /// A write timed out after it was proposed: it may or may not apply.
+    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
     /// Local storage failed.
     pub const STORAGE: &str = "STORAGE";
 }
@@ -242,6 +245,13 @@ pub fn from_node_error(e: &NodeError) -> Status {
             None,
         ),
         NodeError::Storage(m) => status(Code::Internal, m.clone(), reason::STORAGE, &[], None),
+        NodeError::OutcomeUnknown(m) => status(
+            Code::DeadlineExceeded,
+            m.clone(),
+            reason::OUTCOME_UNKNOWN,
+            &[],
+            None,
+        ),
     }
 }
 

@@ -62,7 +62,10 @@ impl WatchSpec {
         }
         if !r.name.is_empty() {
             if r.namespace.is_empty() {
-                return Err(LeaseError::invalid("namespace", "is required when name is set"));
+                return Err(LeaseError::invalid(
+                    "namespace",
+                    "is required when name is set",
+                ));
             }
             validate_dns_subdomain("name", &r.name)?;
         }

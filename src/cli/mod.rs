@@ -8,9 +8,9 @@ pub mod output;
 mod watch;
 
 use crate::client::Client;
+use crate::identity::IdentityConfig;
 use crate::proto::v1 as pb;
 use crate::raft::node::RaftTiming;
-use crate::identity::IdentityConfig;
 use crate::server::{self, ServeConfig};
 use crate::store::StoreOptions;
 use clap::{Args, Parser, Subcommand};
@@ -228,7 +228,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LEASEHOLD_IDENTITY_RENEW_SECONDS", default_value_t = 10.0)]
     pub identity_renew_seconds: f64,
     /// Delete identity leases this many seconds after they expired.
-    #[arg(long, env = "LEASEHOLD_IDENTITY_GC_AGE_SECONDS", default_value_t = 3600)]
+    #[arg(
+        long,
+        env = "LEASEHOLD_IDENTITY_GC_AGE_SECONDS",
+        default_value_t = 3600
+    )]
     pub identity_gc_age_seconds: u64,
 }
 
@@ -295,7 +299,11 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(s) => return report(&s),
             };
             let req = pb::WatchRequest {
-                namespace: if all_namespaces { String::new() } else { namespace },
+                namespace: if all_namespaces {
+                    String::new()
+                } else {
+                    namespace
+                },
                 name: String::new(),
                 label_selector: selector,
                 start_revision: from.unwrap_or(0),
@@ -616,7 +624,9 @@ fn members_table(members: &[pb::Member], leader: u64) -> String {
 }
 
 fn secs_to_micros(s: u64) -> i64 {
-    i64::try_from(s).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    i64::try_from(s)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000)
 }
 
 async fn serve(args: ServeArgs) -> i32 {

@@ -61,6 +61,9 @@ pub fn lease_json(l: &pb::Lease) -> Value {
     insert_str(&mut s, "preferredHolder", &spec.preferred_holder);
     let mut st = Map::new();
     st.insert("fencingToken".into(), json!(status.fencing_token));
+    if status.expired {
+        st.insert("expired".into(), json!(true));
+    }
     insert_str(&mut st, "expireTime", &status.expire_time);
     json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -245,6 +248,7 @@ mod tests {
             status: Some(pb::LeaseStatus {
                 fencing_token: 7,
                 expire_time: String::new(),
+                expired: false,
             }),
         };
         let v = lease_json(&l);

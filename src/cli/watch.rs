@@ -56,7 +56,12 @@ pub fn event_line(e: &pb::WatchEvent, format: Format) -> String {
 }
 
 /// Runs the watch until interrupted, `max_events` printed, or a fatal error.
-pub async fn run(client: &Client, mut req: pb::WatchRequest, format: Format, max_events: Option<u64>) -> i32 {
+pub async fn run(
+    client: &Client,
+    mut req: pb::WatchRequest,
+    format: Format,
+    max_events: Option<u64>,
+) -> i32 {
     let n = client.endpoints().len();
     let mut endpoint = 0usize;
     let mut last: Option<u64> = req.start_revision.checked_sub(1);
@@ -107,7 +112,10 @@ pub async fn run(client: &Client, mut req: pb::WatchRequest, format: Format, max
             }
             if let Some((r, meta)) = error_info(s) {
                 if r == reason::WATCHER_TOO_SLOW {
-                    if let Some(resume) = meta.get("resumeRevision").and_then(|v| v.parse::<u64>().ok()) {
+                    if let Some(resume) = meta
+                        .get("resumeRevision")
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
                         last = resume.checked_sub(1);
                     }
                 }

@@ -74,6 +74,40 @@ pub fn grantable_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> 
     Some(last.max(epoch_start).plus_micros(d).plus_micros(margin))
 }
 
+/// When the current tenure lapses for its holder: `max(renewTime,
+/// epoch_start) + d`. Usually `expireTime` (`renewTime + d`); after a leader
+/// change it is extended to a full duration from the new epoch, so that a new
+/// leader whose clock is ahead does not cut tenures short. Safe because
+/// nobody else can be granted the lease before [`grantable_at`], which is
+/// later. `None` when there is no holder.
+pub fn lapses_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> {
+    lease.holder()?;
+    let last = lease
+        .spec
+        .renew_time
+        .or(lease.spec.acquire_time)
+        .unwrap_or(lease.creation_timestamp);
+    Some(last.max(epoch_start).plus_micros(lease.duration_micros()))
+}
+
+/// Refuses with `Held` while someone holds `lease` and it cannot yet be
+/// handed to anyone else.
+fn ensure_not_held(key: &LeaseKey, lease: &Lease, ctx: &ApplyContext) -> Result<(), LeaseError> {
+    let (Some(holder), Some(free_at)) = (lease.holder(), grantable_at(lease, ctx.epoch_start))
+    else {
+        return Ok(());
+    };
+    if ctx.now < free_at {
+        return Err(LeaseError::Held {
+            key: key.clone(),
+            holder: holder.to_string(),
+            expire_time: lease.expire_time().unwrap_or(free_at),
+            remaining_millis: (free_at.micros_since(ctx.now) + 999) / 1000,
+        });
+    }
+    Ok(())
+}
+
 /// A lease's uid: derived from its key and the revision that created it, so
 /// every replica computes the same value and a re-created lease gets a new one.
 pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
@@ -120,11 +154,11 @@ pub fn apply(
             fencing_token,
         } => {
             let lease = check_tenure(key, holder, *fencing_token, current)?;
-            if let Some(exp) = lease.expire_time() {
-                if ctx.now >= exp {
+            if let Some(lapsed) = lapses_at(lease, ctx.epoch_start) {
+                if ctx.now >= lapsed || lease.expired {
                     return Err(LeaseError::Lost {
                         key: key.clone(),
-                        reason: LostReason::Expired { expired_at: exp },
+                        reason: LostReason::Expired { expired_at: lapsed },
                     });
                 }
             }
@@ -167,7 +201,7 @@ pub fn apply(
             // stamped time; otherwise (renewed meanwhile, released, already
             // marked) it is refused and nothing changes.
             let lease = check_tenure(key, holder, *fencing_token, current)?;
-            let lapsed = lease.expire_time().is_some_and(|exp| ctx.now >= exp);
+            let lapsed = lapses_at(lease, ctx.epoch_start).is_some_and(|at| ctx.now >= at);
             if !lapsed || lease.expired {
                 return Err(LeaseError::NotExpired { key: key.clone() });
             }
@@ -195,6 +229,10 @@ pub fn apply(
                     });
                 }
             }
+            // Deleting a held lease would let the next Acquire create it
+            // afresh for someone else while the holder's tenure is live:
+            // the holder must release it first, or it must lapse.
+            ensure_not_held(key, lease, ctx)?;
             Ok(Effect::Delete {
                 lease: lease.clone(),
             })
@@ -245,8 +283,9 @@ fn acquire(
 
     match lease.holder() {
         Some(h) if h == holder => {
-            let live =
-                lease.expire_time().is_some_and(|exp| ctx.now < exp) && lease.fencing_token > 0;
+            let live = lapses_at(lease, ctx.epoch_start).is_some_and(|at| ctx.now < at)
+                && !lease.expired
+                && lease.fencing_token > 0;
             if live {
                 // The caller already holds it: a renewal, same tenure.
                 return Ok(Effect::Write {
@@ -261,16 +300,8 @@ fn acquire(
             next.spec.acquire_time = Some(ctx.now);
             next.fencing_token = ctx.revision;
         }
-        Some(other) => {
-            let free_at = grantable_at(lease, ctx.epoch_start).unwrap_or(ctx.now);
-            if ctx.now < free_at {
-                return Err(LeaseError::Held {
-                    key: key.clone(),
-                    holder: other.to_string(),
-                    expire_time: lease.expire_time().unwrap_or(free_at),
-                    remaining_millis: (free_at.micros_since(ctx.now) + 999) / 1000,
-                });
-            }
+        Some(_) => {
+            ensure_not_held(key, lease, ctx)?;
             grant_new_holder(&mut next, holder, ctx);
         }
         None => grant_new_holder(&mut next, holder, ctx),

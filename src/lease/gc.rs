@@ -36,12 +36,20 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// When `lease` becomes garbage, if it is collectable at all.
 pub fn collect_at(lease: &Lease, identity_age_micros: i64) -> Option<Timestamp> {
-    let after = match lease.labels.get(GC_AFTER_EXPIRY_LABEL).and_then(|v| parse_duration(v)) {
+    let after = match lease
+        .labels
+        .get(GC_AFTER_EXPIRY_LABEL)
+        .and_then(|v| parse_duration(v))
+    {
         Some(age) => age,
         None if lease.labels.contains_key(IDENTITY_LABEL) => identity_age_micros,
         None => return None,
     };
-    let last = lease.spec.renew_time.or(lease.spec.acquire_time).unwrap_or(lease.creation_timestamp);
+    let last = lease
+        .spec
+        .renew_time
+        .or(lease.spec.acquire_time)
+        .unwrap_or(lease.creation_timestamp);
     Some(last.plus_micros(lease.duration_micros()).plus_micros(after))
 }
 
@@ -57,7 +65,10 @@ mod tests {
             uid: String::new(),
             resource_version: 1,
             creation_timestamp: Timestamp::from_micros(0),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
             annotations: BTreeMap::new(),
             spec: LeaseSpec {
                 holder_identity: Some("h".into()),
@@ -86,13 +97,25 @@ mod tests {
         let hour = 3600 * MICROS_PER_SEC;
         // renewed at 5 s, duration 10 s: expired at 15 s.
         let id = lease(&[(IDENTITY_LABEL, "leasehold")]);
-        assert_eq!(collect_at(&id, hour), Some(Timestamp::from_micros(15 * MICROS_PER_SEC + hour)));
+        assert_eq!(
+            collect_at(&id, hour),
+            Some(Timestamp::from_micros(15 * MICROS_PER_SEC + hour))
+        );
         let opt = lease(&[(GC_AFTER_EXPIRY_LABEL, "30s")]);
-        assert_eq!(collect_at(&opt, hour), Some(Timestamp::from_micros(45 * MICROS_PER_SEC)));
+        assert_eq!(
+            collect_at(&opt, hour),
+            Some(Timestamp::from_micros(45 * MICROS_PER_SEC))
+        );
         // The explicit label wins over the identity default.
         let both = lease(&[(IDENTITY_LABEL, "x"), (GC_AFTER_EXPIRY_LABEL, "1m")]);
-        assert_eq!(collect_at(&both, hour), Some(Timestamp::from_micros(75 * MICROS_PER_SEC)));
+        assert_eq!(
+            collect_at(&both, hour),
+            Some(Timestamp::from_micros(75 * MICROS_PER_SEC))
+        );
         assert_eq!(collect_at(&lease(&[]), hour), None);
-        assert_eq!(collect_at(&lease(&[(GC_AFTER_EXPIRY_LABEL, "soon")]), hour), None);
+        assert_eq!(
+            collect_at(&lease(&[(GC_AFTER_EXPIRY_LABEL, "soon")]), hour),
+            None
+        );
     }
 }

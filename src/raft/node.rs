@@ -83,7 +83,15 @@ pub enum NodeError {
     /// A local storage failure.
     #[error("storage: {0}")]
     Storage(String),
+    /// A write was proposed but its fate is unknown (timed out).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
+
+/// How long a write may wait to commit, or a read for its ReadIndex round,
+/// before the caller is told (an isolated leader would otherwise wait until
+/// the partition heals).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct Node {
@@ -172,6 +180,19 @@ impl Node {
                 .map(|(id, addr)| (*id, BasicNode::new(addr)))
                 .collect()
         };
+        if let Some((peer, addr)) = self.existing_cluster(cfg).await {
+            // A peer already belongs to an initialised cluster: this node is
+            // a member whose data directory is new (wiped or replaced). It
+            // must not start a cluster of its own; the leader brings it up to
+            // date by snapshot.
+            tracing::warn!(
+                peer,
+                %addr,
+                "data directory is empty but the cluster already exists: not bootstrapping, \
+                 waiting for the leader to replicate to this node"
+            );
+            return Ok(());
+        }
         tracing::info!(?members, "bootstrapping a new cluster");
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -179,6 +200,27 @@ impl Node {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A peer (id, address) that reports an initialised cluster, if any
+    /// answers. Peers that are down or not initialised yet do not count: all
+    /// nodes of a new cluster then initialise the same membership, which
+    /// openraft allows.
+    async fn existing_cluster(&self, cfg: &NodeConfig) -> Option<(NodeId, String)> {
+        use crate::proto::v1::cluster_client::ClusterClient;
+        for (id, addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
+            let Ok(channel) = self.channels.get(addr) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(crate::proto::v1::StatusRequest {});
+            req.set_timeout(Duration::from_millis(500));
+            if let Ok(s) = ClusterClient::new(channel).status(req).await {
+                if !s.get_ref().members.is_empty() {
+                    return Some((*id, addr.clone()));
+                }
+            }
+        }
+        None
     }
 
     /// The current leader's id and address, if known.
@@ -203,11 +245,25 @@ impl Node {
     /// anything, so the caller may safely forward the request.
     pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
         validate_command(&command)?;
+        // Stamp only as the leader: a node that is not (yet) the leader must
+        // not carry a time from before its election into its first entry.
+        if !self.is_leader() {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
         let proposal = Proposal {
             time: wall_clock_now(),
             command,
         };
-        match self.raft.client_write(proposal).await {
+        let written = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.client_write(proposal)).await;
+        let Ok(written) = written else {
+            return Err(NodeError::OutcomeUnknown(format!(
+                "not committed within {} s (lost quorum?); the write may or may not take effect",
+                REQUEST_TIMEOUT.as_secs()
+            )));
+        };
+        match written {
             Ok(resp) => match resp.data {
                 CommandResponse::Applied(a) => Ok(a),
                 CommandResponse::Refused(e) => Err(NodeError::Lease(e)),
@@ -229,7 +285,15 @@ impl Node {
     /// node is the leader, a quorum confirmed it, and everything committed
     /// before the call is applied (openraft's ReadIndex).
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
-        match self.raft.ensure_linearizable().await {
+        let confirmed =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.raft.ensure_linearizable()).await;
+        let Ok(confirmed) = confirmed else {
+            return Err(NodeError::Unavailable(format!(
+                "leadership not confirmed by a quorum within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )));
+        };
+        match confirmed {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))

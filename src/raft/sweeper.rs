@@ -74,7 +74,10 @@ pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
             }
             // Renewed, released or changed since the index was read.
             Err(NodeError::Lease(
-                LeaseError::NotExpired { .. } | LeaseError::Lost { .. } | LeaseError::Conflict { .. } | LeaseError::NotFound { .. },
+                LeaseError::NotExpired { .. }
+                | LeaseError::Lost { .. }
+                | LeaseError::Conflict { .. }
+                | LeaseError::NotFound { .. },
             )) => {}
             Err(e) => return Err(e),
         }
@@ -83,7 +86,10 @@ pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
 }
 
 fn expire_command(node: &Node, key: LeaseKey) -> Result<Option<Command>, NodeError> {
-    let (lease, _) = node.sm.get(&key).map_err(|e| NodeError::Storage(format!("{e:#}")))?;
+    let (lease, _) = node
+        .sm
+        .get(&key)
+        .map_err(|e| NodeError::Storage(format!("{e:#}")))?;
     Ok(lease.and_then(|l| {
         let holder = l.holder()?.to_string();
         (!l.expired).then_some(Command::Expire {

@@ -133,7 +133,10 @@ mod tests {
         let at = |s: i64| Timestamp::from_micros(s * MICROS_PER_SEC);
         assert!(ix.due_expiries(at(9), 10).is_empty());
         assert_eq!(ix.due_expiries(at(10), 10), vec![a.key.clone()]);
-        assert_eq!(ix.due_expiries(at(20), 10), vec![a.key.clone(), b.key.clone()]);
+        assert_eq!(
+            ix.due_expiries(at(20), 10),
+            vec![a.key.clone(), b.key.clone()]
+        );
         assert_eq!(ix.due_expiries(at(20), 1).len(), 1, "limit respected");
         // Renewal moves the entry; marking expired removes it.
         ix.remove(&a);

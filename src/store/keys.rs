@@ -16,8 +16,7 @@
 //! | `sm`        | `m:revision`                          | bincode u64                             |
 //! | `sm`        | `m:history`                           | bincode [`super::state_machine::HistoryMeta`] |
 //! | `sm`        | `h` + revision, u64 big-endian        | bincode `lease::Event` (watch history)  |
-//! | `snapshot`  | `meta`                                | bincode `SnapshotMeta`                  |
-//! | `snapshot`  | `data`                                | the snapshot file (see `snapshot.rs`)   |
+//! | `snapshot`  | `current`                             | u32 BE meta length, bincode `SnapshotMeta`, snapshot file |
 //!
 //! Big-endian indexes make sled's byte order the log order. Lease keys sort
 //! by namespace, then name, so a namespace is one prefix scan. Namespaces and

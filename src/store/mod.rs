@@ -59,7 +59,10 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
 
 /// Opens (creating if needed) the database in `dir` and returns its log store
 /// and state machine.
-pub fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(LogStore, StateMachineStore)> {
+pub fn open_with(
+    dir: &Path,
+    options: StoreOptions,
+) -> anyhow::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let db = sled::Config::new()

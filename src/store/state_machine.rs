@@ -18,12 +18,14 @@
 //! restart. Snapshots are flushed before openraft may purge the log they
 //! replace.
 
-use super::keys::{self, decode, encode};
 use super::index::Indexes;
+use super::keys::{self, decode, encode};
 use super::{io_err, snapshot, StoreOptions};
 use crate::lease::apply::{apply, ApplyContext, Effect};
 use crate::lease::selector::Selector;
-use crate::lease::{Applied, Command, CommandResponse, Event, EventKind, Lease, LeaseKey, Timestamp};
+use crate::lease::{
+    Applied, Command, CommandResponse, Event, EventKind, Lease, LeaseKey, Timestamp,
+};
 use crate::raft::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -112,6 +114,8 @@ struct Inner {
     events_tx: broadcast::Sender<Notice>,
     indexes: Mutex<Indexes>,
     opts: StoreOptions,
+    /// Serialises storing snapshots (built and installed ones race).
+    snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 /// The lease state machine. Cheap to clone; clones share state, which is how
@@ -162,6 +166,7 @@ impl StateMachineStore {
                 events_tx,
                 indexes: Mutex::new(indexes),
                 opts,
+                snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -181,7 +186,11 @@ impl StateMachineStore {
     /// and the revision the read saw. Fails with `Compacted` when events at
     /// or after `from` may have been dropped.
     pub fn history_from(&self, from: u64, limit: usize) -> Result<(Vec<Event>, u64), HistoryError> {
-        let _g = self.inner.apply_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .inner
+            .apply_lock
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let (history, revision) = {
             let m = lock(&self.inner.meta);
             (m.history, m.revision)
@@ -193,7 +202,11 @@ impl StateMachineStore {
             });
         }
         let mut out = Vec::new();
-        for item in self.inner.sm.range(keys::history_key(from)..=keys::history_key(u64::MAX)) {
+        for item in self
+            .inner
+            .sm
+            .range(keys::history_key(from)..=keys::history_key(u64::MAX))
+        {
             let (_, v) = item.map_err(anyhow::Error::from)?;
             out.push(decode::<Event>(&v).map_err(anyhow::Error::from)?);
             if out.len() >= limit {
@@ -369,7 +382,8 @@ fn trim_history(
     batch: &mut sled::Batch,
 ) -> Result<(), StorageError> {
     let over = history.len.saturating_sub(opts.history_max_events);
-    let cutoff = (opts.history_max_age_micros > 0).then(|| now.plus_micros(-opts.history_max_age_micros));
+    let cutoff =
+        (opts.history_max_age_micros > 0).then(|| now.plus_micros(-opts.history_max_age_micros));
     if over == 0 && cutoff.is_none() {
         return Ok(());
     }
@@ -383,7 +397,12 @@ fn trim_history(
         };
         let too_many = removed < over;
         let too_old = match cutoff {
-            Some(c) => decode::<Event>(&v).map_err(|e| sm_err(ErrorVerb::Read, &e))?.time < c,
+            Some(c) => {
+                decode::<Event>(&v)
+                    .map_err(|e| sm_err(ErrorVerb::Read, &e))?
+                    .time
+                    < c
+            }
             None => false,
         };
         if !too_many && !too_old {
@@ -511,7 +530,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 None => batch.remove(k.as_slice()),
             }
         }
-        trim_history(&self.inner.sm, &self.inner.opts, meta.clock.now, &mut meta.history, &mut batch)?;
+        trim_history(
+            &self.inner.sm,
+            &self.inner.opts,
+            meta.clock.now,
+            &mut meta.history,
+            &mut batch,
+        )?;
         if self.inner.opts.history_max_events > 0 {
             for e in &events {
                 batch.insert(&keys::history_key(e.revision), encode(e).map_err(werr)?);
@@ -522,7 +547,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         put_meta(&mut batch, &meta).map_err(werr)?;
         {
-            let _g = self.inner.apply_lock.write().unwrap_or_else(|p| p.into_inner());
+            let _g = self
+                .inner
+                .apply_lock
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             self.inner
                 .sm
                 .apply_batch(batch)
@@ -607,7 +636,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
             *lock(&self.inner.meta) = new_meta.clone();
             let rebuilt = build_indexes(&self.inner.sm, self.inner.opts.identity_gc_age_micros)
-                .map_err(|e| io_err(ErrorVerb::Read, ErrorSubject::Snapshot(sig.clone()), &std::io::Error::other(e.to_string())))?;
+                .map_err(|e| {
+                    io_err(
+                        ErrorVerb::Read,
+                        ErrorSubject::Snapshot(sig.clone()),
+                        &std::io::Error::other(e.to_string()),
+                    )
+                })?;
             *lock(&self.inner.indexes) = rebuilt;
         }
         let _ = self.inner.events_tx.send(Notice::Reset);
@@ -626,16 +661,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
-        let Some(meta_bytes) = self.inner.snap.get(b"meta").map_err(|e| read_err(&e))? else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta = decode(&meta_bytes).map_err(|e| read_err(&e))?;
-        let data = self
+        let Some(bytes) = self
             .inner
             .snap
-            .get(b"data")
+            .get(SNAPSHOT_KEY)
             .map_err(|e| read_err(&e))?
-            .ok_or_else(|| read_err(&"snapshot data missing"))?;
+        else {
+            return Ok(None);
+        };
+        let (meta, data) = split_snapshot(&bytes).map_err(|e| read_err(&e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data.to_vec())),
@@ -643,6 +677,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// `snapshot` tree key of the current snapshot: u32 big-endian length of
+/// the bincode `SnapshotMeta`, the meta, then the snapshot file. One key, so
+/// a reader never pairs one snapshot's meta with another's data.
+const SNAPSHOT_KEY: &[u8] = b"current";
+
+fn split_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
+    let len_bytes: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("stored snapshot truncated")?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let meta_bytes = bytes.get(4..4 + len).ok_or("stored snapshot truncated")?;
+    let meta = decode(meta_bytes).map_err(|e| format!("stored snapshot meta: {e}"))?;
+    Ok((meta, &bytes[4 + len..]))
+}
+
+/// Stores `meta`/`data` as the current snapshot unless the stored one is
+/// newer (a slow build finishing after a newer snapshot was installed must
+/// not replace it), then flushes.
 async fn store_snapshot(
     inner: &Inner,
     meta: &SnapshotMeta,
@@ -656,11 +709,25 @@ async fn store_snapshot(
             &std::io::Error::other(e.to_string()),
         )
     };
+    let _g = inner.snapshot_lock.lock().await;
+    if let Some(existing) = inner.snap.get(SNAPSHOT_KEY).map_err(|e| werr(&e))? {
+        if let Ok((old, _)) = split_snapshot(&existing) {
+            if old.last_log_id > meta.last_log_id {
+                tracing::debug!(kept = ?old.last_log_id, dropped = ?meta.last_log_id, "kept the newer stored snapshot");
+                return Ok(());
+            }
+        }
+    }
     let meta_bytes = encode(meta).map_err(|e| werr(&e))?;
-    let mut batch = sled::Batch::default();
-    batch.insert(b"meta".as_slice(), meta_bytes);
-    batch.insert(b"data".as_slice(), data);
-    inner.snap.apply_batch(batch).map_err(|e| werr(&e))?;
+    let len = u32::try_from(meta_bytes.len()).map_err(|e| werr(&e))?;
+    let mut value = Vec::with_capacity(4 + meta_bytes.len() + data.len());
+    value.extend_from_slice(&len.to_be_bytes());
+    value.extend_from_slice(&meta_bytes);
+    value.extend_from_slice(data);
+    inner
+        .snap
+        .insert(SNAPSHOT_KEY, value)
+        .map_err(|e| werr(&e))?;
     // Flush before openraft may purge the log entries this snapshot covers.
     inner.db.flush_async().await.map_err(|e| werr(&e))?;
     Ok(())

@@ -89,6 +89,8 @@ impl Deadline {
 pub struct Options {
     /// `--snapshot-logs` for every node (the binary's default when `None`).
     pub snapshot_logs: Option<u64>,
+    /// More `serve` flags for every node.
+    pub extra_args: Vec<String>,
 }
 
 /// One node process (running or not).
@@ -149,6 +151,9 @@ impl NodeProc {
         if let Some(n) = opts.snapshot_logs {
             cmd.arg("--snapshot-logs").arg(n.to_string());
         }
+        // Every node runs on this one host: give each its own identity.
+        cmd.arg("--hostname").arg(format!("node-{}", self.id));
+        cmd.args(&opts.extra_args);
         // Nothing from the test runner's environment may change the flags.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("LEASEHOLD_") {

@@ -779,9 +779,10 @@ fn tokens_strictly_increase_across_leases_and_tenures() {
     // y's holder lapses and re-acquires: a new tenure for the same holder.
     s.run(acquire_cmd("y", "d", 10), 30).unwrap();
     assert!(s.token("y") > ty);
-    // Delete y and re-create it.
+    // Delete y (refused while held, allowed once it lapsed) and re-create it.
     let rv = s.leases[&key("y")].resource_version;
-    s.run(delete_cmd("y", Some(rv)), 1).unwrap();
+    s.run(delete_cmd("y", Some(rv)), 1).unwrap_err();
+    s.run(delete_cmd("y", Some(rv)), 11).unwrap();
     s.run(acquire_cmd("y", "f", 10), 1).unwrap();
     s.run(put_cmd(draft("z", 0, Some("g"))), 1).unwrap();
 
@@ -823,6 +824,7 @@ fn put_creates_with_resource_version_zero() {
             annotations: d.annotations.clone(),
             spec: d.spec.clone(),
             fencing_token: 4,
+            expired: false,
         }
     );
 
@@ -895,6 +897,7 @@ fn put_updates_follow_the_holder_with_the_token() {
             annotations: BTreeMap::new(),
             spec: d.spec.clone(),
             fencing_token: 4,
+            expired: false,
         }
     );
 
@@ -960,17 +963,29 @@ fn delete_and_recreate() {
             actual: 3,
         }
     );
+    // Refused while the holder's tenure is live (and until another holder
+    // could be granted it): otherwise a re-create would hand it out early.
+    assert!(matches!(
+        refused(&delete_cmd("l", Some(3)), Some(&lease), &ctx(4, SEC)),
+        LeaseError::Held { ref holder, remaining_millis: 9_100, .. } if holder == "a"
+    ));
+    assert!(matches!(
+        refused(&delete_cmd("l", None), Some(&lease), &ctx(4, 10 * SEC)),
+        LeaseError::Held { .. }
+    ));
+    // Allowed once the lease could be granted to someone else.
     assert_eq!(
-        apply(&delete_cmd("l", Some(3)), Some(&lease), &ctx(4, SEC)),
+        apply(&delete_cmd("l", Some(3)), Some(&lease), &ctx(4, 10_100_000)),
         Ok(Effect::Delete {
             lease: lease.clone()
         })
     );
-    // Unconditional delete, even while held.
+    // And at once after a release.
+    let released = write(&release_cmd("l", "a", 3), Some(&lease), &ctx(4, SEC)).0;
     assert_eq!(
-        apply(&delete_cmd("l", None), Some(&lease), &ctx(4, SEC)),
+        apply(&delete_cmd("l", None), Some(&released), &ctx(5, SEC)),
         Ok(Effect::Delete {
-            lease: lease.clone()
+            lease: released.clone()
         })
     );
 
@@ -1078,4 +1093,70 @@ fn longest_valid_duration_is_accepted_and_does_not_overflow() {
     let d = i64::from(MAX_TEST_DURATION) * SEC;
     assert_eq!(lease.expire_time(), Some(t(d)));
     assert_eq!(grantable_at(&lease, t(0)), Some(t(d + d / 100)));
+}
+
+// ------------------------------------------------- tenure across an epoch
+
+#[test]
+fn a_new_epoch_extends_the_holders_tenure_to_a_full_duration() {
+    // Renewed at 1 s for 10 s; a new leader's epoch starts at 8 s (its clock
+    // may be ahead). The holder keeps the lease until 8 s + 10 s, not 11 s.
+    let lease = acquired("l", "a", 10, 3, SEC);
+    let renewed = write(
+        &renew_cmd("l", "a", 3),
+        Some(&lease),
+        &ctx_epoch(5, 15 * SEC, 8 * SEC),
+    )
+    .0;
+    assert_eq!(renewed.spec.renew_time, Some(t(15 * SEC)));
+    assert_eq!(renewed.fencing_token, 3);
+    // At 18 s it has lapsed for the holder ...
+    let lapsed = refused(
+        &renew_cmd("l", "a", 3),
+        Some(&lease),
+        &ctx_epoch(5, 18 * SEC, 8 * SEC),
+    );
+    assert!(
+        matches!(lost_reason(lapsed), LostReason::Expired { expired_at } if expired_at == t(18 * SEC))
+    );
+    // ... and the expiry record is accepted exactly then, not before.
+    let expire = Command::Expire {
+        key: key("l"),
+        holder: "a".into(),
+        fencing_token: 3,
+    };
+    assert_eq!(
+        refused(&expire, Some(&lease), &ctx_epoch(6, 17 * SEC, 8 * SEC)),
+        LeaseError::NotExpired { key: key("l") }
+    );
+    let marked = write(&expire, Some(&lease), &ctx_epoch(6, 18 * SEC, 8 * SEC)).0;
+    assert!(marked.expired);
+    assert_eq!(
+        marked.spec.holder_identity.as_deref(),
+        Some("a"),
+        "the holder stays visible"
+    );
+    // Once marked, a renewal is refused even by the right holder and token,
+    // and a second record is refused.
+    assert!(matches!(
+        lost_reason(refused(
+            &renew_cmd("l", "a", 3),
+            Some(&marked),
+            &ctx_epoch(7, 18 * SEC, 8 * SEC)
+        )),
+        LostReason::Expired { .. }
+    ));
+    assert_eq!(
+        refused(&expire, Some(&marked), &ctx_epoch(7, 19 * SEC, 8 * SEC)),
+        LeaseError::NotExpired { key: key("l") }
+    );
+    // The same holder re-acquiring after the record starts a new tenure.
+    let (again, _, newly) = write(
+        &acquire_cmd("l", "a", 10),
+        Some(&marked),
+        &ctx_epoch(8, 19 * SEC, 8 * SEC),
+    );
+    assert!(newly);
+    assert!(!again.expired);
+    assert_eq!(again.fencing_token, 8);
 }
