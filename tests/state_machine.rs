@@ -454,6 +454,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
         SmClock {
             now: t(SEC),
             epoch_start: t(0),
+            epoch_first_stamp: t(0),
             epoch_leader: Some(leader(1, 1)),
         }
     );
@@ -469,6 +470,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
         SmClock {
             now: t(e),
             epoch_start: t(e),
+            epoch_first_stamp: t(e),
             epoch_leader: Some(leader(2, 2)),
         }
     );
@@ -497,16 +499,21 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
     assert_eq!(sm.clock().epoch_start, t(e));
 
     // A new leader whose clock is behind: the epoch starts at the monotonic
-    // time, not at its stamp.
+    // time, not at its stamp ...
     apply1(&mut sm, normal(3, 8, 5 * SEC, renew("x", "b", 7))).await;
     assert_eq!(
         sm.clock(),
         SmClock {
             now: t(free),
             epoch_start: t(free),
+            epoch_first_stamp: t(5 * SEC),
             epoch_leader: Some(leader(3, 3)),
         }
     );
+    // ... and time then advances by that leader's elapsed time, without
+    // waiting for its clock to catch up.
+    apply1(&mut sm, normal(3, 9, 7 * SEC, renew("x", "b", 7))).await;
+    assert_eq!(sm.clock().now, t(free + 2 * SEC));
 }
 
 #[tokio::test]
@@ -666,6 +673,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_a_restart() {
             SmClock {
                 now: t(7 * SEC),
                 epoch_start: t(6 * SEC),
+                epoch_first_stamp: t(6 * SEC),
                 epoch_leader: Some(leader(2, 2)),
             }
         );

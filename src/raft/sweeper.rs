@@ -41,9 +41,15 @@ pub async fn run(node: Arc<Node>) {
 
 /// One sweep; returns how many commands were applied.
 pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
-    // The state machine's time may be ahead of this node's clock (an earlier
-    // leader's clock was ahead); the entries will be applied at that time.
-    let now = Timestamp::from_datetime(chrono::Utc::now()).max(node.sm.clock().now);
+    // Estimate the state machine time our entries will be applied at. In our
+    // own epoch that is the projection of our clock; before our first
+    // command it is at least the current state machine time.
+    let clock = node.sm.clock();
+    let wall = Timestamp::from_datetime(chrono::Utc::now());
+    let now = match clock.epoch_leader {
+        Some(l) if l.node_id == node.id => clock.project(wall),
+        _ => clock.now.max(wall),
+    };
     let expiring = node.sm.due_expiries(now, SWEEP_BATCH);
     let garbage = node.sm.due_gc(now, SWEEP_BATCH);
     if expiring.is_empty() && garbage.is_empty() {

@@ -48,12 +48,25 @@ const TRIM_PER_BATCH: usize = 1024;
 /// The state machine's notion of time, persisted with the state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmClock {
-    /// The latest stamped time applied; never decreases.
+    /// The state machine time of the last command; never decreases.
     pub now: Timestamp,
-    /// Stamped time of the first command applied from the current leader.
+    /// State machine time of the first command of the current leader.
     pub epoch_start: Timestamp,
+    /// The raw stamp (leader's wall clock) of that first command.
+    pub epoch_first_stamp: Timestamp,
     /// The leader whose commands are being applied.
     pub epoch_leader: Option<CommittedLeaderId<NodeId>>,
+}
+
+impl SmClock {
+    /// The state machine time a command stamped `stamp` by the epoch's
+    /// leader would get: the epoch start plus the leader's elapsed time.
+    pub fn project(&self, stamp: Timestamp) -> Timestamp {
+        self.now.max(
+            self.epoch_start
+                .plus_micros(stamp.micros_since(self.epoch_first_stamp)),
+        )
+    }
 }
 
 /// The bounds of the watch history.
@@ -425,13 +438,23 @@ fn put_meta(batch: &mut sled::Batch, meta: &SmMeta) -> Result<(), bincode::Error
     Ok(())
 }
 
-/// Advances the clock for a command entry: time never goes back, and the
-/// first command of a new leader starts a new epoch.
+/// Advances the clock for a command entry.
+///
+/// The first command of a new leader starts an epoch at `max(now, stamp)`:
+/// time never goes back, and it catches up with a leader whose clock is
+/// ahead (safe: nothing held can be granted before a full duration of the
+/// new epoch has passed, see `lease::apply`). Within an epoch, time advances
+/// by the leader's elapsed time since the epoch's first stamp, so only the
+/// leader's clock *rate* matters: a leader whose clock is behind does not
+/// freeze time until its clock catches up.
 pub fn advance_clock(clock: &mut SmClock, stamped: Timestamp, leader: CommittedLeaderId<NodeId>) {
-    clock.now = clock.now.max(stamped);
     if clock.epoch_leader != Some(leader) {
         clock.epoch_leader = Some(leader);
-        clock.epoch_start = clock.now;
+        clock.epoch_start = clock.now.max(stamped);
+        clock.epoch_first_stamp = stamped;
+        clock.now = clock.epoch_start;
+    } else {
+        clock.now = clock.project(stamped);
     }
 }
 
