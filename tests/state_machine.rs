@@ -738,3 +738,35 @@ async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
     assert_eq!(sm.applied_state().await.unwrap(), state);
     assert_eq!(sm.revision(), 1);
 }
+
+#[tokio::test]
+async fn refused_commands_leave_the_expiry_index_alone() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+    assert_eq!(sm.due_expiries(t(10 * SEC), 10), vec![key("x")]);
+    // Refused: another holder, a stale token, a bad expiry record.
+    let r = apply1(&mut sm, normal(1, 2, SEC, acquire("x", "b", 10))).await;
+    assert!(matches!(refused(&r), LeaseError::Held { .. }));
+    let r = apply1(&mut sm, normal(1, 3, SEC, renew("x", "a", 99))).await;
+    assert!(matches!(refused(&r), LeaseError::Lost { .. }));
+    let expire = Command::Expire {
+        key: key("x"),
+        holder: "a".into(),
+        fencing_token: 1,
+    };
+    let r = apply1(&mut sm, normal(1, 4, 2 * SEC, expire.clone())).await;
+    assert_eq!(refused(&r), &LeaseError::NotExpired { key: key("x") });
+    assert_eq!(
+        sm.due_expiries(t(10 * SEC), 10),
+        vec![key("x")],
+        "the tenure is still indexed after refusals"
+    );
+    // Applied: a renewal moves it, the expiry record removes it.
+    apply1(&mut sm, normal(1, 5, 3 * SEC, renew("x", "a", 1))).await;
+    assert!(sm.due_expiries(t(12 * SEC), 10).is_empty());
+    assert_eq!(sm.due_expiries(t(13 * SEC), 10), vec![key("x")]);
+    let r = apply1(&mut sm, normal(1, 6, 13 * SEC, expire)).await;
+    assert!(applied(&r).lease.expired);
+    assert!(sm.due_expiries(t(100 * SEC), 10).is_empty());
+}

@@ -10,6 +10,7 @@
 //! marked, a lease changed meanwhile is not deleted.
 
 use super::node::{Node, NodeError};
+use crate::lease::apply::lapses_at;
 use crate::lease::{Command, LeaseError, LeaseKey, Timestamp};
 use futures::future::join_all;
 use std::sync::Arc;
@@ -55,10 +56,11 @@ pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
     if expiring.is_empty() && garbage.is_empty() {
         return Ok(0);
     }
+    tracing::debug!(expiring = expiring.len(), garbage = garbage.len(), %now, "sweeping");
     node.read_barrier().await?;
     let mut commands = Vec::new();
     for key in expiring {
-        if let Some(c) = expire_command(node, key)? {
+        if let Some(c) = expire_command(node, key, now)? {
             commands.push(c);
         }
     }
@@ -91,14 +93,23 @@ pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
     Ok(applied)
 }
 
-fn expire_command(node: &Node, key: LeaseKey) -> Result<Option<Command>, NodeError> {
+/// The `Expire` for `key` if its tenure has lapsed by `now`. The index
+/// orders by `expireTime`; after a leader change the tenure runs a full
+/// duration from the epoch start, which only the lease and clock know.
+fn expire_command(
+    node: &Node,
+    key: LeaseKey,
+    now: Timestamp,
+) -> Result<Option<Command>, NodeError> {
     let (lease, _) = node
         .sm
         .get(&key)
         .map_err(|e| NodeError::Storage(format!("{e:#}")))?;
+    let epoch_start = node.sm.clock().epoch_start;
     Ok(lease.and_then(|l| {
         let holder = l.holder()?.to_string();
-        (!l.expired).then_some(Command::Expire {
+        let lapsed = lapses_at(&l, epoch_start).is_some_and(|at| at <= now);
+        (lapsed && !l.expired).then_some(Command::Expire {
             key,
             holder,
             fencing_token: l.fencing_token,

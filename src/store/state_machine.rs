@@ -581,11 +581,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
             *lock(&self.inner.meta) = meta.clone();
             let mut ix = lock(&self.inner.indexes);
-            for (k, old) in &before {
-                if let Some(old) = old {
+            // Only changed leases move in the indexes: a lease read for a
+            // refused command stays as it was.
+            for (k, new) in &overlay {
+                if let Some(Some(old)) = before.get(k) {
                     ix.remove(old);
                 }
-                if let Some(Some(new)) = overlay.get(k) {
+                if let Some(new) = new {
                     ix.insert(new);
                 }
             }
