@@ -104,15 +104,9 @@ pub enum Command {
     Get {
         /// NAMESPACE/NAME of one lease; omit to list.
         lease: Option<String>,
-        /// Namespace to list.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        /// List every namespace.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-        /// Label selector, e.g. `app=web,tier!=db`.
-        #[arg(short = 'l', long, default_value = "")]
-        selector: String,
+        /// Which leases.
+        #[command(flatten)]
+        scope: Scope,
         /// Read from the node answering without a linearizability check.
         #[arg(long)]
         stale: bool,
@@ -128,15 +122,9 @@ pub enum Command {
     /// Print changes as they happen, one per line; reconnects to another
     /// endpoint from the last revision seen.
     Watch {
-        /// Namespace to watch.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        /// Watch every namespace.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-        /// Label selector.
-        #[arg(short = 'l', long, default_value = "")]
-        selector: String,
+        /// Which leases.
+        #[command(flatten)]
+        scope: Scope,
         /// Start at this revision (inclusive) instead of now.
         #[arg(long = "from")]
         from: Option<u64>,
@@ -154,6 +142,31 @@ pub enum Command {
     },
     /// Exit 0 if the first endpoint's node serves requests (for health checks).
     Health,
+}
+
+/// Which leases a `get` or `watch` covers.
+#[derive(Debug, Clone, Args)]
+pub struct Scope {
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long, default_value = "")]
+    pub selector: String,
+}
+
+impl Scope {
+    /// The namespace to send: empty for every namespace.
+    pub fn namespace(&self) -> String {
+        if self.all_namespaces {
+            String::new()
+        } else {
+            self.namespace.clone()
+        }
+    }
 }
 
 /// Membership commands.
@@ -288,9 +301,7 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Watch {
-            namespace,
-            all_namespaces,
-            selector,
+            scope,
             from,
             max_events,
         } => {
@@ -299,13 +310,9 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(s) => return report(&s),
             };
             let req = pb::WatchRequest {
-                namespace: if all_namespaces {
-                    String::new()
-                } else {
-                    namespace
-                },
+                namespace: scope.namespace(),
                 name: String::new(),
-                label_selector: selector,
+                label_selector: scope.selector.clone(),
                 start_revision: from.unwrap_or(0),
                 progress_notify: true,
                 progress_interval_ms: 2_000,
@@ -476,16 +483,11 @@ async fn client_command(
         }
         Command::Get {
             lease: None,
-            namespace,
-            all_namespaces,
-            selector,
+            scope,
             stale,
         } => {
-            let ns = if *all_namespaces {
-                String::new()
-            } else {
-                namespace.clone()
-            };
+            let ns = scope.namespace();
+            let (all_namespaces, selector) = (&scope.all_namespaces, &scope.selector);
             let mut items = Vec::new();
             let mut token = String::new();
             let mut revision = 0;

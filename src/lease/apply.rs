@@ -61,17 +61,11 @@ pub enum Effect {
 }
 
 /// The earliest time at which a lease held by someone can be granted to
-/// someone else. `None` when the lease has no holder.
+/// someone else: [`lapses_at`] plus the clock-rate margin `d·ρ`. `None` when
+/// the lease has no holder.
 pub fn grantable_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> {
-    lease.holder()?;
-    let last = lease
-        .spec
-        .renew_time
-        .or(lease.spec.acquire_time)
-        .unwrap_or(lease.creation_timestamp);
-    let d = lease.duration_micros();
-    let margin = d.saturating_mul(CLOCK_RATE_BOUND_PPM) / 1_000_000;
-    Some(last.max(epoch_start).plus_micros(d).plus_micros(margin))
+    let margin = lease.duration_micros().saturating_mul(CLOCK_RATE_BOUND_PPM) / 1_000_000;
+    lapses_at(lease, epoch_start).map(|t| t.plus_micros(margin))
 }
 
 /// When the current tenure lapses for its holder: `max(renewTime,
@@ -82,12 +76,12 @@ pub fn grantable_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> 
 /// later. `None` when there is no holder.
 pub fn lapses_at(lease: &Lease, epoch_start: Timestamp) -> Option<Timestamp> {
     lease.holder()?;
-    let last = lease
-        .spec
-        .renew_time
-        .or(lease.spec.acquire_time)
-        .unwrap_or(lease.creation_timestamp);
-    Some(last.max(epoch_start).plus_micros(lease.duration_micros()))
+    Some(
+        lease
+            .last_renewal()
+            .max(epoch_start)
+            .plus_micros(lease.duration_micros()),
+    )
 }
 
 /// Refuses with `Held` while someone holds `lease` and it cannot yet be

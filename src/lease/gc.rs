@@ -45,12 +45,12 @@ pub fn collect_at(lease: &Lease, identity_age_micros: i64) -> Option<Timestamp> 
         None if lease.labels.contains_key(IDENTITY_LABEL) => identity_age_micros,
         None => return None,
     };
-    let last = lease
-        .spec
-        .renew_time
-        .or(lease.spec.acquire_time)
-        .unwrap_or(lease.creation_timestamp);
-    Some(last.plus_micros(lease.duration_micros()).plus_micros(after))
+    Some(
+        lease
+            .last_renewal()
+            .plus_micros(lease.duration_micros())
+            .plus_micros(after),
+    )
 }
 
 #[cfg(test)]

@@ -95,12 +95,19 @@ impl Lease {
         i64::from(self.spec.lease_duration_seconds.unwrap_or(0).max(0)) * MICROS_PER_SEC
     }
 
+    /// When the lease was last renewed: `renewTime`, else `acquireTime`, else
+    /// its creation (a lease written by `Put` may carry neither time).
+    pub fn last_renewal(&self) -> Timestamp {
+        self.spec
+            .renew_time
+            .or(self.spec.acquire_time)
+            .unwrap_or(self.creation_timestamp)
+    }
+
     /// `renewTime + leaseDurationSeconds`: when the holder's claim lapses, as
-    /// Kubernetes clients compute it. `None` when there is no holder or no
-    /// renew time.
+    /// Kubernetes clients compute it. `None` when there is no holder.
     pub fn expire_time(&self) -> Option<Timestamp> {
         self.holder()?;
-        let renew = self.spec.renew_time.or(self.spec.acquire_time)?;
-        Some(renew.plus_micros(self.duration_micros()))
+        Some(self.last_renewal().plus_micros(self.duration_micros()))
     }
 }
