@@ -3,43 +3,11 @@
 
 mod common;
 
-use common::{free_ports, Cluster, BIN};
+use common::{cli, free_ports, Cluster, Run};
 use serde_json::Value;
 use std::time::Duration;
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// What one CLI run produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `leasehold --endpoints <endpoints> <args...>`, bounded by a deadline.
-async fn cli(endpoints: &str, args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("--endpoints").arg(endpoints).args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEASEHOLD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env_remove("RUST_LOG").kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("leasehold {args:?} did not finish within 30 s"))
-        .expect("run leasehold");
-    Run {
-        code: out
-            .status
-            .code()
-            .expect("exit code (not killed by a signal)"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn expect_code(what: &str, r: &Run, code: i32) {
     assert_eq!(r.code, code, "{what}: exit code; output: {r:#?}");

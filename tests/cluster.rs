@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{assert_status, expect_err, lease_of, rv_holder_token, Cluster, Deadline, Options};
+use common::{
+    acquire_req, assert_status, expect_err, lease_of, release_req, renew_req, rv_holder_token,
+    Cluster, Deadline, Options,
+};
 use leasehold::api::status::reason;
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
@@ -16,34 +19,6 @@ use tonic::Code;
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn acquire_req(ns: &str, name: &str, holder: &str, seconds: i32) -> pb::AcquireRequest {
-    pb::AcquireRequest {
-        namespace: ns.into(),
-        name: name.into(),
-        holder: holder.into(),
-        lease_duration_seconds: seconds,
-        labels: HashMap::new(),
-    }
-}
-
-fn renew_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::RenewRequest {
-    pb::RenewRequest {
-        namespace: ns.into(),
-        name: name.into(),
-        holder: holder.into(),
-        fencing_token: token,
-    }
-}
-
-fn release_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::ReleaseRequest {
-    pb::ReleaseRequest {
-        namespace: ns.into(),
-        name: name.into(),
-        holder: holder.into(),
-        fencing_token: token,
-    }
-}
 
 fn get_req(ns: &str, name: &str, stale: bool) -> pb::GetRequest {
     pb::GetRequest {

@@ -124,6 +124,21 @@ impl PeerClient {
     }
 }
 
+/// Largest AppendEntries payload sent in one call.
+const MAX_APPEND_BYTES: u64 = 1024 * 1024;
+
+/// How many leading entries fit in `budget` bytes; at least one.
+fn prefix_within(entries: &[crate::raft::types::Entry], budget: u64) -> usize {
+    let mut total = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        total = total.saturating_add(bincode::serialized_size(e).unwrap_or(u64::MAX));
+        if total > budget && i > 0 {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 enum Method {
     Append,
     Vote,
@@ -133,9 +148,26 @@ enum Method {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        // openraft gives each AppendEntries one heartbeat interval and sends
+        // up to `max_payload_entries` entries whatever their size; a lagging
+        // follower of large leases would time out on every retry. Send a
+        // prefix of at most MAX_APPEND_BYTES (at least one entry) and report
+        // a partial success, so replication always makes progress.
+        let cut = prefix_within(&rpc.entries, MAX_APPEND_BYTES);
+        if cut < rpc.entries.len() {
+            rpc.entries.truncate(cut);
+            let last_sent = rpc.entries.last().map(|e| e.log_id);
+            // Never let the follower commit past what it was sent.
+            rpc.leader_commit = rpc.leader_commit.min(last_sent);
+            let resp = self.call(Method::Append, &rpc, option.hard_ttl()).await?;
+            return Ok(match resp {
+                AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last_sent),
+                other => other,
+            });
+        }
         self.call(Method::Append, &rpc, option.hard_ttl()).await
     }
 
@@ -153,5 +185,45 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         self.call(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Command, LeaseKey, Proposal, Timestamp};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    fn entry(index: u64, holder_len: usize) -> crate::raft::types::Entry {
+        crate::raft::types::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                time: Timestamp::from_micros(0),
+                command: Command::Renew {
+                    key: LeaseKey::new("ns", "a"),
+                    holder: "h".repeat(holder_len),
+                    fencing_token: 1,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn append_prefix_respects_the_budget_and_always_sends_one() {
+        let small: Vec<_> = (1..=10).map(|i| entry(i, 10)).collect();
+        assert_eq!(prefix_within(&small, 1024 * 1024), 10);
+        let big: Vec<_> = (1..=10).map(|i| entry(i, 400_000)).collect();
+        assert_eq!(
+            prefix_within(&big, 1024 * 1024),
+            2,
+            "two 400 kB entries fit in 1 MiB, three do not"
+        );
+        let huge = vec![entry(1, 2_000_000), entry(2, 10)];
+        assert_eq!(
+            prefix_within(&huge, 1024 * 1024),
+            1,
+            "an oversized first entry still goes alone"
+        );
+        assert_eq!(prefix_within(&[], 1024), 0);
     }
 }

@@ -15,7 +15,7 @@
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
 use leasehold::proto::v1::cluster_client::ClusterClient;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::fs::File;
 use std::net::TcpListener;
@@ -625,4 +625,64 @@ pub fn rv_holder_token(l: &pb::Lease) -> (u64, String, u64) {
         l.spec.as_ref().expect("spec").holder_identity.clone(),
         l.status.as_ref().expect("status").fencing_token,
     )
+}
+
+/// What one CLI run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `leasehold --endpoints <endpoints> <args...>`, bounded by a deadline.
+pub async fn cli(endpoints: &str, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LEASEHOLD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_LOG").kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("leasehold {args:?} did not finish within 30 s"))
+        .expect("run leasehold");
+    Run {
+        code: out
+            .status
+            .code()
+            .expect("exit code (not killed by a signal)"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn acquire_req(ns: &str, name: &str, holder: &str, seconds: i32) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        lease_duration_seconds: seconds,
+        labels: HashMap::new(),
+    }
+}
+
+pub fn renew_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::RenewRequest {
+    pb::RenewRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        fencing_token: token,
+    }
+}
+
+pub fn release_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::ReleaseRequest {
+    pb::ReleaseRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: holder.into(),
+        fencing_token: token,
+    }
 }
