@@ -163,6 +163,7 @@ impl Publisher {
                     name: self.name.clone(),
                     holder: self.holder.clone(),
                     fencing_token: token,
+                    request_id: String::new(),
                 })
                 .await;
             match r {
@@ -226,7 +227,13 @@ impl Publisher {
             }),
             status: None,
         };
-        let r = self.client.put(pb::PutRequest { lease: Some(put) }).await?;
+        let r = self
+            .client
+            .put(pb::PutRequest {
+                lease: Some(put),
+                request_id: String::new(),
+            })
+            .await?;
         self.token = r.lease.and_then(|l| l.status).map(|s| s.fencing_token);
         tracing::info!(lease = %self.name, holder = %self.holder, "took over identity lease");
         Ok(())
@@ -241,6 +248,7 @@ impl Publisher {
                 holder: self.holder.clone(),
                 lease_duration_seconds: self.config.lease_seconds,
                 labels: self.labels(),
+                request_id: String::new(),
             })
             .await?;
         self.token = Some(r.fencing_token);

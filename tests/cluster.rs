@@ -612,6 +612,7 @@ fn put_req(meta: Option<pb::ObjectMeta>, spec: pb::LeaseSpec) -> pb::PutRequest 
             spec: Some(spec),
             status: None,
         }),
+        request_id: String::new(),
     }
 }
 
@@ -782,6 +783,7 @@ async fn errors_follow_the_documented_model() {
             namespace: "ns".into(),
             name: "missing".into(),
             resource_version: None,
+            request_id: String::new(),
         })
         .await,
     );
@@ -823,6 +825,7 @@ async fn errors_follow_the_documented_model() {
             namespace: "ns".into(),
             name: "cas".into(),
             resource_version: Some(rv),
+            request_id: String::new(),
         })
         .await,
     );
@@ -927,6 +930,7 @@ async fn put_is_compare_and_swap() {
     let updated = lease_of(
         cl.put(pb::PutRequest {
             lease: Some(update.clone()),
+            request_id: String::new(),
         })
         .await
         .expect("update with the read resourceVersion")
@@ -958,6 +962,7 @@ async fn put_is_compare_and_swap() {
         "second update with the old resourceVersion",
         cl.put(pb::PutRequest {
             lease: Some(update),
+            request_id: String::new(),
         })
         .await,
     );
@@ -971,6 +976,7 @@ async fn put_is_compare_and_swap() {
     let taken = lease_of(
         cl.put(pb::PutRequest {
             lease: Some(takeover),
+            request_id: String::new(),
         })
         .await
         .expect("holder change via put")
@@ -1003,4 +1009,57 @@ async fn client_reports_the_last_error_when_it_gives_up() {
         s.code(),
         s.message()
     );
+}
+
+/// 10. A retried write carrying the same request id is applied once: the
+/// retry, even through another node, gets the first attempt's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_with_the_same_request_id_apply_once() {
+    let c = Cluster::start(3).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let (a, b) = (c.client_for(&[1]), c.client_for(&[2]));
+    let mut acq = acquire_req("idem", "job", "alice", 30);
+    acq.request_id = "acquire-alice-1".into();
+    let first = a.acquire(acq.clone()).await.expect("acquire");
+    let mut rel = release_req("idem", "job", "alice", first.fencing_token);
+    rel.request_id = "release-alice-1".into();
+    let released = a.release(rel.clone()).await.expect("release");
+    let again = b
+        .release(rel)
+        .await
+        .expect("retried release answers like the first");
+    assert_eq!(again, released);
+    // bob takes the lease; alice's retried acquire must not take it back.
+    let bob = b
+        .acquire(acquire_req("idem", "job", "bob", 30))
+        .await
+        .expect("bob acquires after the release");
+    let retry = b
+        .acquire(acq)
+        .await
+        .expect("retried acquire answers like the first");
+    assert_eq!(retry, first);
+    let now = a
+        .get(pb::GetRequest {
+            namespace: "idem".into(),
+            name: "job".into(),
+            stale: false,
+        })
+        .await
+        .expect("get");
+    let (_, holder, token) = rv_holder_token(&lease_of(now.lease));
+    assert_eq!((holder.as_str(), token), ("bob", bob.fencing_token));
+    // Without the same id, a second release is refused as usual.
+    let e = expect_err(
+        "second release without the id",
+        a.release(release_req("idem", "job", "alice", first.fencing_token))
+            .await,
+    );
+    assert_status(
+        "second release",
+        &e,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    c.assert_no_crashes();
 }

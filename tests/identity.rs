@@ -271,6 +271,7 @@ async fn leader_collects_expired_identity_and_opt_in_leases() {
         holder: "someone".into(),
         lease_duration_seconds: 1,
         labels,
+        request_id: String::new(),
     };
     let sent = Instant::now();
     client

@@ -67,6 +67,7 @@ async fn acquire(c: &Client, name: &str, holder: &str) -> pb::AcquireResponse {
         holder: holder.into(),
         lease_duration_seconds: 60,
         labels: Default::default(),
+        request_id: String::new(),
     })
     .await
     .expect("acquire")

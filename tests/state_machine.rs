@@ -52,6 +52,7 @@ fn normal(term: u64, index: u64, at_micros: i64, command: Command) -> Entry {
         payload: EntryPayload::Normal(Proposal {
             time: t(at_micros),
             command,
+            request_id: None,
         }),
     }
 }
@@ -769,4 +770,86 @@ async fn refused_commands_leave_the_expiry_index_alone() {
     let r = apply1(&mut sm, normal(1, 6, 13 * SEC, expire)).await;
     assert!(applied(&r).lease.expired);
     assert!(sm.due_expiries(t(100 * SEC), 10).is_empty());
+}
+
+fn with_id(mut e: Entry, id: &str) -> Entry {
+    if let EntryPayload::Normal(p) = &mut e.payload {
+        p.request_id = Some(id.to_string());
+    }
+    e
+}
+
+#[tokio::test]
+async fn a_request_id_is_applied_at_most_once() {
+    let dir = tempdir();
+    let (log, mut sm) = open(dir.path());
+    let first = apply1(
+        &mut sm,
+        with_id(normal(1, 1, 0, acquire("x", "a", 10)), "acq-1"),
+    )
+    .await;
+    let token = applied(&first).lease.fencing_token;
+    let released = apply1(
+        &mut sm,
+        with_id(normal(1, 2, SEC, release("x", "a", token)), "rel-1"),
+    )
+    .await;
+    assert_eq!(applied(&released).revision, 2);
+    // The retry of the release gets the first result, not "no holder", and
+    // changes nothing.
+    let retry = apply1(
+        &mut sm,
+        with_id(normal(1, 3, 2 * SEC, release("x", "a", token)), "rel-1"),
+    )
+    .await;
+    assert_eq!(retry, released);
+    assert_eq!(sm.revision(), 2);
+    // A retry of the first acquire after someone else took the lease does
+    // not grant it again either.
+    apply1(&mut sm, normal(1, 4, 2 * SEC, acquire("x", "b", 10))).await;
+    let retry = apply1(
+        &mut sm,
+        with_id(normal(1, 5, 3 * SEC, acquire("x", "a", 10)), "acq-1"),
+    )
+    .await;
+    assert_eq!(retry, first);
+    assert_eq!(
+        get(&sm, "x")
+            .and_then(|l| l.holder().map(String::from))
+            .as_deref(),
+        Some("b")
+    );
+    // Within one batch too.
+    let rs = apply(
+        &mut sm,
+        vec![
+            with_id(normal(1, 6, 3 * SEC, acquire("y", "c", 10)), "acq-y"),
+            with_id(normal(1, 7, 3 * SEC, acquire("y", "c", 10)), "acq-y"),
+        ],
+    )
+    .await;
+    assert_eq!(rs[0], rs[1]);
+    assert_eq!(get(&sm, "y").map(|l| l.resource_version), Some(6));
+
+    // Remembered across a restart ...
+    drop((log, sm));
+    let (_log, mut sm) = open(dir.path());
+    let retry = apply1(
+        &mut sm,
+        with_id(normal(1, 8, 4 * SEC, release("x", "a", token)), "rel-1"),
+    )
+    .await;
+    assert_eq!(retry, released);
+    // ... and forgotten after the retention window: then it is a new request.
+    let later = 4 * SEC + leasehold::store::dedup::DEDUP_TTL_MICROS + SEC;
+    apply1(&mut sm, normal(1, 9, later, renew("y", "c", 6))).await; // trims
+    let fresh = apply1(
+        &mut sm,
+        with_id(normal(1, 10, later, release("x", "a", token)), "rel-1"),
+    )
+    .await;
+    assert!(
+        matches!(refused(&fresh), LeaseError::Lost { .. }),
+        "{fresh:?}"
+    );
 }

@@ -238,6 +238,7 @@ async fn lease_round(client: &Client, ns: &str, name: &str, round: u32) -> Vec<C
             namespace: ns.into(),
             name: name.into(),
             resource_version: None,
+            request_id: String::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("delete {ns}/{name}: {e:?}"));
@@ -819,7 +820,10 @@ async fn blob_writer(client: Client, name: String) -> Vec<Change> {
             status: None,
         };
         let r = client
-            .put(pb::PutRequest { lease: Some(lease) })
+            .put(pb::PutRequest {
+                lease: Some(lease),
+                request_id: String::new(),
+            })
             .await
             .unwrap_or_else(|e| panic!("put {name} #{i}: {e:?}"));
         assert_eq!(r.created, i == 0);
@@ -1126,7 +1130,10 @@ async fn restarted_follower_catches_up_after_large_changes() {
             status: None,
         };
         let r = client
-            .put(pb::PutRequest { lease: Some(lease) })
+            .put(pb::PutRequest {
+                lease: Some(lease),
+                request_id: String::new(),
+            })
             .await
             .unwrap_or_else(|e| panic!("put #{i} with the follower down: {e:?}"));
         version = rv(&r.lease);

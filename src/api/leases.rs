@@ -103,6 +103,10 @@ fn key(namespace: &str, name: &str) -> Result<LeaseKey, NodeError> {
     Ok(key)
 }
 
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
 fn storage(e: anyhow::Error) -> NodeError {
     NodeError::Storage(format!("{e:#}"))
 }
@@ -118,13 +122,17 @@ impl pb::leases_server::Leases for LeasesService {
             node,
             req,
             |m: pb::AcquireRequest| async move {
+                let request_id = non_empty(&m.request_id);
                 let a = node
-                    .propose(Command::Acquire {
-                        key: LeaseKey::new(m.namespace, m.name),
-                        holder: m.holder,
-                        duration_seconds: m.lease_duration_seconds,
-                        labels: m.labels.into_iter().collect(),
-                    })
+                    .propose_once(
+                        Command::Acquire {
+                            key: LeaseKey::new(m.namespace, m.name),
+                            holder: m.holder,
+                            duration_seconds: m.lease_duration_seconds,
+                            labels: m.labels.into_iter().collect(),
+                        },
+                        request_id,
+                    )
                     .await?;
                 Ok(pb::AcquireResponse {
                     fencing_token: a.lease.fencing_token,
@@ -147,12 +155,16 @@ impl pb::leases_server::Leases for LeasesService {
             node,
             req,
             |m: pb::RenewRequest| async move {
+                let request_id = non_empty(&m.request_id);
                 let a = node
-                    .propose(Command::Renew {
-                        key: LeaseKey::new(m.namespace, m.name),
-                        holder: m.holder,
-                        fencing_token: m.fencing_token,
-                    })
+                    .propose_once(
+                        Command::Renew {
+                            key: LeaseKey::new(m.namespace, m.name),
+                            holder: m.holder,
+                            fencing_token: m.fencing_token,
+                        },
+                        request_id,
+                    )
                     .await?;
                 Ok(pb::RenewResponse {
                     lease: Some(lease_to_proto(&a.lease)),
@@ -172,12 +184,16 @@ impl pb::leases_server::Leases for LeasesService {
             node,
             req,
             |m: pb::ReleaseRequest| async move {
+                let request_id = non_empty(&m.request_id);
                 let a = node
-                    .propose(Command::Release {
-                        key: LeaseKey::new(m.namespace, m.name),
-                        holder: m.holder,
-                        fencing_token: m.fencing_token,
-                    })
+                    .propose_once(
+                        Command::Release {
+                            key: LeaseKey::new(m.namespace, m.name),
+                            holder: m.holder,
+                            fencing_token: m.fencing_token,
+                        },
+                        request_id,
+                    )
                     .await?;
                 Ok(pb::ReleaseResponse {
                     lease: Some(lease_to_proto(&a.lease)),
@@ -260,11 +276,15 @@ impl pb::leases_server::Leases for LeasesService {
             node,
             req,
             |m: pb::DeleteRequest| async move {
+                let request_id = non_empty(&m.request_id);
                 let a = node
-                    .propose(Command::Delete {
-                        key: LeaseKey::new(m.namespace, m.name),
-                        resource_version: m.resource_version,
-                    })
+                    .propose_once(
+                        Command::Delete {
+                            key: LeaseKey::new(m.namespace, m.name),
+                            resource_version: m.resource_version,
+                        },
+                        request_id,
+                    )
                     .await?;
                 Ok(pb::DeleteResponse {
                     lease: Some(lease_to_proto(&a.lease)),
@@ -299,7 +319,9 @@ impl pb::leases_server::Leases for LeasesService {
                     return Err(LeaseError::invalid("lease", "is required").into());
                 };
                 let draft = draft_from_proto(lease)?;
-                let a = node.propose(Command::Put { draft }).await?;
+                let a = node
+                    .propose_once(Command::Put { draft }, non_empty(&m.request_id))
+                    .await?;
                 Ok(pb::PutResponse {
                     lease: Some(lease_to_proto(&a.lease)),
                     created: a.created,

@@ -418,6 +418,7 @@ async fn client_command(
                     holder: holder.clone(),
                     lease_duration_seconds: *duration,
                     labels: parse_labels(labels)?,
+                    request_id: String::new(),
                 })
                 .await?;
             let verb = if r.newly_acquired {
@@ -439,6 +440,7 @@ async fn client_command(
                     name,
                     holder: holder.clone(),
                     fencing_token: *token,
+                    request_id: String::new(),
                 })
                 .await?;
             one_lease(r.lease, format, |l| holder_line("renewed", l))
@@ -455,6 +457,7 @@ async fn client_command(
                     name,
                     holder: holder.clone(),
                     fencing_token: *token,
+                    request_id: String::new(),
                 })
                 .await?;
             one_lease(r.lease, format, |l| {
@@ -533,6 +536,7 @@ async fn client_command(
                     namespace,
                     name,
                     resource_version: *resource_version,
+                    request_id: String::new(),
                 })
                 .await?;
             one_lease(r.lease, format, |l| {

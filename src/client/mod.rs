@@ -7,11 +7,11 @@
 //! off (50 ms doubling to 1 s) and goes round again. Every call has one
 //! deadline covering all attempts (default 10 s).
 //!
-//! Retrying a write after UNAVAILABLE can apply it twice if the first attempt
-//! reached the leader before the connection broke. The lease commands are
-//! safe under that: a repeated Acquire by the same holder is a renewal that
-//! returns the same fencing token, and a repeated Renew renews again. A
-//! repeated Release or Delete reports that there was nothing left to do.
+//! Every write carries a request id (a UUID chosen once per call, unless the
+//! caller set one), so retrying after an ambiguous failure (the connection
+//! broke after the leader got the request) is safe: the cluster applies a
+//! request id at most once and answers a retry with the first attempt's
+//! result.
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::cluster_client::ClusterClient;
@@ -22,6 +22,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+
+/// Gives a write its idempotency key, unless the caller chose one: every
+/// retry of this call then carries the same key, and the cluster applies it
+/// at most once.
+fn with_request_id(id: &mut String) {
+    if id.is_empty() {
+        *id = uuid::Uuid::new_v4().to_string();
+    }
+}
 
 /// Default deadline of one call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +132,11 @@ impl Client {
     }
 
     /// Acquires (or renews, if already held by the same holder) a lease.
-    pub async fn acquire(&self, req: pb::AcquireRequest) -> Result<pb::AcquireResponse, Status> {
+    pub async fn acquire(
+        &self,
+        mut req: pb::AcquireRequest,
+    ) -> Result<pb::AcquireResponse, Status> {
+        with_request_id(&mut req.request_id);
         self.call(
             req,
             |c, r| async move { LeasesClient::new(c).acquire(r).await },
@@ -132,7 +145,8 @@ impl Client {
     }
 
     /// Renews the caller's tenure.
-    pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+    pub async fn renew(&self, mut req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+        with_request_id(&mut req.request_id);
         self.call(
             req,
             |c, r| async move { LeasesClient::new(c).renew(r).await },
@@ -141,7 +155,11 @@ impl Client {
     }
 
     /// Releases the caller's tenure.
-    pub async fn release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+    pub async fn release(
+        &self,
+        mut req: pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse, Status> {
+        with_request_id(&mut req.request_id);
         self.call(
             req,
             |c, r| async move { LeasesClient::new(c).release(r).await },
@@ -165,7 +183,8 @@ impl Client {
     }
 
     /// Deletes a lease.
-    pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+    pub async fn delete(&self, mut req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+        with_request_id(&mut req.request_id);
         self.call(
             req,
             |c, r| async move { LeasesClient::new(c).delete(r).await },
@@ -174,7 +193,8 @@ impl Client {
     }
 
     /// Creates or compare-and-swap updates a lease.
-    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    pub async fn put(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+        with_request_id(&mut req.request_id);
         self.call(req, |c, r| async move { LeasesClient::new(c).put(r).await })
             .await
     }

@@ -21,6 +21,10 @@ pub struct Proposal {
     pub time: Timestamp,
     /// What to do.
     pub command: Command,
+    /// The client's idempotency key, if it sent one: a command with a key
+    /// already applied within the retention window is not applied again (see
+    /// `store::dedup`).
+    pub request_id: Option<String>,
 }
 
 impl fmt::Display for Proposal {

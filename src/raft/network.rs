@@ -204,6 +204,7 @@ mod tests {
                     holder: "h".repeat(holder_len),
                     fencing_token: 1,
                 },
+                request_id: None,
             }),
         }
     }

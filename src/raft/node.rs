@@ -107,6 +107,21 @@ pub struct Node {
     pub channels: Channels,
 }
 
+/// Longest accepted request id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn validate_request_id(id: &str) -> Result<(), LeaseError> {
+    if id.len() > MAX_REQUEST_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(LeaseError::invalid(
+            "requestId",
+            format!(
+                "must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters without spaces"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn wall_clock_now() -> Timestamp {
     Timestamp::from_datetime(chrono::Utc::now())
 }
@@ -244,7 +259,20 @@ impl Node {
     /// follower this returns [`NodeError::NotLeader`] without having written
     /// anything, so the caller may safely forward the request.
     pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        self.propose_once(command, None).await
+    }
+
+    /// Like [`Node::propose`], with the client's idempotency key: a retry
+    /// with the same key gets the first attempt's result.
+    pub async fn propose_once(
+        &self,
+        command: Command,
+        request_id: Option<String>,
+    ) -> Result<Applied, NodeError> {
         validate_command(&command)?;
+        if let Some(id) = &request_id {
+            validate_request_id(id)?;
+        }
         // Stamp only as the leader: a node that is not (yet) the leader must
         // not carry a time from before its election into its first entry.
         if !self.is_leader() {
@@ -255,6 +283,7 @@ impl Node {
         let proposal = Proposal {
             time: wall_clock_now(),
             command,
+            request_id,
         };
         let written = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.client_write(proposal)).await;
         let Ok(written) = written else {

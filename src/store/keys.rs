@@ -16,6 +16,9 @@
 //! | `sm`        | `m:revision`                          | bincode u64                             |
 //! | `sm`        | `m:history`                           | bincode [`super::state_machine::HistoryMeta`] |
 //! | `sm`        | `h` + revision, u64 big-endian        | bincode `lease::Event` (watch history)  |
+//! | `sm`        | `m:dedup`                             | bincode [`super::dedup::DedupMeta`]     |
+//! | `sm`        | `d` + request id                      | bincode [`super::dedup::Record`]        |
+//! | `sm`        | `e` + time (u64 BE micros) + request id | empty: age index of `d` records       |
 //! | `snapshot`  | `current`                             | u32 BE meta length, bincode `SnapshotMeta`, snapshot file |
 //!
 //! Big-endian indexes make sled's byte order the log order. Lease keys sort
@@ -30,6 +33,8 @@ use serde::Serialize;
 pub const LEASE_PREFIX: u8 = b'l';
 /// `sm` key prefix of history events.
 pub const HISTORY_PREFIX: u8 = b'h';
+/// `sm` key of the request-id records' bounds.
+pub const SM_DEDUP: &[u8] = b"m:dedup";
 /// `sm` key of the history bounds.
 pub const SM_HISTORY: &[u8] = b"m:history";
 

@@ -11,6 +11,7 @@
 // bytes); our helpers return it too rather than convert at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod dedup;
 pub mod index;
 pub mod keys;
 pub mod log_store;
@@ -25,7 +26,7 @@ use std::path::Path;
 
 /// Version of everything this module writes. A node refuses to open a data
 /// directory written with another version rather than misread it.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const FORMAT_KEY: &[u8] = b"format_version";
 

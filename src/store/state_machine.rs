@@ -18,6 +18,7 @@
 //! restart. Snapshots are flushed before openraft may purge the log they
 //! replace.
 
+use super::dedup;
 use super::index::Indexes;
 use super::keys::{self, decode, encode};
 use super::{io_err, snapshot, StoreOptions};
@@ -86,6 +87,7 @@ struct SmMeta {
     clock: SmClock,
     revision: u64,
     history: HistoryMeta,
+    dedup: dedup::DedupMeta,
 }
 
 /// What the state machine tells watchers.
@@ -371,6 +373,7 @@ fn load_meta(sm: &sled::Tree) -> anyhow::Result<SmMeta> {
         clock: get(sm, keys::SM_CLOCK)?,
         revision: get(sm, keys::SM_REVISION)?,
         history: get(sm, keys::SM_HISTORY)?,
+        dedup: get(sm, keys::SM_DEDUP)?,
     })
 }
 
@@ -435,6 +438,7 @@ fn put_meta(batch: &mut sled::Batch, meta: &SmMeta) -> Result<(), bincode::Error
     batch.insert(keys::SM_CLOCK, encode(&meta.clock)?);
     batch.insert(keys::SM_REVISION, encode(&meta.revision)?);
     batch.insert(keys::SM_HISTORY, encode(&meta.history)?);
+    batch.insert(keys::SM_DEDUP, encode(&meta.dedup)?);
     Ok(())
 }
 
@@ -477,6 +481,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut before: HashMap<Vec<u8>, Option<Lease>> = HashMap::new();
         let mut overlay: HashMap<Vec<u8>, Option<Lease>> = HashMap::new();
         let mut events: Vec<Event> = Vec::new();
+        let mut dedup_batch: HashMap<String, dedup::Record> = HashMap::new();
         let mut responses = Vec::new();
         for entry in entries {
             meta.applied = Some(entry.log_id);
@@ -493,53 +498,84 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         now: meta.clock.now,
                         epoch_start: meta.clock.epoch_start,
                     };
-                    let k = keys::lease_key(proposal.command.key());
-                    let current = match overlay.get(&k) {
-                        Some(l) => l.clone(),
-                        None => {
-                            let l = self.read_lease(&k)?;
-                            before.insert(k.clone(), l.clone());
-                            l
-                        }
+                    let first = match &proposal.request_id {
+                        Some(id) => match dedup_batch.get(id) {
+                            Some(r) => Some(r.response.clone()),
+                            None => dedup::lookup(&self.inner.sm, id)
+                                .map_err(|e| {
+                                    sm_err(ErrorVerb::Read, &std::io::Error::other(e.to_string()))
+                                })?
+                                .map(|r| r.response),
+                        },
+                        None => None,
                     };
-                    match apply(&proposal.command, current.as_ref(), &ctx) {
-                        Ok(effect) => {
-                            let (kind, lease, created, newly_acquired) = match effect {
-                                Effect::Write {
-                                    lease,
-                                    created,
-                                    newly_acquired,
-                                } => {
-                                    let kind = if created {
-                                        EventKind::Added
-                                    } else if matches!(proposal.command, Command::Expire { .. }) {
-                                        EventKind::Expired
-                                    } else {
-                                        EventKind::Modified
-                                    };
-                                    overlay.insert(k, Some(lease.clone()));
-                                    (kind, lease, created, newly_acquired)
-                                }
-                                Effect::Delete { lease } => {
-                                    overlay.insert(k, None);
-                                    (EventKind::Deleted, lease, false, false)
+                    if let Some(response) = first {
+                        // A retry of an applied request: its first result.
+                        response
+                    } else {
+                        let response = {
+                            let k = keys::lease_key(proposal.command.key());
+                            let current = match overlay.get(&k) {
+                                Some(l) => l.clone(),
+                                None => {
+                                    let l = self.read_lease(&k)?;
+                                    before.insert(k.clone(), l.clone());
+                                    l
                                 }
                             };
-                            meta.revision = ctx.revision;
-                            events.push(Event {
-                                revision: ctx.revision,
-                                time: ctx.now,
-                                kind,
-                                lease: lease.clone(),
-                            });
-                            CommandResponse::Applied(Applied {
-                                lease,
-                                revision: ctx.revision,
-                                created,
-                                newly_acquired,
-                            })
+                            match apply(&proposal.command, current.as_ref(), &ctx) {
+                                Ok(effect) => {
+                                    let (kind, lease, created, newly_acquired) = match effect {
+                                        Effect::Write {
+                                            lease,
+                                            created,
+                                            newly_acquired,
+                                        } => {
+                                            let kind = if created {
+                                                EventKind::Added
+                                            } else if matches!(
+                                                proposal.command,
+                                                Command::Expire { .. }
+                                            ) {
+                                                EventKind::Expired
+                                            } else {
+                                                EventKind::Modified
+                                            };
+                                            overlay.insert(k, Some(lease.clone()));
+                                            (kind, lease, created, newly_acquired)
+                                        }
+                                        Effect::Delete { lease } => {
+                                            overlay.insert(k, None);
+                                            (EventKind::Deleted, lease, false, false)
+                                        }
+                                    };
+                                    meta.revision = ctx.revision;
+                                    events.push(Event {
+                                        revision: ctx.revision,
+                                        time: ctx.now,
+                                        kind,
+                                        lease: lease.clone(),
+                                    });
+                                    CommandResponse::Applied(Applied {
+                                        lease,
+                                        revision: ctx.revision,
+                                        created,
+                                        newly_acquired,
+                                    })
+                                }
+                                Err(e) => CommandResponse::Refused(e),
+                            }
+                        };
+                        if let Some(id) = proposal.request_id {
+                            dedup_batch.insert(
+                                id,
+                                dedup::Record {
+                                    time: ctx.now,
+                                    response: response.clone(),
+                                },
+                            );
                         }
-                        Err(e) => CommandResponse::Refused(e),
+                        response
                     }
                 }
             };
@@ -567,6 +603,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta.history.len += events.len() as u64;
         } else if let Some(last) = events.last() {
             meta.history.compacted = last.revision;
+        }
+        let derr =
+            |e: anyhow::Error| sm_err(ErrorVerb::Write, &std::io::Error::other(e.to_string()));
+        dedup::trim(&self.inner.sm, &mut meta.dedup, meta.clock.now, &mut batch).map_err(derr)?;
+        for (id, record) in &dedup_batch {
+            dedup::store(&mut batch, &mut meta.dedup, id, record).map_err(derr)?;
         }
         put_meta(&mut batch, &meta).map_err(werr)?;
         {
@@ -642,6 +684,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 keys::SM_CLOCK => new_meta.clock = decode(v).map_err(bad)?,
                 keys::SM_REVISION => new_meta.revision = decode(v).map_err(bad)?,
                 keys::SM_HISTORY => new_meta.history = decode(v).map_err(bad)?,
+                keys::SM_DEDUP => new_meta.dedup = decode(v).map_err(bad)?,
                 _ => {}
             }
         }

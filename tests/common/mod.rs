@@ -666,6 +666,7 @@ pub fn acquire_req(ns: &str, name: &str, holder: &str, seconds: i32) -> pb::Acqu
         holder: holder.into(),
         lease_duration_seconds: seconds,
         labels: HashMap::new(),
+        request_id: String::new(),
     }
 }
 
@@ -675,6 +676,7 @@ pub fn renew_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::RenewReq
         name: name.into(),
         holder: holder.into(),
         fencing_token: token,
+        request_id: String::new(),
     }
 }
 
@@ -684,5 +686,6 @@ pub fn release_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::Releas
         name: name.into(),
         holder: holder.into(),
         fencing_token: token,
+        request_id: String::new(),
     }
 }
