@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Brings the three-node cluster up and waits until it is usable:
+#   builds leasehold:local (cluster/build-image.sh), docker-compose up -d, then
+#   waits until all three containers are healthy and the host client sees a
+#   leader and three members.
+# Usage: cluster/up.sh [--no-build] [build-image.sh flags, e.g. --skip-cargo]
+# Env:   LEASEHOLD_UP_TIMEOUT  seconds to wait for the cluster (default 90)
+set -euo pipefail
+# shellcheck source=cluster/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+build=1
+build_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --no-build) build=0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) build_args+=("$arg") ;;
+    esac
+done
+timeout_s="${LEASEHOLD_UP_TIMEOUT:-90}"
+
+t0=$(now_ms)
+if [ "$build" = 1 ]; then
+    "$CLUSTER_DIR/build-image.sh" ${build_args[@]+"${build_args[@]}"}
+else
+    docker image inspect "$IMAGE" >/dev/null 2>&1 || die "image $IMAGE does not exist; run without --no-build"
+fi
+[ -x "$LEASEHOLD_BIN" ] || die "no host client at $LEASEHOLD_BIN (run cluster/build-image.sh)"
+t_built=$(now_ms)
+
+log "starting containers (docker-compose up -d)"
+compose up -d --remove-orphans || die "docker-compose up failed"
+t_started=$(now_ms)
+
+fail() {
+    log "FAIL: $*"
+    log "---- docker-compose ps ----"
+    compose ps >&2 || true
+    log "---- docker-compose logs (last 60 lines per node) ----"
+    compose logs --no-color --tail 60 >&2 || true
+    exit 1
+}
+
+log "waiting up to ${timeout_s}s for three healthy nodes and a leader"
+deadline=$(( $(date +%s) + timeout_s ))
+last=""
+while :; do
+    states=()
+    all_healthy=1
+    for n in "${NODES[@]}"; do
+        s=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \
+            "$(container_of "$n")" 2>/dev/null || echo missing)
+        states+=("$n=$s")
+        [ "$s" = running/healthy ] || all_healthy=0
+    done
+    leader=0 members=0
+    if js=$(lh --endpoints "$ENDPOINTS" --timeout 2 status -o json 2>/dev/null); then
+        leader=$(jq -r '.leaderId' <<<"$js")
+        members=$(jq -r '.members | length' <<<"$js")
+    fi
+    now="${states[*]} leader=$leader members=$members"
+    [ "$now" != "$last" ] && log "  $now" && last=$now
+    if [ "$all_healthy" = 1 ] && [ "$leader" != 0 ] && [ "$members" = 3 ]; then
+        break
+    fi
+    for n in "${NODES[@]}"; do
+        case "$(docker inspect -f '{{.State.Status}}' "$(container_of "$n")" 2>/dev/null || echo missing)" in
+            exited|dead|missing) fail "container $(container_of "$n") is not running" ;;
+        esac
+    done
+    [ "$(date +%s)" -lt "$deadline" ] || fail "cluster not ready after ${timeout_s}s ($now)"
+    sleep 0.5
+done
+t_ready=$(now_ms)
+
+lh --endpoints "$ENDPOINTS" status >&2
+log "cluster ready: leader is node $leader; $(( t_ready - t_started ))ms from docker-compose up to ready," \
+    "$(( t_ready - t0 ))ms since up.sh started (build $(( t_built - t0 ))ms)"
+cat >&2 <<MSG
+  client:  $LEASEHOLD_BIN --endpoints $ENDPOINTS status
+  down:    $CLUSTER_DIR/down.sh
+MSG
+# Machine-readable figures for callers (smoke.sh).
+echo "UP_BUILD_MS=$(( t_built - t0 )) UP_READY_MS=$(( t_ready - t_started )) UP_TOTAL_MS=$(( t_ready - t0 )) LEADER=$leader"
