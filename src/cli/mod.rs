@@ -4,8 +4,11 @@
 //! another refusal; 2 invalid input (including bad flags); 3 cluster
 //! unavailable (no endpoint reachable, no leader, deadline exceeded).
 
+mod lock;
 pub mod output;
 mod watch;
+
+pub use lock::{ElectArgs, HeartbeatArgs, LockArgs};
 
 use crate::client::Client;
 use crate::identity::IdentityConfig;
@@ -142,6 +145,15 @@ pub enum Command {
     },
     /// Exit 0 if the first endpoint's node serves requests (for health checks).
     Health,
+    /// Run a command while holding a lease: wait for the lease, run CMD with
+    /// LEASEHOLD_FENCING_TOKEN set, renew it, release it when CMD exits; stop
+    /// CMD and exit 1 if the lease is lost. Exits with CMD's exit code.
+    Lock(LockArgs),
+    /// Run a command only while leader: campaign for the lease, start CMD on
+    /// winning, stop it on losing and campaign again.
+    Elect(ElectArgs),
+    /// Keep a node lease (kube-node-lease/NODE) alive until interrupted.
+    Heartbeat(HeartbeatArgs),
 }
 
 /// Which leases a `get` or `watch` covers.
@@ -319,6 +331,9 @@ pub async fn run(cli: Cli) -> i32 {
             };
             watch::run(&client, req, cli.output, max_events).await
         }
+        Command::Lock(args) => lock::lock(&cli.endpoints, cli.timeout, args).await,
+        Command::Elect(args) => lock::elect(&cli.endpoints, cli.timeout, args).await,
+        Command::Heartbeat(args) => lock::heartbeat(&cli.endpoints, cli.timeout, args).await,
         ref cmd => {
             let client = match Client::new(cli.endpoints.clone()) {
                 Ok(c) => c.with_timeout(Duration::from_secs_f64(cli.timeout.max(0.001))),
@@ -403,7 +418,11 @@ async fn client_command(
 ) -> Result<String, CliError> {
     let now = chrono::Utc::now();
     Ok(match cmd {
-        Command::Serve(_) | Command::Watch { .. } => unreachable!("handled by run"),
+        Command::Serve(_)
+        | Command::Watch { .. }
+        | Command::Lock(_)
+        | Command::Elect(_)
+        | Command::Heartbeat(_) => unreachable!("handled by run"),
         Command::Acquire {
             lease,
             holder,

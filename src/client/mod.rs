@@ -249,3 +249,8 @@ impl Client {
         .await
     }
 }
+
+pub mod elector;
+pub mod errors;
+pub mod fence;
+pub mod heartbeat;

@@ -1,0 +1,226 @@
+//! Typed errors for programs built on the [`Client`](super::Client).
+//!
+//! The server reports every refusal as a gRPC status with a
+//! `google.rpc.ErrorInfo` detail (see `api::status`). Code that acts on a
+//! refusal (wait for the holder, stop acting as holder, retry later) should
+//! not parse messages or compare status codes by hand: the same gRPC code
+//! covers different situations (FAILED_PRECONDITION is both "held by someone
+//! else" and "you lost it"). [`LeaseClientError`] turns a status into the
+//! situation, with the facts the server attached.
+
+use crate::api::status::{error_info, reason};
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// What went wrong with a call, as far as a lease holder needs to know.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeaseClientError {
+    /// Another holder holds the lease. `remaining` is how long, at the
+    /// earliest, until the lease can be granted to someone else (it grows
+    /// if the holder renews meanwhile).
+    #[error("lease is held by {holder:?} for at least another {} ms", remaining.as_millis())]
+    Held {
+        /// The current holder's identity.
+        holder: String,
+        /// Time until the lease can be granted to another holder.
+        remaining: Duration,
+    },
+    /// A renew or release was refused because the caller no longer holds the
+    /// lease. Stop acting as holder at once.
+    #[error("lease lost ({reason})")]
+    Lost {
+        /// The server's `lostReason` (`NO_HOLDER`, `OTHER_HOLDER`,
+        /// `STALE_TOKEN`, `EXPIRED`), or its message when it gave none.
+        reason: String,
+    },
+    /// A compare-and-swap (`Put`, `Delete` at a resourceVersion) lost a race
+    /// with another change: read again and retry.
+    #[error("conflict: the lease changed since it was read")]
+    Conflict,
+    /// The lease does not exist.
+    #[error("lease not found")]
+    NotFound,
+    /// The request (or a client-side configuration) is malformed; retrying
+    /// cannot help.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// No endpoint could serve the call (no leader, no quorum, all
+    /// unreachable). Nothing was written. Retry later.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The call ended before its outcome was known (a write that was not
+    /// committed in time, or a deadline that expired in flight): it may or
+    /// may not have been applied. Lease commands are safe to retry.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Any other status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Other(Status),
+}
+
+impl LeaseClientError {
+    /// Whether retrying the same call later can succeed without anything
+    /// else changing (the cluster was unreachable or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LeaseClientError::Unavailable(_) | LeaseClientError::OutcomeUnknown(_)
+        )
+    }
+}
+
+impl From<Status> for LeaseClientError {
+    fn from(s: Status) -> Self {
+        let info = error_info(&s);
+        let (why, meta) = match &info {
+            Some((r, m)) => (r.as_str(), Some(m)),
+            None => ("", None),
+        };
+        let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
+        match why {
+            reason::LEASE_HELD => LeaseClientError::Held {
+                holder: get("holder").unwrap_or_default(),
+                remaining: Duration::from_millis(
+                    get("remainingMillis")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0),
+                ),
+            },
+            reason::LEASE_LOST => LeaseClientError::Lost {
+                reason: get("lostReason").unwrap_or_else(|| s.message().to_string()),
+            },
+            reason::CONFLICT => LeaseClientError::Conflict,
+            reason::NOT_FOUND => LeaseClientError::NotFound,
+            reason::INVALID_ARGUMENT => {
+                let field = get("field").unwrap_or_default();
+                LeaseClientError::Invalid {
+                    reason: invalid_reason(&s, &field),
+                    field,
+                }
+            }
+            reason::NOT_LEADER | reason::UNAVAILABLE => {
+                LeaseClientError::Unavailable(s.message().to_string())
+            }
+            reason::OUTCOME_UNKNOWN => LeaseClientError::OutcomeUnknown(s.message().to_string()),
+            // No (or an unknown) ErrorInfo: judge by the code. These come
+            // from the transport or the client's own deadline.
+            _ => match s.code() {
+                Code::NotFound => LeaseClientError::NotFound,
+                Code::Aborted => LeaseClientError::Conflict,
+                Code::Unavailable => LeaseClientError::Unavailable(s.message().to_string()),
+                // The deadline expired while a call was in flight: the
+                // server may have applied it.
+                Code::DeadlineExceeded | Code::Cancelled => {
+                    LeaseClientError::OutcomeUnknown(s.message().to_string())
+                }
+                Code::InvalidArgument => LeaseClientError::Invalid {
+                    field: String::new(),
+                    reason: s.message().to_string(),
+                },
+                _ => LeaseClientError::Other(s),
+            },
+        }
+    }
+}
+
+/// Why `field` is invalid, without the `invalid FIELD: ` prefix the
+/// server's message starts with (the Display of `Invalid` adds it).
+fn invalid_reason(s: &Status, field: &str) -> String {
+    let details = s.get_error_details();
+    if let Some(v) = details
+        .bad_request()
+        .and_then(|b| b.field_violations.iter().find(|v| v.field == field))
+    {
+        return v.description.clone();
+    }
+    let msg = s.message();
+    msg.strip_prefix(&format!("invalid {field}: "))
+        .unwrap_or(msg)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::status::from_lease_error;
+    use crate::lease::{LeaseError, LeaseKey, LostReason, Timestamp};
+
+    #[test]
+    fn held_carries_holder_and_remaining_time() {
+        let s = from_lease_error(&LeaseError::Held {
+            key: LeaseKey::new("ns", "a"),
+            holder: "alice".into(),
+            expire_time: Timestamp::from_micros(0),
+            remaining_millis: 1500,
+        });
+        match LeaseClientError::from(s) {
+            LeaseClientError::Held { holder, remaining } => {
+                assert_eq!(holder, "alice");
+                assert_eq!(remaining, Duration::from_millis(1500));
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lost_names_the_lost_reason() {
+        let s = from_lease_error(&LeaseError::Lost {
+            key: LeaseKey::new("ns", "a"),
+            reason: LostReason::StaleToken {
+                sent: 1,
+                current: 2,
+            },
+        });
+        match LeaseClientError::from(s) {
+            LeaseClientError::Lost { reason } => assert_eq!(reason, "STALE_TOKEN"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conflict_not_found_and_invalid() {
+        let c = from_lease_error(&LeaseError::Conflict {
+            key: LeaseKey::new("ns", "a"),
+            expected: 1,
+            actual: 2,
+        });
+        assert!(matches!(
+            LeaseClientError::from(c),
+            LeaseClientError::Conflict
+        ));
+        let n = from_lease_error(&LeaseError::NotFound {
+            key: LeaseKey::new("ns", "a"),
+        });
+        assert!(matches!(
+            LeaseClientError::from(n),
+            LeaseClientError::NotFound
+        ));
+        let i = from_lease_error(&LeaseError::invalid("metadata.name", "must be lowercase"));
+        match LeaseClientError::from(i) {
+            LeaseClientError::Invalid { field, reason } => {
+                assert_eq!(field, "metadata.name");
+                assert_eq!(reason, "must be lowercase");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_transient() {
+        let u = LeaseClientError::from(Status::unavailable("connection refused"));
+        assert!(matches!(u, LeaseClientError::Unavailable(_)));
+        assert!(u.is_transient());
+        let d = LeaseClientError::from(Status::deadline_exceeded("timeout"));
+        assert!(matches!(d, LeaseClientError::OutcomeUnknown(_)));
+        assert!(d.is_transient());
+        let o = LeaseClientError::from(Status::internal("boom"));
+        assert!(matches!(o, LeaseClientError::Other(_)));
+        assert!(!o.is_transient());
+    }
+}
