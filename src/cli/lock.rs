@@ -567,25 +567,18 @@ async fn keep_lease(
 pub async fn lock(endpoints: &[String], timeout: f64, args: LockArgs) -> i32 {
     let (namespace, name) = match split_lease(&args.lease) {
         Ok(v) => v,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     let lease = LeaseRef { namespace, name };
     let grace = match seconds("grace", args.grace) {
         Ok(g) => g,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     if args.duration <= 0 {
-        eprintln!(
-            "error: --duration {} must be a positive number of seconds",
+        return invalid(format!(
+            "--duration {} must be a positive number of seconds",
             args.duration
-        );
-        return EXIT_INVALID;
+        ));
     }
     let d = Duration::from_secs(args.duration.unsigned_abs().into());
     let holder = args.holder.clone().unwrap_or_else(default_holder);
@@ -667,17 +660,13 @@ pub async fn lock(endpoints: &[String], timeout: f64, args: LockArgs) -> i32 {
 pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
     let (namespace, name) = match split_lease(&args.lease) {
         Ok(v) => v,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     if args.duration <= 0 {
-        eprintln!(
-            "error: --duration {} must be a positive number of seconds",
+        return invalid(format!(
+            "--duration {} must be a positive number of seconds",
             args.duration
-        );
-        return EXIT_INVALID;
+        ));
     }
     let d = Duration::from_secs(args.duration.unsigned_abs().into());
     let flag = |name: &str, v: Option<f64>, default: Duration| match v {
@@ -686,17 +675,11 @@ pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
     };
     let renew_deadline = match flag("renew-deadline", args.renew_deadline, d * 2 / 3) {
         Ok(v) => v,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     let retry_period = match flag("retry-period", args.retry_period, renew_deadline / 5) {
         Ok(v) => v,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     // The leader steps down at its renew deadline; the lease stays valid
     // until d·(1 − ρ) after the last successful renew was sent.
@@ -704,10 +687,7 @@ pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
     let default_grace = (validity_deadline(now, d) - now).saturating_sub(renew_deadline);
     let grace = match flag("grace", args.grace, default_grace) {
         Ok(v) => v,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return EXIT_INVALID;
-        }
+        Err(m) => return invalid(m),
     };
     let mut config = ElectorConfig::new(namespace, name, args.identity.clone());
     config.lease_duration = d;
@@ -886,20 +866,16 @@ async fn wait_stopped(job: &mut Job) -> i32 {
 /// `leasehold heartbeat`.
 pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) -> i32 {
     if args.duration <= 0 {
-        eprintln!(
-            "error: --duration {} must be a positive number of seconds",
+        return invalid(format!(
+            "--duration {} must be a positive number of seconds",
             args.duration
-        );
-        return EXIT_INVALID;
+        ));
     }
     let d = Duration::from_secs(args.duration.unsigned_abs().into());
     let renew_every = match args.renew_every {
         Some(s) => match seconds("renew-every", s) {
             Ok(v) => v,
-            Err(m) => {
-                eprintln!("error: {m}");
-                return EXIT_INVALID;
-            }
+            Err(m) => return invalid(m),
         },
         None => d / 4,
     };
@@ -933,4 +909,10 @@ pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) 
         Ok(()) => EXIT_OK,
         Err(e) => fail(&e),
     }
+}
+
+/// Reports invalid input and returns its exit code.
+fn invalid(message: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {message}");
+    EXIT_INVALID
 }
