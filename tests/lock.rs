@@ -437,3 +437,136 @@ async fn elect_runs_the_command_only_while_leader_and_hands_over_on_sigterm() {
         "the successor started {gap_ms} ms after the leader stopped"
     );
 }
+
+/// Sends `signal` to a process (`pid`) or, for a negative id, a process group.
+fn signal(sig: &str, id: i64) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{sig}"), "--".to_string(), id.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{sig} {id}");
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos()
+}
+
+/// The whole leading instance (its `elect` and its command) is paused with
+/// SIGSTOP for longer than the lease: leadership moves to the other
+/// candidate, and when the paused instance resumes it learns at once that it
+/// lost and stops its command, without starting it again while the other
+/// leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_loses_and_stops_its_command_when_resumed() {
+    let cluster = Cluster::start(3).await;
+    let eps = cluster.endpoints().join(",");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("leaders.log");
+    // `pid HOLDER PID` lets the test pause the command's process group.
+    let script = format!(
+        "echo \"pid $LEASEHOLD_HOLDER $$\" >> {f}.pids; \
+         echo \"start $LEASEHOLD_HOLDER $LEASEHOLD_FENCING_TOKEN $(date +%s%N)\" >> {f}; \
+         trap 'echo \"end $LEASEHOLD_HOLDER $(date +%s%N)\" >> {f}; exit 0' TERM; \
+         while true; do sleep 0.1; done",
+        f = log.display()
+    );
+    let elect = |id: &str| {
+        spawn_cli(
+            &eps,
+            &[
+                "elect",
+                "jobs/paused",
+                "--identity",
+                id,
+                "--duration",
+                "3",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+    };
+    let mut a = elect("elect-a");
+    let starts = |log: std::path::PathBuf| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("start "))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let d = Deadline::new("elect-a leads", Duration::from_secs(10));
+    while starts(log.clone()).is_empty() {
+        d.check(&starts(log.clone())).await;
+    }
+    let mut b = elect("elect-b");
+    let pids = std::fs::read_to_string(format!("{}.pids", log.display())).expect("pids");
+    let child: i64 = pids
+        .lines()
+        .find_map(|l| l.strip_prefix("pid elect-a "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("elect-a's command pid");
+    let elect_a = i64::from(a.id().expect("elect-a running"));
+
+    // Pause the whole instance for well over the 3 s lease.
+    signal("STOP", elect_a);
+    signal("STOP", -child);
+    let d = Deadline::new(
+        "elect-b takes over while elect-a is paused",
+        Duration::from_secs(15),
+    );
+    while starts(log.clone()).len() < 2 {
+        d.check(&starts(log.clone())).await;
+    }
+    assert_eq!(starts(log.clone()), vec!["elect-a", "elect-b"]);
+    let resumed_at = now_nanos();
+    signal("CONT", -child);
+    signal("CONT", elect_a);
+
+    // The resumed instance stops its command promptly ...
+    let d = Deadline::new(
+        "elect-a stops its command after resuming",
+        Duration::from_secs(5),
+    );
+    let ended_at = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(t) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("end elect-a "))
+            .and_then(|t| t.trim().parse::<u128>().ok())
+        {
+            break t;
+        }
+        d.check(&text).await;
+    };
+    let stop_ms = ended_at.saturating_sub(resumed_at) / 1_000_000;
+    assert!(
+        stop_ms < 3_000,
+        "elect-a stopped its command {stop_ms} ms after resuming"
+    );
+    // ... and does not start it again while elect-b leads.
+    tokio::time::timeout(Duration::from_millis(1_500), a.wait())
+        .await
+        .ok();
+    assert_eq!(
+        starts(log.clone()),
+        vec!["elect-a", "elect-b"],
+        "only one command at a time after the pause"
+    );
+
+    sigterm(&b);
+    let _ = tokio::time::timeout(Duration::from_secs(10), b.wait()).await;
+    sigterm(&a);
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.wait()).await;
+    let jobs = job_intervals(&log);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(
+        jobs[1].1 > jobs[0].1,
+        "the new leader's token is greater: {jobs:?}"
+    );
+}
