@@ -570,3 +570,89 @@ async fn a_paused_leader_loses_and_stops_its_command_when_resumed() {
         "the new leader's token is greater: {jobs:?}"
     );
 }
+
+/// `leasehold heartbeat NODE` keeps `kube-node-lease/NODE` renewed until
+/// SIGTERM, then exits 0; once it stops, the leader records the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeat_command_renews_until_stopped() {
+    let cluster = Cluster::start(3).await;
+    let eps = cluster.endpoints().join(",");
+    let client = cluster.client();
+    let mut hb = spawn_cli(
+        &eps,
+        &[
+            "heartbeat",
+            "node-x",
+            "--duration",
+            "2",
+            "--renew-every",
+            "0.5",
+        ],
+    );
+    let get = || async {
+        client
+            .get(leasehold::proto::v1::GetRequest {
+                namespace: "kube-node-lease".into(),
+                name: "node-x".into(),
+                stale: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.lease)
+    };
+    // It appears, held by the node, and its renewTime advances.
+    let d = Deadline::new("node-x lease appears", Duration::from_secs(10));
+    let first = loop {
+        if let Some(l) = get().await {
+            break l;
+        }
+        d.check("no lease yet").await;
+    };
+    let spec = first.spec.clone().expect("spec");
+    assert_eq!(spec.holder_identity, "node-x");
+    assert_eq!(spec.lease_duration_seconds, Some(2));
+    let d = Deadline::new("node-x renewed", Duration::from_secs(10));
+    loop {
+        let now = get()
+            .await
+            .and_then(|l| l.spec)
+            .map(|s| s.renew_time)
+            .unwrap_or_default();
+        if now > spec.renew_time {
+            break;
+        }
+        d.check(&now).await;
+    }
+    // Still live well past one duration: renewals keep it.
+    let d = Deadline::new("node-x still live after 2.5 s", Duration::from_secs(10));
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_millis(2_500) {
+        let l = get().await.expect("lease");
+        assert!(
+            !l.status.expect("status").expired,
+            "renewed lease marked expired"
+        );
+        d.check("live").await;
+    }
+    sigterm(&hb);
+    let out = tokio::time::timeout(Duration::from_secs(10), hb.wait())
+        .await
+        .expect("heartbeat exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(out.code(), Some(0));
+    // Without renewals the lease lapses and the leader records it.
+    let d = Deadline::new(
+        "node-x expires after the heartbeat stopped",
+        Duration::from_secs(15),
+    );
+    loop {
+        let l = get().await;
+        if l.as_ref()
+            .and_then(|l| l.status.as_ref())
+            .is_some_and(|s| s.expired)
+        {
+            break;
+        }
+        d.check(&l).await;
+    }
+}
