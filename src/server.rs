@@ -160,6 +160,10 @@ async fn watch_fatal(node: Arc<Node>, tx: tokio::sync::oneshot::Sender<String>) 
     let mut rx = node.raft.metrics();
     loop {
         if let Err(fatal) = &rx.borrow().running_state {
+            if matches!(fatal, openraft::error::Fatal::Stopped) {
+                // Our own shutdown (`Node::shutdown`), not a failure.
+                return;
+            }
             tracing::error!("raft stopped: {fatal}");
             let _ = tx.send(fatal.to_string());
             return;
