@@ -110,7 +110,7 @@ pub async fn serve_on(
         .build_v1()?;
 
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
-    tokio::spawn(watch_fatal(node.clone(), fatal_tx));
+    let fatal_watch = tokio::spawn(watch_fatal(node.clone(), fatal_tx));
     // Background work that lives exactly as long as the server.
     let mut background = tokio::task::JoinSet::new();
     background.spawn(sweeper::run(node.clone()));
@@ -146,6 +146,10 @@ pub async fn serve_on(
         .await;
     background.shutdown().await;
     node.shutdown().await;
+    // Nothing of this node may outlive the call (it holds the data
+    // directory's lock).
+    fatal_watch.abort();
+    let _ = fatal_watch.await;
     result.context("gRPC server failed")?;
     if let Ok(Some(fatal)) = stopped_rx.await {
         anyhow::bail!("node stopped: {fatal}");

@@ -853,3 +853,17 @@ async fn a_request_id_is_applied_at_most_once() {
         "{fresh:?}"
     );
 }
+
+#[test]
+fn a_data_directory_in_use_is_refused_with_a_clear_error() {
+    let dir = tempdir();
+    let held = open(dir.path());
+    let err = match store::open(dir.path()) {
+        Ok(_) => panic!("opened a data directory that is in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("in use by another leasehold process"), "{err}");
+    // Released: it opens again.
+    drop(held);
+    let _reopened = open(dir.path());
+}

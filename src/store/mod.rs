@@ -66,17 +66,48 @@ pub fn open_with(
 ) -> anyhow::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let db = sled::Config::new()
-        .path(dir.join("db"))
-        // Raft needs explicit flushes before acknowledging; sled's timer-based
-        // flush would only add background I/O.
-        .flush_every_ms(None)
-        .open()
-        .with_context(|| format!("cannot open database in {}", dir.display()))?;
+    let db = open_db(dir)?;
     check_format(&db)?;
     let log = LogStore::open(db.clone())?;
     let sm = StateMachineStore::open(db, options)?;
     Ok((log, sm))
+}
+
+/// How long to wait for another holder of the database lock (an earlier
+/// node in the same process still shutting down) before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn open_db(dir: &Path) -> anyhow::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir.join("db"))
+            // Raft needs explicit flushes before acknowledging; sled's
+            // timer-based flush would only add background I/O.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if is_lock_error(&e) => {
+                bail!(
+                    "data directory {} is in use by another leasehold process",
+                    dir.display()
+                )
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot open database in {}", dir.display())))
+            }
+        }
+    }
+}
+
+/// sled reports a held lock as an `Other` I/O error with this message.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn check_format(db: &sled::Db) -> anyhow::Result<()> {
