@@ -337,6 +337,38 @@ fn spawn_cli(eps: &str, args: &[&str]) -> tokio::process::Child {
     cmd.spawn().expect("start leasehold")
 }
 
+/// A shell job that appends `pid HOLDER PID` to `LOG.pids`, `start HOLDER
+/// TOKEN NANOS` to `LOG` when it starts, and `end HOLDER NANOS` when it is
+/// stopped with SIGTERM.
+fn recording_job(log: &Path) -> String {
+    format!(
+        "echo \"pid $LEASEHOLD_HOLDER $$\" >> {f}.pids; \
+         echo \"start $LEASEHOLD_HOLDER $LEASEHOLD_FENCING_TOKEN $(date +%s%N)\" >> {f}; \
+         trap 'echo \"end $LEASEHOLD_HOLDER $(date +%s%N)\" >> {f}; exit 0' TERM; \
+         while true; do sleep 0.1; done",
+        f = log.display()
+    )
+}
+
+/// Starts `leasehold elect LEASE --identity ID --duration 3 -- sh -c SCRIPT`.
+fn spawn_elect(eps: &str, lease: &str, id: &str, script: &str) -> tokio::process::Child {
+    spawn_cli(
+        eps,
+        &[
+            "elect",
+            lease,
+            "--identity",
+            id,
+            "--duration",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
 /// Sends SIGTERM to `child` with the system's `kill`.
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running");
@@ -354,30 +386,8 @@ async fn elect_runs_the_command_only_while_leader_and_hands_over_on_sigterm() {
     let eps = cluster.endpoints().join(",");
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("leaders.log");
-    // Records when it starts and when it is stopped.
-    let script = format!(
-        "echo \"start $LEASEHOLD_HOLDER $LEASEHOLD_FENCING_TOKEN $(date +%s%N)\" >> {f}; \
-         trap 'echo \"end $LEASEHOLD_HOLDER $(date +%s%N)\" >> {f}; exit 0' TERM; \
-         while true; do sleep 0.1; done",
-        f = log.display()
-    );
-    let elect = |id: &str| {
-        spawn_cli(
-            &eps,
-            &[
-                "elect",
-                "jobs/leader",
-                "--identity",
-                id,
-                "--duration",
-                "3",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-    };
+    let script = recording_job(&log);
+    let elect = |id: &str| spawn_elect(&eps, "jobs/leader", id, &script);
     let mut a = elect("elect-a");
     let mut b = elect("elect-b");
     let started = |n: usize| {
@@ -466,31 +476,8 @@ async fn a_paused_leader_loses_and_stops_its_command_when_resumed() {
     let eps = cluster.endpoints().join(",");
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("leaders.log");
-    // `pid HOLDER PID` lets the test pause the command's process group.
-    let script = format!(
-        "echo \"pid $LEASEHOLD_HOLDER $$\" >> {f}.pids; \
-         echo \"start $LEASEHOLD_HOLDER $LEASEHOLD_FENCING_TOKEN $(date +%s%N)\" >> {f}; \
-         trap 'echo \"end $LEASEHOLD_HOLDER $(date +%s%N)\" >> {f}; exit 0' TERM; \
-         while true; do sleep 0.1; done",
-        f = log.display()
-    );
-    let elect = |id: &str| {
-        spawn_cli(
-            &eps,
-            &[
-                "elect",
-                "jobs/paused",
-                "--identity",
-                id,
-                "--duration",
-                "3",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-    };
+    let script = recording_job(&log);
+    let elect = |id: &str| spawn_elect(&eps, "jobs/paused", id, &script);
     let mut a = elect("elect-a");
     let starts = |log: std::path::PathBuf| {
         std::fs::read_to_string(&log)
