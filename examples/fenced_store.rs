@@ -14,12 +14,15 @@
 //! 3. writer-b waits until the lease is granted to it, then writes;
 //! 4. writer-a wakes up and writes with its old token: the store refuses.
 
+#[path = "support/mod.rs"]
+mod support;
 use leasehold::client::errors::LeaseClientError;
 use leasehold::client::fence::{validity_deadline, Fence, Stale};
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::endpoints;
 
 const NS: &str = "examples";
 const NAME: &str = "fenced-store";
@@ -43,18 +46,6 @@ impl Store {
             .push(format!("{row} (token {token})"));
         Ok(())
     }
-}
-
-fn endpoints() -> Vec<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--endpoints")
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var("LEASEHOLD_ENDPOINTS").ok())
-        .unwrap_or_else(|| "127.0.0.1:7070".into())
-        .split(',')
-        .map(String::from)
-        .collect()
 }
 
 /// Acquires the lease for `holder`, waiting while someone else holds it.

@@ -15,10 +15,13 @@
 //! leads within about two seconds. Kill it with `kill -9` instead: the other
 //! copy waits for the lease to lapse (about 15 s) before it leads.
 
+#[path = "support/mod.rs"]
+mod support;
 use leasehold::client::elector::{ElectorConfig, LeaderElector, LeaderEvent};
 use leasehold::client::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::endpoints;
 
 /// The value of `--NAME VALUE` on the command line.
 fn flag(name: &str) -> Option<String> {
@@ -26,15 +29,6 @@ fn flag(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == &format!("--{name}"))
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn endpoints() -> Vec<String> {
-    flag("endpoints")
-        .or_else(|| std::env::var("LEASEHOLD_ENDPOINTS").ok())
-        .unwrap_or_else(|| "127.0.0.1:7070".into())
-        .split(',')
-        .map(String::from)
-        .collect()
 }
 
 #[tokio::main]

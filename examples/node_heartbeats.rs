@@ -14,22 +14,13 @@
 //! The leases here last 4 s and are renewed every second so the demo is
 //! quick; real node leases use the defaults (40 s, renewed every 10 s).
 
+#[path = "support/mod.rs"]
+mod support;
 use leasehold::client::heartbeat::{Heartbeat, HeartbeatConfig, NodeMonitor, NODE_LEASE_NAMESPACE};
 use leasehold::client::Client;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn endpoints() -> Vec<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--endpoints")
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var("LEASEHOLD_ENDPOINTS").ok())
-        .unwrap_or_else(|| "127.0.0.1:7070".into())
-        .split(',')
-        .map(String::from)
-        .collect()
-}
+use support::endpoints;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -574,13 +574,10 @@ pub async fn lock(endpoints: &[String], timeout: f64, args: LockArgs) -> i32 {
         Ok(g) => g,
         Err(m) => return invalid(m),
     };
-    if args.duration <= 0 {
-        return invalid(format!(
-            "--duration {} must be a positive number of seconds",
-            args.duration
-        ));
-    }
-    let d = Duration::from_secs(args.duration.unsigned_abs().into());
+    let d = match lease_duration(args.duration) {
+        Ok(d) => d,
+        Err(m) => return invalid(m),
+    };
     let holder = args.holder.clone().unwrap_or_else(default_holder);
     let client = match client(endpoints, timeout) {
         Ok(c) => c,
@@ -662,13 +659,10 @@ pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
         Ok(v) => v,
         Err(m) => return invalid(m),
     };
-    if args.duration <= 0 {
-        return invalid(format!(
-            "--duration {} must be a positive number of seconds",
-            args.duration
-        ));
-    }
-    let d = Duration::from_secs(args.duration.unsigned_abs().into());
+    let d = match lease_duration(args.duration) {
+        Ok(d) => d,
+        Err(m) => return invalid(m),
+    };
     let flag = |name: &str, v: Option<f64>, default: Duration| match v {
         Some(s) => seconds(name, s),
         None => Ok(default),
@@ -865,13 +859,10 @@ async fn wait_stopped(job: &mut Job) -> i32 {
 
 /// `leasehold heartbeat`.
 pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) -> i32 {
-    if args.duration <= 0 {
-        return invalid(format!(
-            "--duration {} must be a positive number of seconds",
-            args.duration
-        ));
-    }
-    let d = Duration::from_secs(args.duration.unsigned_abs().into());
+    let d = match lease_duration(args.duration) {
+        Ok(d) => d,
+        Err(m) => return invalid(m),
+    };
     let renew_every = match args.renew_every {
         Some(s) => match seconds("renew-every", s) {
             Ok(v) => v,
@@ -915,4 +906,14 @@ pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) 
 fn invalid(message: impl std::fmt::Display) -> i32 {
     eprintln!("error: {message}");
     EXIT_INVALID
+}
+
+/// `--duration` as a `Duration`; it must be a positive number of seconds.
+fn lease_duration(seconds: i32) -> Result<Duration, String> {
+    if seconds <= 0 {
+        return Err(format!(
+            "--duration {seconds} must be a positive number of seconds"
+        ));
+    }
+    Ok(Duration::from_secs(seconds.unsigned_abs().into()))
 }
