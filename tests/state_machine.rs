@@ -51,10 +51,20 @@ fn normal(term: u64, index: u64, at_micros: i64, command: Command) -> Entry {
         log_id: log_id(term, term, index),
         payload: EntryPayload::Normal(Proposal {
             time: t(at_micros),
+            clock_id: term,
             command,
             request_id: None,
         }),
     }
+}
+
+/// Like [`normal`], stamped by the clock `clock_id` (a process of the leader).
+fn normal_by(term: u64, clock_id: u64, index: u64, at_micros: i64, command: Command) -> Entry {
+    let mut e = normal(term, index, at_micros, command);
+    if let EntryPayload::Normal(p) = &mut e.payload {
+        p.clock_id = clock_id;
+    }
+    e
 }
 
 fn blank(term: u64, index: u64) -> Entry {
@@ -457,6 +467,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
             epoch_start: t(0),
             epoch_first_stamp: t(0),
             epoch_leader: Some(leader(1, 1)),
+            epoch_clock: 1,
         }
     );
 
@@ -473,6 +484,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
             epoch_start: t(e),
             epoch_first_stamp: t(e),
             epoch_leader: Some(leader(2, 2)),
+            epoch_clock: 2,
         }
     );
 
@@ -509,6 +521,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
             epoch_start: t(free),
             epoch_first_stamp: t(5 * SEC),
             epoch_leader: Some(leader(3, 3)),
+            epoch_clock: 3,
         }
     );
     // ... and time then advances by that leader's elapsed time, without
@@ -676,6 +689,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_a_restart() {
                 epoch_start: t(6 * SEC),
                 epoch_first_stamp: t(6 * SEC),
                 epoch_leader: Some(leader(2, 2)),
+                epoch_clock: 2,
             }
         );
         assert_eq!(sm.applied_index(), 6);
@@ -866,4 +880,51 @@ fn a_data_directory_in_use_is_refused_with_a_clear_error() {
     // Released: it opens again.
     drop(held);
     let _reopened = open(dir.path());
+}
+
+/// Regression (found by the chaos suite): a leader that restarts resumes its
+/// old term (openraft restores it), but its new process anchors its stamps
+/// on the wall clock read at start, which may disagree with the old one.
+/// Projecting the new stamps against the old epoch froze time (clock now
+/// behind) or would jump it ahead and grant leases early (clock now ahead).
+/// A new clock id starts a new epoch instead.
+#[tokio::test]
+async fn a_restarted_leader_resuming_its_term_starts_a_new_epoch() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    // Process A of leader 1 stamps 13 s ahead.
+    let skew = 13 * SEC;
+    apply1(&mut sm, normal_by(1, 100, 1, skew, acquire("x", "a", 10))).await;
+    apply1(
+        &mut sm,
+        normal_by(1, 100, 2, skew + SEC, renew("x", "a", 1)),
+    )
+    .await;
+    assert_eq!(sm.clock().now, t(skew + SEC));
+    // Process B of the same leader, same term, correct clock: 2 s later in
+    // real time its stamps read 3 s.
+    apply1(&mut sm, normal_by(1, 200, 3, 3 * SEC, renew("x", "a", 1))).await;
+    let c = sm.clock();
+    assert_eq!(c.epoch_clock, 200);
+    assert_eq!(
+        c.epoch_start,
+        t(skew + SEC),
+        "time neither jumps nor goes back"
+    );
+    // Time then advances by B's elapsed time: not frozen for 13 s.
+    apply1(&mut sm, normal_by(1, 200, 4, 5 * SEC, renew("x", "a", 1))).await;
+    assert_eq!(sm.clock().now, t(skew + 3 * SEC));
+
+    // The other way round: process C stamps 30 s ahead of B. The epoch
+    // starts at its stamp, and a tenure renewed just before gets a full
+    // duration from there: no lease is handed over early.
+    let ahead = 5 * SEC + 30 * SEC;
+    let r = apply1(&mut sm, normal_by(1, 300, 5, ahead, acquire("x", "b", 10))).await;
+    assert!(matches!(refused(&r), LeaseError::Held { .. }), "{r:?}");
+    let r = apply1(
+        &mut sm,
+        normal_by(1, 300, 6, ahead + 10 * SEC - 1, acquire("x", "b", 10)),
+    )
+    .await;
+    assert!(matches!(refused(&r), LeaseError::Held { .. }), "{r:?}");
 }

@@ -19,6 +19,13 @@ pub struct Proposal {
     /// never substitute their own clock; the state machine keeps its time
     /// monotonic with `max(previous, time)`.
     pub time: Timestamp,
+    /// Which clock stamped `time`: a random number the proposing process
+    /// chose when it started. Stamps with the same clock id were read from
+    /// one monotonic clock, so their differences are elapsed time; a leader
+    /// that restarts and resumes its old term (openraft lets it) stamps with
+    /// a new clock id, which starts a new epoch (see
+    /// `store::state_machine::advance_clock`).
+    pub clock_id: u64,
     /// What to do.
     pub command: Command,
     /// The client's idempotency key, if it sent one: a command with a key

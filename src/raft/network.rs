@@ -199,6 +199,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal {
                 time: Timestamp::from_micros(0),
+                clock_id: 0,
                 command: Command::Renew {
                     key: LeaseKey::new("ns", "a"),
                     holder: "h".repeat(holder_len),

@@ -105,6 +105,8 @@ pub struct Node {
     pub sm: StateMachineStore,
     /// Channels to peers, shared with the Raft network and forwarding.
     pub channels: Channels,
+    /// What proposals are stamped with.
+    pub clock: StampClock,
 }
 
 /// Longest accepted request id.
@@ -122,8 +124,54 @@ fn validate_request_id(id: &str) -> Result<(), LeaseError> {
     Ok(())
 }
 
-fn wall_clock_now() -> Timestamp {
-    Timestamp::from_datetime(chrono::Utc::now())
+/// The clock a leader stamps proposals with: the wall clock read once, when
+/// the process starts, advanced by the monotonic clock.
+///
+/// Within one leader's epoch the state machine's time advances by the
+/// difference between stamps, so stamps must measure elapsed time faithfully:
+/// a wall clock stepped forward by NTP or by hand while this node leads
+/// would otherwise hand out leases early. `CLOCK_MONOTONIC` cannot be
+/// stepped. The wall-clock reading at start only places the epoch on the
+/// calendar; an epoch whose first stamp is ahead of the state machine's time
+/// moves time forward (tenures are then extended, never shortened), one that
+/// is behind leaves it where it is. A wall clock corrected after start takes
+/// effect on the next restart. Each process's clock has its own id, so a
+/// restarted leader (whose new anchor may disagree with the old one) starts
+/// a new epoch even in its old term.
+#[derive(Debug, Clone, Copy)]
+pub struct StampClock {
+    wall: Timestamp,
+    at: std::time::Instant,
+    id: u64,
+}
+
+impl StampClock {
+    /// Anchors on the wall clock now.
+    pub fn new() -> Self {
+        StampClock {
+            wall: Timestamp::from_datetime(chrono::Utc::now()),
+            at: std::time::Instant::now(),
+            id: uuid::Uuid::new_v4().as_u64_pair().0,
+        }
+    }
+
+    /// This clock's identity (random, chosen at start): what
+    /// [`Proposal::clock_id`] carries.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The anchor's wall time plus the monotonic time elapsed since.
+    pub fn now(&self) -> Timestamp {
+        let elapsed = i64::try_from(self.at.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.wall.plus_micros(elapsed)
+    }
+}
+
+impl Default for StampClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Node {
@@ -171,6 +219,7 @@ impl Node {
             raft,
             sm,
             channels,
+            clock: StampClock::new(),
         });
         if !cfg.join {
             node.bootstrap(&cfg).await?;
@@ -281,7 +330,8 @@ impl Node {
             });
         }
         let proposal = Proposal {
-            time: wall_clock_now(),
+            time: self.clock.now(),
+            clock_id: self.clock.id(),
             command,
             request_id,
         };

@@ -46,9 +46,11 @@ pub async fn sweep(node: &Node) -> Result<usize, NodeError> {
     // own epoch that is the projection of our clock; before our first
     // command it is at least the current state machine time.
     let clock = node.sm.clock();
-    let wall = Timestamp::from_datetime(chrono::Utc::now());
+    let wall = node.clock.now();
     let now = match clock.epoch_leader {
-        Some(l) if l.node_id == node.id => clock.project(wall),
+        Some(l) if l.node_id == node.id && clock.epoch_clock == node.clock.id() => {
+            clock.project(wall)
+        }
         _ => clock.now.max(wall),
     };
     let expiring = node.sm.due_expiries(now, SWEEP_BATCH);

@@ -26,7 +26,7 @@ use std::path::Path;
 
 /// Version of everything this module writes. A node refuses to open a data
 /// directory written with another version rather than misread it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const FORMAT_KEY: &[u8] = b"format_version";
 

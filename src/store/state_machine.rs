@@ -57,6 +57,8 @@ pub struct SmClock {
     pub epoch_first_stamp: Timestamp,
     /// The leader whose commands are being applied.
     pub epoch_leader: Option<CommittedLeaderId<NodeId>>,
+    /// The clock that leader stamps with ([`Proposal::clock_id`]).
+    pub epoch_clock: u64,
 }
 
 impl SmClock {
@@ -450,10 +452,21 @@ fn put_meta(batch: &mut sled::Batch, meta: &SmMeta) -> Result<(), bincode::Error
 /// new epoch has passed, see `lease::apply`). Within an epoch, time advances
 /// by the leader's elapsed time since the epoch's first stamp, so only the
 /// leader's clock *rate* matters: a leader whose clock is behind does not
-/// freeze time until its clock catches up.
-pub fn advance_clock(clock: &mut SmClock, stamped: Timestamp, leader: CommittedLeaderId<NodeId>) {
-    if clock.epoch_leader != Some(leader) {
+/// freeze time until its clock catches up. An epoch is one leader's term
+/// *and* one clock ([`Proposal::clock_id`]): a leader that restarts and
+/// resumes its term reads a new wall-clock anchor, which may disagree with
+/// the old one by anything (a clock stepped while it was down); projecting
+/// its stamps against the old anchor would freeze time or, worse, jump it
+/// forward and hand out leases early.
+pub fn advance_clock(
+    clock: &mut SmClock,
+    stamped: Timestamp,
+    clock_id: u64,
+    leader: CommittedLeaderId<NodeId>,
+) {
+    if clock.epoch_leader != Some(leader) || clock.epoch_clock != clock_id {
         clock.epoch_leader = Some(leader);
+        clock.epoch_clock = clock_id;
         clock.epoch_start = clock.now.max(stamped);
         clock.epoch_first_stamp = stamped;
         clock.now = clock.epoch_start;
@@ -492,7 +505,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     CommandResponse::None
                 }
                 EntryPayload::Normal(proposal) => {
-                    advance_clock(&mut meta.clock, proposal.time, entry.log_id.leader_id);
+                    advance_clock(
+                        &mut meta.clock,
+                        proposal.time,
+                        proposal.clock_id,
+                        entry.log_id.leader_id,
+                    );
                     let ctx = ApplyContext {
                         revision: entry.log_id.index,
                         now: meta.clock.now,
