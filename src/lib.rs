@@ -15,10 +15,13 @@
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
 //! - [`client`]: a small Rust client with endpoint failover, used by the CLI.
 //! - [`proto`]: generated code.
+//! - [`chaos`]: the chaos suite (workload, faults, history, checker), run by
+//!   `leasehold-chaos` and `tests/chaos.rs`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod identity;

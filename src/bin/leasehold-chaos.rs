@@ -1,0 +1,221 @@
+//! `leasehold-chaos`: runs the chaos suite against a three-node cluster and
+//! checks the recorded history. See ARCHITECTURE.md ("Chaos suite").
+//!
+//! Exit codes: 0 the checker found no anomaly (with `--expect-anomalies`:
+//! it found some, as the negative control must), 1 the opposite, 2 the run
+//! could not be set up.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use leasehold::chaos::backend::Backend;
+use leasehold::chaos::faults::FaultKind;
+use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
+use leasehold::chaos::run::{run, RunConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "leasehold-chaos",
+    version,
+    about = "Chaos tests for a Leasehold cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the workload with faults, then check the history.
+    Run(RunArgs),
+    /// List the fault kinds.
+    Faults,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    /// Start three `leasehold serve` processes on loopback.
+    Local,
+    /// Use the docker-compose cluster (cluster/chaos.sh starts it).
+    Docker,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where the nodes run.
+    #[arg(long, value_enum, default_value = "local")]
+    backend: BackendKind,
+    /// Seconds of faults (the workload runs on while the last one heals).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Comma-separated fault kinds (default: all; see `leasehold-chaos faults`).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<FaultKind>,
+    /// Let the register accept stale tokens: the negative control.
+    #[arg(long)]
+    no_fencing: bool,
+    /// Succeed only if the checker finds anomalies (for the negative control).
+    #[arg(long)]
+    expect_anomalies: bool,
+    /// Seed of the workload's and the scheduler's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Leases they contend for.
+    #[arg(long, default_value_t = 4)]
+    leases: u32,
+    /// Lease duration, seconds.
+    #[arg(long, default_value_t = 2)]
+    lease_seconds: i32,
+    /// Minimum successful operations per second.
+    #[arg(long, default_value_t = 10.0)]
+    min_rate: f64,
+    /// Output directory (default target/chaos/<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The `leasehold` binary for the local backend (default: next to this one).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber_init();
+    match cli.cmd {
+        Cmd::Faults => {
+            for k in FaultKind::ALL {
+                println!("{k}");
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Run(args) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("leasehold-chaos: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            rt.block_on(run_cmd(args))
+        }
+    }
+}
+
+fn tracing_subscriber_init() {
+    // The library logs through `tracing`; without a subscriber nothing is
+    // printed, which is what a report-producing tool wants. Set
+    // LEASEHOLD_CHAOS_LOG=1 to see the scheduler's progress on stderr.
+    if let Some(filter) = std::env::var_os("LEASEHOLD_CHAOS_LOG") {
+        let filter = filter.to_string_lossy().to_string();
+        let filter = if filter == "1" {
+            "info".to_string()
+        } else {
+            filter
+        };
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+async fn run_cmd(a: RunArgs) -> ExitCode {
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/chaos").join(chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string())
+    });
+    let mut cfg = RunConfig::new(Duration::from_secs(a.duration), out.clone());
+    if !a.faults.is_empty() {
+        cfg.faults = a.faults.clone();
+    }
+    cfg.fencing = !a.no_fencing;
+    cfg.seed = a.seed;
+    cfg.workers = a.workers;
+    cfg.leases = a.leases;
+    cfg.lease_seconds = a.lease_seconds;
+    cfg.min_rate = a.min_rate;
+    if a.workers == 0 || a.leases == 0 || a.lease_seconds < 1 {
+        eprintln!("leasehold-chaos: --workers, --leases and --lease-seconds must be positive");
+        return ExitCode::from(2);
+    }
+    let backend: Arc<dyn Backend> = match a.backend {
+        BackendKind::Local => {
+            let bin = match a.bin.clone().or_else(sibling_leasehold) {
+                Some(b) => b,
+                None => {
+                    eprintln!("leasehold-chaos: cannot find the leasehold binary; pass --bin");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = LocalOptions {
+                bin,
+                root: out.join("nodes"),
+                nodes: 3,
+                heartbeat_ms: 100,
+                election_timeout_ms: (300, 600),
+                faketime: find_faketime(),
+            };
+            let b = match LocalBackend::new(opts) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("leasehold-chaos: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = b.start_all().await {
+                eprintln!("leasehold-chaos: {e}");
+                return ExitCode::from(2);
+            }
+            Arc::new(b)
+        }
+        BackendKind::Docker => match docker_backend() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("leasehold-chaos: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    eprintln!(
+        "leasehold-chaos: {} backend, {} s of faults, output in {}",
+        backend.name(),
+        a.duration,
+        out.display()
+    );
+    let report = match run(&cfg, backend).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("leasehold-chaos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.summary());
+    match (report.clean(), a.expect_anomalies) {
+        (true, false) => ExitCode::SUCCESS,
+        (false, true) => {
+            println!("negative control: the checker caught the unfenced writes, as it must");
+            ExitCode::SUCCESS
+        }
+        (true, true) => {
+            println!("negative control FAILED: anomalies were expected and none was found");
+            ExitCode::from(1)
+        }
+        (false, false) => {
+            println!("FAILED: see {}", out.join("anomalies.txt").display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn sibling_leasehold() -> Option<PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    let p = me.parent()?.join("leasehold");
+    p.exists().then_some(p)
+}
+
+fn docker_backend() -> Result<Arc<dyn Backend>, String> {
+    Err("the docker backend is not built yet".into())
+}

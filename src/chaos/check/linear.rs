@@ -1,0 +1,2094 @@
+//! Per-lease linearizability: is there one order of a lease's operations,
+//! consistent with real time, in which a single copy of the lease (the model
+//! below) gives every recorded answer?
+//!
+//! # Why a search, and why per lease
+//! Raft promises that every command is applied in one log order and that a
+//! client's answer reflects the state at its log position. From the outside
+//! we only see intervals (invocation, completion) and answers, so the check
+//! is the classic one of Wing & Gong, with Lowe's memoization (the approach
+//! porcupine and Knossos take): depth-first search over the operations that
+//! may come next, backtracking when the model refuses an answer, and never
+//! visiting the same configuration (set of linearized operations + model
+//! state) twice. Leases are independent in the state machine, so the history
+//! is checked one lease at a time (linearizability is compositional), which
+//! keeps every search small.
+//!
+//! # The model
+//! One lease: whether it exists, its holder, its fencing token, whether the
+//! leader recorded the tenure as expired (`marked`), and the highest token
+//! seen so far. Time never enters it: whether a tenure had lapsed when
+//! another holder was granted the lease, or when a renew answered
+//! `Lost(Expired)`, is judged by other properties with the run's clock. The
+//! model only checks what must hold in any log order: tokens of new tenures
+//! grow, answers name the holder and token that were current, a renew never
+//! succeeds after a read showed the tenure marked expired, and so on.
+//!
+//! An acquire whose outcome is unknown may have started a tenure whose token
+//! nobody saw: the model then carries the token as `Unknown { gt }` (it is a
+//! log index, so greater than every token granted before) until an answer
+//! names it.
+//!
+//! # Which operations the search sees
+//! - Failed operations changed nothing: dropped. So are unknown reads (reads
+//!   have no effect) and unknown renews (a renew only moves `renewTime`,
+//!   which the model does not track).
+//! - Unknown acquires and releases are *optional*: they may be linearized at
+//!   any point after their invocation, or never.
+//! - Everything else is *required*: linearized exactly once, inside its
+//!   interval.
+//!
+//! # Representation
+//! Required operations are sorted by invocation. A configuration is the
+//! frontier (every required op below it is linearized), the small sorted set
+//! of linearized required ops above it, the set of linearized optional ops
+//! and the model state. Every op linearized above the frontier was invoked
+//! before the frontier op completed, so that set stays as small as the
+//! history's concurrency and the memo key is not O(history) bits. Keys are
+//! stored whole: a hash collision taken for "already visited" would report a
+//! violation that is not there.
+
+use crate::chaos::history::{secs, Lost, Nanos, Op, OpKind, Outcome};
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// What the checker concluded about one lease's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A linearization exists. `steps` = search steps used.
+    Linearizable {
+        /// Model steps attempted.
+        steps: u64,
+    },
+    /// No linearization exists. `explanation` is a human-readable multi-line
+    /// text: the longest linearizable prefix found (how many ops), the model
+    /// state at that deepest point, and the ops that were candidates next
+    /// and why the model refused each. `ops` = ids of the ops involved in the
+    /// explanation.
+    Violation {
+        /// Multi-line text for the report.
+        explanation: String,
+        /// Ids of the ops the explanation names.
+        ops: Vec<u64>,
+    },
+    /// The search used up its budget without deciding. Counts as a failure
+    /// for the caller.
+    Undecided {
+        /// Model steps attempted (the budget).
+        steps: u64,
+    },
+}
+
+impl Verdict {
+    /// Whether a linearization was found.
+    pub fn is_linearizable(&self) -> bool {
+        matches!(self, Verdict::Linearizable { .. })
+    }
+}
+
+/// Checks one lease's operations (in any order) for linearizability against
+/// the lease model, attempting at most `budget_steps` model steps.
+pub fn check_lease(ops: &[Op], budget_steps: u64) -> Verdict {
+    Search::new(ops, budget_steps).run()
+}
+
+/// How many recently linearized ops a violation report shows.
+const RECENT_OPS: usize = 8;
+
+// ---------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------
+
+/// A holder identity, interned: the search compares and hashes it often.
+type HolderId = u32;
+
+/// The current tenure's fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Tok {
+    /// Known exactly.
+    Known(u64),
+    /// Granted by an acquire whose answer was lost: the real token is
+    /// greater than `gt`.
+    Unknown { gt: u64 },
+}
+
+/// One lease, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct State {
+    exists: bool,
+    holder: Option<HolderId>,
+    token: Tok,
+    /// The leader recorded that the tenure expired (`status.expired`). Set
+    /// lazily, when a read shows it: the Expire command is not in the
+    /// history.
+    marked: bool,
+    /// The highest token granted so far (tokens of new tenures grow).
+    max_token: u64,
+}
+
+impl State {
+    const INITIAL: State = State {
+        exists: false,
+        holder: None,
+        token: Tok::Known(0),
+        marked: false,
+        max_token: 0,
+    };
+
+    /// Whether the current token can be `t`. An unknown token that can be
+    /// `t` becomes known: every later answer must agree with this one.
+    fn match_token(&mut self, t: u64) -> bool {
+        match self.token {
+            Tok::Known(k) => k == t,
+            Tok::Unknown { gt } => {
+                if t > gt {
+                    self.token = Tok::Known(t);
+                    self.max_token = self.max_token.max(t);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Why a renew or release was refused, in the model's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LostWhy {
+    NoHolder,
+    Other(HolderId),
+    Stale(u64),
+    Expired,
+}
+
+/// An operation together with its answer: what the model must explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Effect {
+    /// Acquire answered `Acquired`.
+    Acquired {
+        holder: HolderId,
+        token: u64,
+        newly: bool,
+    },
+    /// Acquire answered `Held { holder: by }`.
+    Held { holder: HolderId, by: HolderId },
+    /// Acquire whose outcome is unknown (optional).
+    AcquireMaybe { holder: HolderId },
+    /// Renew answered `Renewed`.
+    Renewed { holder: HolderId, token: u64 },
+    /// Release answered `Released`, or its outcome is unknown (optional).
+    Released { holder: HolderId, token: u64 },
+    /// Renew or release answered `Lost`.
+    Lost {
+        holder: HolderId,
+        token: u64,
+        why: LostWhy,
+    },
+    /// Renew, release or get answered `NotFound`.
+    NotFound,
+    /// Get answered with the lease.
+    Read {
+        holder: Option<HolderId>,
+        token: u64,
+        expired: bool,
+    },
+    /// An answer this operation cannot give (e.g. acquire -> renewed).
+    Impossible,
+}
+
+/// Why the model refused a step. Rendered against the state it was refused
+/// in (see [`Names::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Impossible,
+    Missing,
+    Exists,
+    /// The holder is not the one the answer needs.
+    Holder,
+    /// An answer naming the caller as "another" holder.
+    NamesSelf,
+    /// The token is not the one the answer needs.
+    Token(u64),
+    /// A new tenure's token does not exceed the tokens granted before.
+    NotNewer(u64),
+    /// The leader recorded the tenure as expired.
+    Marked,
+    /// A stale-token answer naming the caller's own token.
+    StaleIsOwn,
+    /// A lease with no holder reads token 0 and not expired.
+    ReleasedView,
+}
+
+/// One model step: the state after `effect`, or why it cannot happen in
+/// state `s`. The whole of the model is in this function.
+fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
+    let mut n = *s;
+    match *effect {
+        Effect::Acquired {
+            holder,
+            token,
+            newly: false,
+        } => {
+            // The caller held a live tenure: acquire acted as a renewal.
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            if s.holder != Some(holder) {
+                return Err(Refusal::Holder);
+            }
+            if s.marked {
+                return Err(Refusal::Marked);
+            }
+            if !n.match_token(token) {
+                return Err(Refusal::Token(token));
+            }
+            Ok(n)
+        }
+        Effect::Acquired {
+            holder,
+            token,
+            newly: true,
+        } => {
+            // Whether the previous tenure had lapsed is a matter of time,
+            // checked elsewhere; here only the token order matters.
+            let above_unknown = match s.token {
+                Tok::Unknown { gt } => token > gt,
+                Tok::Known(_) => true,
+            };
+            if token <= s.max_token || !above_unknown {
+                return Err(Refusal::NotNewer(token));
+            }
+            Ok(State {
+                exists: true,
+                holder: Some(holder),
+                token: Tok::Known(token),
+                marked: false,
+                max_token: token,
+            })
+        }
+        Effect::Held { holder, by } => {
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            if by == holder {
+                return Err(Refusal::NamesSelf);
+            }
+            if s.holder != Some(by) {
+                return Err(Refusal::Holder);
+            }
+            Ok(n)
+        }
+        Effect::AcquireMaybe { holder } => {
+            // A new tenure whose token nobody saw. (A same-tenure renewal
+            // changes nothing in the model: the same as not linearizing.)
+            Ok(State {
+                exists: true,
+                holder: Some(holder),
+                token: Tok::Unknown { gt: s.max_token },
+                marked: false,
+                max_token: s.max_token,
+            })
+        }
+        Effect::Renewed { holder, token } => {
+            if s.holder != Some(holder) {
+                return Err(Refusal::Holder);
+            }
+            if !n.match_token(token) {
+                return Err(Refusal::Token(token));
+            }
+            if s.marked {
+                return Err(Refusal::Marked);
+            }
+            Ok(n)
+        }
+        Effect::Released { holder, token } => {
+            // Release is allowed after expiry: it gives up only the caller's
+            // own tenure.
+            if s.holder != Some(holder) {
+                return Err(Refusal::Holder);
+            }
+            if !n.match_token(token) {
+                return Err(Refusal::Token(token));
+            }
+            n.holder = None;
+            n.token = Tok::Known(0);
+            n.marked = false;
+            Ok(n)
+        }
+        Effect::Lost { holder, token, why } => match why {
+            LostWhy::NoHolder => {
+                if !s.exists {
+                    return Err(Refusal::Missing);
+                }
+                if s.holder.is_some() {
+                    return Err(Refusal::Holder);
+                }
+                Ok(n)
+            }
+            LostWhy::Other(by) => {
+                if by == holder {
+                    return Err(Refusal::NamesSelf);
+                }
+                if s.holder != Some(by) {
+                    return Err(Refusal::Holder);
+                }
+                Ok(n)
+            }
+            LostWhy::Stale(current) => {
+                if s.holder != Some(holder) {
+                    return Err(Refusal::Holder);
+                }
+                if current == token {
+                    return Err(Refusal::StaleIsOwn);
+                }
+                if !n.match_token(current) {
+                    return Err(Refusal::Token(current));
+                }
+                Ok(n)
+            }
+            LostWhy::Expired => {
+                // Expiry is time-based: it can be answered before the leader
+                // marks the tenure, and a leader change can even extend the
+                // tenure again, so this sets nothing.
+                if s.holder != Some(holder) {
+                    return Err(Refusal::Holder);
+                }
+                if !n.match_token(token) {
+                    return Err(Refusal::Token(token));
+                }
+                Ok(n)
+            }
+        },
+        Effect::NotFound => {
+            if s.exists {
+                return Err(Refusal::Exists);
+            }
+            Ok(n)
+        }
+        Effect::Read {
+            holder,
+            token,
+            expired,
+        } => {
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            if s.holder != holder {
+                return Err(Refusal::Holder);
+            }
+            if holder.is_none() {
+                if token != 0 || expired {
+                    return Err(Refusal::ReleasedView);
+                }
+                return Ok(n);
+            }
+            if !n.match_token(token) {
+                return Err(Refusal::Token(token));
+            }
+            if expired {
+                n.marked = true;
+            } else if s.marked {
+                return Err(Refusal::Marked);
+            }
+            Ok(n)
+        }
+        Effect::Impossible => Err(Refusal::Impossible),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Preparing the history
+// ---------------------------------------------------------------------------
+
+/// One operation as the search sees it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Index into the caller's slice (for reports).
+    op: usize,
+    invoke: Nanos,
+    /// `Nanos::MAX` for optional ops; never before `invoke`.
+    complete: Nanos,
+    effect: Effect,
+}
+
+/// What the search makes of one recorded op.
+enum Role {
+    Ignored,
+    Required(Effect),
+    Optional(Effect),
+}
+
+/// Holder names, interned.
+struct Names<'a> {
+    ids: HashMap<&'a str, HolderId>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn id(&mut self, name: &'a str) -> HolderId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        // More than 2^32 distinct holders cannot occur in one history; if
+        // it did, ids would merely collide into "?" in reports.
+        let id = HolderId::try_from(self.names.len()).unwrap_or(HolderId::MAX);
+        self.names.push(name);
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn name(&self, id: HolderId) -> &str {
+        self.names.get(id as usize).copied().unwrap_or("?")
+    }
+
+    fn role(&mut self, op: &'a Op) -> Role {
+        if matches!(op.outcome, Outcome::Failed { .. }) {
+            return Role::Ignored;
+        }
+        let effect = match (&op.kind, &op.outcome) {
+            (OpKind::Get, Outcome::Unknown { .. }) => return Role::Ignored,
+            (OpKind::Renew { .. }, Outcome::Unknown { .. }) => return Role::Ignored,
+            (OpKind::Acquire { holder, .. }, Outcome::Unknown { .. }) => {
+                return Role::Optional(Effect::AcquireMaybe {
+                    holder: self.id(holder),
+                })
+            }
+            (OpKind::Release { holder, token }, Outcome::Unknown { .. }) => {
+                return Role::Optional(Effect::Released {
+                    holder: self.id(holder),
+                    token: *token,
+                })
+            }
+            (OpKind::Acquire { holder, .. }, Outcome::Acquired { token, newly }) => {
+                Effect::Acquired {
+                    holder: self.id(holder),
+                    token: *token,
+                    newly: *newly,
+                }
+            }
+            (OpKind::Acquire { holder: h, .. }, Outcome::Held { holder: by }) => Effect::Held {
+                holder: self.id(h),
+                by: self.id(by),
+            },
+            (OpKind::Renew { holder, token }, Outcome::Renewed) => Effect::Renewed {
+                holder: self.id(holder),
+                token: *token,
+            },
+            (OpKind::Release { holder, token }, Outcome::Released) => Effect::Released {
+                holder: self.id(holder),
+                token: *token,
+            },
+            (
+                OpKind::Renew { holder, token } | OpKind::Release { holder, token },
+                Outcome::Lost(lost),
+            ) => Effect::Lost {
+                holder: self.id(holder),
+                token: *token,
+                why: match lost {
+                    Lost::NoHolder => LostWhy::NoHolder,
+                    Lost::OtherHolder { holder: by } => LostWhy::Other(self.id(by)),
+                    Lost::StaleToken { current } => LostWhy::Stale(*current),
+                    Lost::Expired => LostWhy::Expired,
+                },
+            },
+            (OpKind::Renew { .. } | OpKind::Release { .. } | OpKind::Get, Outcome::NotFound) => {
+                Effect::NotFound
+            }
+            (OpKind::Get, Outcome::Read(view)) => Effect::Read {
+                holder: view.holder.as_deref().map(|h| self.id(h)),
+                token: view.token,
+                expired: view.expired,
+            },
+            _ => Effect::Impossible,
+        };
+        Role::Required(effect)
+    }
+
+    fn token(&self, t: Tok) -> String {
+        match t {
+            Tok::Known(k) => k.to_string(),
+            Tok::Unknown { gt } => format!("unknown (> {gt})"),
+        }
+    }
+
+    fn state(&self, s: &State) -> String {
+        if !s.exists {
+            return "the lease does not exist".to_string();
+        }
+        let holder = match s.holder {
+            Some(h) => format!(
+                "held by {} with token {}",
+                self.name(h),
+                self.token(s.token)
+            ),
+            None => "no holder".to_string(),
+        };
+        let marked = if s.marked { ", recorded expired" } else { "" };
+        format!(
+            "{holder}{marked}; highest token granted so far {}",
+            s.max_token
+        )
+    }
+
+    fn refusal(&self, s: &State, r: Refusal) -> String {
+        let current = match s.holder {
+            Some(h) => format!(
+                "lease is held by {} with token {}",
+                self.name(h),
+                self.token(s.token)
+            ),
+            None if s.exists => "lease has no holder".to_string(),
+            None => "the lease does not exist".to_string(),
+        };
+        match r {
+            Refusal::Impossible => "this operation cannot give this answer".to_string(),
+            Refusal::Missing => "the lease does not exist".to_string(),
+            Refusal::Exists => "the lease exists".to_string(),
+            Refusal::Holder => current,
+            Refusal::NamesSelf => "the answer names the caller itself as the other holder".to_string(),
+            Refusal::Token(t) => format!("{current}, not {t}"),
+            Refusal::NotNewer(t) => format!(
+                "a new tenure's token {t} must exceed every token granted before (highest {}, current {})",
+                s.max_token,
+                self.token(s.token)
+            ),
+            Refusal::Marked => format!("{current}, and that tenure was recorded expired"),
+            Refusal::StaleIsOwn => "a stale-token answer names the caller's own token".to_string(),
+            Refusal::ReleasedView => {
+                "a lease with no holder reads token 0 and not expired".to_string()
+            }
+        }
+    }
+}
+
+/// Formats a recorded op for reports, e.g. `op 12 worker 3
+/// renew(holder=w3-0, token=57) -> renewed [1.000000s, 1.002000s]`.
+fn describe(op: &Op) -> String {
+    let call = match &op.kind {
+        OpKind::Acquire { holder, .. } => format!("acquire(holder={holder})"),
+        OpKind::Renew { holder, token } => format!("renew(holder={holder}, token={token})"),
+        OpKind::Release { holder, token } => format!("release(holder={holder}, token={token})"),
+        OpKind::Get => "get()".to_string(),
+    };
+    let answer = match &op.outcome {
+        Outcome::Acquired { token, newly } => {
+            format!("acquired(token={token}, newly={newly})")
+        }
+        Outcome::Held { holder } => format!("held(by={holder})"),
+        Outcome::Renewed => "renewed".to_string(),
+        Outcome::Released => "released".to_string(),
+        Outcome::Lost(Lost::NoHolder) => "lost(no holder)".to_string(),
+        Outcome::Lost(Lost::OtherHolder { holder }) => format!("lost(other holder {holder})"),
+        Outcome::Lost(Lost::StaleToken { current }) => {
+            format!("lost(stale token, current {current})")
+        }
+        Outcome::Lost(Lost::Expired) => "lost(expired)".to_string(),
+        Outcome::Read(v) => format!(
+            "read(holder={}, token={}, expired={})",
+            v.holder.as_deref().unwrap_or("none"),
+            v.token,
+            v.expired
+        ),
+        Outcome::NotFound => "not found".to_string(),
+        Outcome::Failed { code, .. } => format!("failed({code})"),
+        Outcome::Unknown { code, .. } => format!("unknown({code})"),
+    };
+    let complete = match op.effective_complete() {
+        Nanos::MAX => "never".to_string(),
+        t => format!("{:.6}s", secs(t)),
+    };
+    format!(
+        "op {} worker {} {call} -> {answer} [{:.6}s, {complete}]",
+        op.id,
+        op.worker,
+        secs(op.invoke)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The search
+// ---------------------------------------------------------------------------
+
+/// An op the search may linearize next: an index into the required or the
+/// optional ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cand {
+    Req(usize),
+    Opt(usize),
+}
+
+/// How to undo the step that produced a frame's configuration.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    cand: Cand,
+    prev_state: State,
+    prev_frontier: usize,
+}
+
+impl Undo {
+    /// The state before the step, if the step was an optional op.
+    fn before_optional(self) -> Option<State> {
+        matches!(self.cand, Cand::Opt(_)).then_some(self.prev_state)
+    }
+}
+
+/// One level of the explicit DFS stack: the configuration reached by
+/// `undo` (none for the root), and its candidates `cands[start..end]`, of
+/// which those before `cursor` were tried.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    start: usize,
+    cursor: usize,
+    end: usize,
+    undo: Option<Undo>,
+}
+
+/// A memoized configuration. Exact: `rest` holds the linearized required
+/// ops above the frontier, then the optional-op bitset (whose length is the
+/// same for every key, so the split is unambiguous).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    frontier: usize,
+    state: State,
+    /// Set when the configuration was reached by an optional op: the state
+    /// before it, which restricts what may follow.
+    before_optional: Option<State>,
+    rest: Box<[u64]>,
+}
+
+/// The deepest configuration reached: where a violation is explained.
+#[derive(Debug, Clone)]
+struct Deepest {
+    count: usize,
+    at_step: u64,
+    state: State,
+    frontier: usize,
+    above: Vec<usize>,
+    opt_bits: Vec<u64>,
+    recent: Vec<Cand>,
+}
+
+/// FxHash-style hasher: the memo hashes short keys of small integers
+/// millions of times, and it needs no DoS resistance.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+struct Search<'a> {
+    ops: &'a [Op],
+    names: Names<'a>,
+    /// Required ops, by invocation.
+    req: Vec<Entry>,
+    /// Optional ops, by invocation.
+    opt: Vec<Entry>,
+    /// For each optional op, the previous optional op with the same effect.
+    /// Once both are invoked they are interchangeable, so only the earliest
+    /// unlinearized one of each class is ever a candidate: this keeps
+    /// retried unknown acquires from multiplying the search.
+    opt_class_prev: Vec<Option<usize>>,
+    ignored: usize,
+
+    // The current configuration.
+    state: State,
+    frontier: usize,
+    /// Linearized required ops at or above the frontier, ascending.
+    above: Vec<usize>,
+    lin_req: Vec<bool>,
+    opt_bits: Vec<u64>,
+
+    memo: HashSet<Key, BuildHasherDefault<FastHasher>>,
+    frames: Vec<Frame>,
+    cands: Vec<Cand>,
+    /// Scratch buffers of [`Search::push_frame`], kept to avoid allocating.
+    raw: Vec<Cand>,
+    refused: Vec<Cand>,
+    steps: u64,
+    budget: u64,
+    deepest: Option<Deepest>,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [Op], budget: u64) -> Self {
+        let mut names = Names {
+            ids: HashMap::new(),
+            names: Vec::new(),
+        };
+        let mut req = Vec::new();
+        let mut opt = Vec::new();
+        let mut ignored = 0;
+        for (i, op) in ops.iter().enumerate() {
+            match names.role(op) {
+                Role::Ignored => ignored += 1,
+                Role::Required(effect) => req.push(Entry {
+                    op: i,
+                    invoke: op.invoke,
+                    // A clock cannot run backwards; if a record says so,
+                    // read it as an instant op rather than an empty interval.
+                    complete: op.complete.max(op.invoke),
+                    effect,
+                }),
+                Role::Optional(effect) => opt.push(Entry {
+                    op: i,
+                    invoke: op.invoke,
+                    complete: Nanos::MAX,
+                    effect,
+                }),
+            }
+        }
+        let order = |e: &Entry| (e.invoke, e.complete, ops[e.op].id, e.op);
+        req.sort_by_key(order);
+        opt.sort_by_key(order);
+        let mut last_of_class: HashMap<Effect, usize> = HashMap::new();
+        let opt_class_prev = opt
+            .iter()
+            .enumerate()
+            .map(|(i, e)| last_of_class.insert(e.effect, i))
+            .collect();
+        let n_req = req.len();
+        let opt_words = opt.len().div_ceil(64);
+        Search {
+            ops,
+            names,
+            req,
+            opt,
+            opt_class_prev,
+            ignored,
+            state: State::INITIAL,
+            frontier: 0,
+            above: Vec::new(),
+            lin_req: vec![false; n_req],
+            opt_bits: vec![0; opt_words],
+            memo: HashSet::default(),
+            frames: Vec::new(),
+            cands: Vec::new(),
+            raw: Vec::new(),
+            refused: Vec::new(),
+            steps: 0,
+            budget,
+            deepest: None,
+        }
+    }
+
+    fn run(mut self) -> Verdict {
+        if self.req.is_empty() {
+            return Verdict::Linearizable { steps: 0 };
+        }
+        self.memo.insert(self.key(None));
+        if let Err(undecided) = self.push_frame(None) {
+            return undecided;
+        }
+        loop {
+            let Some(top) = self.frames.last_mut() else {
+                return self.violation();
+            };
+            if top.cursor == top.end {
+                let frame = *top;
+                self.frames.pop();
+                self.cands.truncate(frame.start);
+                if let Some(undo) = frame.undo {
+                    self.undo(undo);
+                }
+                continue;
+            }
+            let cand = self.cands[top.cursor];
+            top.cursor += 1;
+            // The frame kept only candidates the model accepts here.
+            let Ok(next) = step(&self.state, &self.entry(cand).effect) else {
+                continue;
+            };
+            let undo = self.apply(cand, next);
+            if self.frontier == self.req.len() {
+                return Verdict::Linearizable { steps: self.steps };
+            }
+            if !self.memo.insert(self.key(undo.before_optional())) {
+                self.undo(undo);
+                continue;
+            }
+            if let Err(undecided) = self.push_frame(Some(undo)) {
+                return undecided;
+            }
+        }
+    }
+
+    fn entry(&self, cand: Cand) -> &Entry {
+        match cand {
+            Cand::Req(i) => &self.req[i],
+            Cand::Opt(i) => &self.opt[i],
+        }
+    }
+
+    fn opt_linearized(&self, i: usize) -> bool {
+        self.opt_bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn key(&self, before_optional: Option<State>) -> Key {
+        Key {
+            frontier: self.frontier,
+            state: self.state,
+            before_optional,
+            rest: self
+                .above
+                .iter()
+                .map(|&i| i as u64)
+                .chain(self.opt_bits.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// Linearizes `cand` with the resulting state `next`.
+    fn apply(&mut self, cand: Cand, next: State) -> Undo {
+        let undo = Undo {
+            cand,
+            prev_state: self.state,
+            prev_frontier: self.frontier,
+        };
+        self.state = next;
+        match cand {
+            Cand::Req(i) => {
+                self.lin_req[i] = true;
+                if i == self.frontier {
+                    let n = self.req.len();
+                    while self.frontier < n && self.lin_req[self.frontier] {
+                        self.frontier += 1;
+                    }
+                    let passed = self.above.partition_point(|&j| j < self.frontier);
+                    self.above.drain(..passed);
+                } else {
+                    let pos = self.above.partition_point(|&j| j < i);
+                    self.above.insert(pos, i);
+                }
+            }
+            Cand::Opt(i) => self.opt_bits[i / 64] |= 1 << (i % 64),
+        }
+        undo
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        self.state = undo.prev_state;
+        match undo.cand {
+            Cand::Req(i) => {
+                self.lin_req[i] = false;
+                if i == undo.prev_frontier {
+                    // The frontier moved past `i` and past the ops above it
+                    // that were linearized: they go back into `above`.
+                    let passed = undo.prev_frontier + 1..self.frontier;
+                    self.above.splice(0..0, passed);
+                    self.frontier = undo.prev_frontier;
+                } else if let Ok(pos) = self.above.binary_search(&i) {
+                    self.above.remove(pos);
+                }
+            }
+            Cand::Opt(i) => self.opt_bits[i / 64] &= !(1 << (i % 64)),
+        }
+    }
+
+    /// Appends the candidates of the current configuration to `out`:
+    /// required ops invoked no later than the earliest completion among the
+    /// unlinearized required ops (nothing that must precede them is left),
+    /// then the optional ops invoked by then. Returns the required op that
+    /// completes first (the one bounding the candidates).
+    fn collect_candidates(&self, out: &mut Vec<Cand>) -> Option<usize> {
+        // Scanning in invocation order: the bound only falls, and an op
+        // invoked after it cannot complete before it, so the scan can stop.
+        let mut bound = Nanos::MAX;
+        let mut first = None;
+        let mut end = self.frontier;
+        while end < self.req.len() && self.req[end].invoke <= bound {
+            if !self.lin_req[end] && self.req[end].complete < bound {
+                bound = self.req[end].complete;
+                first = Some(end);
+            }
+            end += 1;
+        }
+        for i in self.frontier..end {
+            if !self.lin_req[i] && self.req[i].invoke <= bound {
+                out.push(Cand::Req(i));
+            }
+        }
+        for (i, e) in self.opt.iter().enumerate() {
+            if e.invoke > bound {
+                break;
+            }
+            let class_ready = self.opt_class_prev[i].is_none_or(|p| self.opt_linearized(p));
+            if class_ready && !self.opt_linearized(i) {
+                out.push(Cand::Opt(i));
+            }
+        }
+        first
+    }
+
+    /// Counts one step, or says the budget is used up.
+    fn tick(&mut self) -> Result<(), Verdict> {
+        if self.steps >= self.budget {
+            return Err(Verdict::Undecided { steps: self.steps });
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Pushes the frame of the current configuration (reached by `undo`):
+    /// evaluates every candidate once (one step each) and keeps those worth
+    /// descending into, in the order to try them.
+    fn push_frame(&mut self, undo: Option<Undo>) -> Result<(), Verdict> {
+        let start = self.cands.len();
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut refused = std::mem::take(&mut self.refused);
+        let mut out = std::mem::take(&mut self.cands);
+        raw.clear();
+        refused.clear();
+        self.collect_candidates(&mut raw);
+        let before_optional = undo.and_then(Undo::before_optional);
+        let result = self.select(&raw, before_optional, &mut refused, &mut out);
+        self.raw = raw;
+        self.refused = refused;
+        self.cands = out;
+        result?;
+        self.frames.push(Frame {
+            start,
+            cursor: start,
+            end: self.cands.len(),
+            undo,
+        });
+        let count = self.frontier + self.above.len();
+        if self.deepest.as_ref().is_none_or(|d| count > d.count) {
+            let mut recent: Vec<Cand> = self
+                .frames
+                .iter()
+                .rev()
+                .filter_map(|f| f.undo.map(|u| u.cand))
+                .take(RECENT_OPS)
+                .collect();
+            recent.reverse();
+            self.deepest = Some(Deepest {
+                count,
+                at_step: self.steps,
+                state: self.state,
+                frontier: self.frontier,
+                above: self.above.clone(),
+                opt_bits: self.opt_bits.clone(),
+                recent,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends to `out` the candidates in `raw` worth trying here:
+    /// - required ops the model accepts, in invocation order; but only the
+    ///   first accepted op that leaves the state unchanged, if there is one
+    ///   (see "Observers" above), and right after an optional op only those
+    ///   that need it;
+    /// - then optional ops whose effect lets another candidate step that
+    ///   cannot step now (see "Optional ops" above).
+    fn select(
+        &mut self,
+        raw: &[Cand],
+        before_optional: Option<State>,
+        refused: &mut Vec<Cand>,
+        out: &mut Vec<Cand>,
+    ) -> Result<(), Verdict> {
+        let start = out.len();
+        for &c in raw {
+            if matches!(c, Cand::Opt(_)) {
+                continue;
+            }
+            self.tick()?;
+            let effect = self.entry(c).effect;
+            match step(&self.state, &effect) {
+                Err(_) => refused.push(c),
+                Ok(_) if before_optional.is_some_and(|b| step(&b, &effect).is_ok()) => {}
+                Ok(next) if next == self.state => {
+                    out.truncate(start);
+                    out.push(c);
+                    return Ok(());
+                }
+                Ok(_) => out.push(c),
+            }
+        }
+        let opt_start = out.len();
+        for &c in raw {
+            if matches!(c, Cand::Req(_)) {
+                continue;
+            }
+            self.tick()?;
+            match step(&self.state, &self.entry(c).effect) {
+                Err(_) => refused.push(c),
+                Ok(next) if next == self.state => {}
+                Ok(_) => out.push(c),
+            }
+        }
+        // Keep an optional op only if it enables a refused candidate.
+        let mut kept = opt_start;
+        for i in opt_start..out.len() {
+            let c = out[i];
+            let Ok(next) = step(&self.state, &self.entry(c).effect) else {
+                continue;
+            };
+            if refused
+                .iter()
+                .any(|&r| r != c && step(&next, &self.entry(r).effect).is_ok())
+            {
+                out[kept] = c;
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+        Ok(())
+    }
+
+    /// Explains the violation from the deepest configuration reached: the
+    /// search is exhausted, so every candidate there led nowhere.
+    fn violation(mut self) -> Verdict {
+        let Some(d) = self.deepest.take() else {
+            // Unreachable: the root frame always records a deepest point.
+            return Verdict::Violation {
+                explanation: "no linearization exists".to_string(),
+                ops: Vec::new(),
+            };
+        };
+        // Restore the deepest configuration to list its candidates.
+        self.lin_req.iter_mut().for_each(|l| *l = false);
+        for &i in &d.above {
+            self.lin_req[i] = true;
+        }
+        self.state = d.state;
+        self.frontier = d.frontier;
+        self.above = d.above.clone();
+        self.opt_bits = d.opt_bits.clone();
+        let mut cands = Vec::new();
+        let first = self.collect_candidates(&mut cands);
+
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let lease = self.ops.first().map_or("?", |op| op.lease.as_str());
+        let optional_done: u32 = d.opt_bits.iter().map(|w| w.count_ones()).sum();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            text,
+            "lease {lease:?}: no linearization of {} ops ({} required, {} optional unknown \
+             acquires/releases, {} ignored: failed ops and unknown renews)",
+            self.ops.len(),
+            self.req.len(),
+            self.opt.len(),
+            self.ignored
+        );
+        let _ = writeln!(
+            text,
+            "longest linearizable prefix: {} of {} required ops (and {optional_done} optional), \
+             first reached at search step {} of {}",
+            d.count,
+            self.req.len(),
+            d.at_step,
+            self.steps
+        );
+        let _ = writeln!(text, "model state there: {}", self.names.state(&d.state));
+        if !d.recent.is_empty() {
+            let _ = writeln!(text, "last ops linearized on the way there (oldest first):");
+            for &c in &d.recent {
+                let op = &self.ops[self.entry(c).op];
+                ids.push(op.id);
+                let _ = writeln!(text, "  {}", describe(op));
+            }
+        }
+        match first {
+            Some(f) => {
+                let op = &self.ops[self.req[f].op];
+                let _ = writeln!(
+                    text,
+                    "candidates next (ops invoked before op {} completed at {:.6}s), none of \
+                     which leads to a linearization:",
+                    op.id,
+                    secs(self.req[f].complete)
+                );
+            }
+            None => {
+                let _ = writeln!(text, "candidates next:");
+            }
+        }
+        for &c in &cands {
+            let e = self.entry(c);
+            let op = &self.ops[e.op];
+            ids.push(op.id);
+            let optional = if matches!(c, Cand::Opt(_)) {
+                " (optional)"
+            } else {
+                ""
+            };
+            let verdict = match step(&d.state, &e.effect) {
+                Err(r) => format!("refused: {}", self.names.refusal(&d.state, r)),
+                Ok(next) if next == d.state => "allowed, but changes nothing here".to_string(),
+                Ok(next) => format!(
+                    "allowed (then {}), but no linearization follows",
+                    self.names.state(&next)
+                ),
+            };
+            let _ = writeln!(text, "  {}{optional}: {verdict}", describe(op));
+        }
+        let mut seen = HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        Verdict::Violation {
+            explanation: text,
+            ops: ids,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Linearizable { steps } => write!(f, "linearizable ({steps} search steps)"),
+            Verdict::Violation { explanation, .. } => {
+                write!(f, "not linearizable:\n{explanation}")
+            }
+            Verdict::Undecided { steps } => {
+                write!(f, "undecided: search budget of {steps} steps used up")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::history::LeaseView;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    use std::time::Instant;
+
+    const BUDGET: u64 = 1_000_000;
+
+    /// Builds a history with ids in insertion order.
+    #[derive(Default)]
+    struct History {
+        ops: Vec<Op>,
+    }
+
+    impl History {
+        fn add(
+            &mut self,
+            worker: u32,
+            kind: OpKind,
+            invoke: Nanos,
+            complete: Nanos,
+            outcome: Outcome,
+        ) -> u64 {
+            let id = self.ops.len() as u64;
+            self.ops.push(Op {
+                id,
+                worker,
+                lease: "l".to_string(),
+                kind,
+                invoke,
+                complete,
+                outcome,
+                attempts: 1,
+            });
+            id
+        }
+    }
+
+    fn acquire(h: &str) -> OpKind {
+        OpKind::Acquire {
+            holder: h.to_string(),
+            duration_seconds: 5,
+        }
+    }
+    fn renew(h: &str, token: u64) -> OpKind {
+        OpKind::Renew {
+            holder: h.to_string(),
+            token,
+        }
+    }
+    fn release(h: &str, token: u64) -> OpKind {
+        OpKind::Release {
+            holder: h.to_string(),
+            token,
+        }
+    }
+    fn acquired(token: u64, newly: bool) -> Outcome {
+        Outcome::Acquired { token, newly }
+    }
+    fn held(h: &str) -> Outcome {
+        Outcome::Held {
+            holder: h.to_string(),
+        }
+    }
+    fn read(holder: Option<&str>, token: u64, expired: bool) -> Outcome {
+        Outcome::Read(LeaseView {
+            holder: holder.map(str::to_string),
+            token,
+            expired,
+        })
+    }
+    fn unknown() -> Outcome {
+        Outcome::Unknown {
+            code: "UNAVAILABLE".to_string(),
+            message: "timeout".to_string(),
+        }
+    }
+    fn failed() -> Outcome {
+        Outcome::Failed {
+            code: "UNAVAILABLE".to_string(),
+            message: "no leader".to_string(),
+        }
+    }
+
+    fn assert_linearizable(ops: &[Op]) -> u64 {
+        match check_lease(ops, BUDGET) {
+            Verdict::Linearizable { steps } => steps,
+            other => panic!("expected linearizable, got {other}"),
+        }
+    }
+
+    fn assert_violation(ops: &[Op]) -> (String, Vec<u64>) {
+        match check_lease(ops, BUDGET) {
+            Verdict::Violation { explanation, ops } => {
+                eprintln!("{explanation}");
+                (explanation, ops)
+            }
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_history_is_linearizable() {
+        assert_eq!(check_lease(&[], 10), Verdict::Linearizable { steps: 0 });
+    }
+
+    #[test]
+    fn sequential_history_is_linearizable() {
+        let mut h = History::default();
+        h.add(0, OpKind::Get, 0, 1, Outcome::NotFound);
+        h.add(0, renew("a", 1), 2, 3, Outcome::NotFound);
+        h.add(0, acquire("a"), 4, 5, acquired(3, true));
+        h.add(0, acquire("a"), 6, 7, acquired(3, false));
+        h.add(0, renew("a", 3), 8, 9, Outcome::Renewed);
+        h.add(1, acquire("b"), 10, 11, held("a"));
+        h.add(
+            1,
+            renew("b", 3),
+            12,
+            13,
+            Outcome::Lost(Lost::OtherHolder {
+                holder: "a".to_string(),
+            }),
+        );
+        h.add(0, OpKind::Get, 14, 15, read(Some("a"), 3, false));
+        h.add(0, release("a", 3), 16, 17, Outcome::Released);
+        h.add(0, OpKind::Get, 18, 19, read(None, 0, false));
+        h.add(0, renew("a", 3), 20, 21, Outcome::Lost(Lost::NoHolder));
+        h.add(1, acquire("b"), 22, 23, acquired(9, true));
+        h.add(
+            0,
+            release("a", 3),
+            24,
+            25,
+            Outcome::Lost(Lost::OtherHolder {
+                holder: "b".to_string(),
+            }),
+        );
+        h.add(1, acquire("b"), 26, 27, acquired(12, true));
+        h.add(
+            1,
+            renew("b", 9),
+            28,
+            29,
+            Outcome::Lost(Lost::StaleToken { current: 12 }),
+        );
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn real_time_order_is_enforced() {
+        // The renew completed before the acquire that granted token 3 was
+        // invoked: nothing was held when it was applied.
+        let mut h = History::default();
+        h.add(0, renew("a", 3), 0, 1, Outcome::Renewed);
+        h.add(0, acquire("a"), 2, 3, acquired(3, true));
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(text.contains("0 of 2 required"), "{text}");
+        assert!(text.contains("refused: the lease does not exist"), "{text}");
+        assert_eq!(ids, vec![0]);
+        // Overlapping, the same two ops are fine.
+        h.ops[0].complete = 10;
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn concurrent_acquires_one_wins() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 10, acquired(5, true));
+        h.add(1, acquire("b"), 1, 9, held("a"));
+        h.add(2, acquire("c"), 2, 8, held("a"));
+        h.add(1, OpKind::Get, 11, 12, read(Some("a"), 5, false));
+        assert_linearizable(&h.ops);
+
+        // "held by a" answered before a's acquire was even invoked.
+        let mut h = History::default();
+        h.add(1, acquire("b"), 0, 1, held("a"));
+        h.add(0, acquire("a"), 2, 10, acquired(5, true));
+        assert_violation(&h.ops);
+    }
+
+    #[test]
+    fn overlapping_new_tenures_order_follows_tokens() {
+        // Two new tenures whose intervals overlap: only the order a (5) then
+        // b (7) gives increasing tokens, and the later read agrees with it.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 10, acquired(5, true));
+        h.add(1, acquire("b"), 2, 12, acquired(7, true));
+        h.add(2, OpKind::Get, 13, 14, read(Some("b"), 7, false));
+        assert_linearizable(&h.ops);
+
+        // The same with the tokens swapped: b then a, and the read says a.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 10, acquired(7, true));
+        h.add(1, acquire("b"), 2, 12, acquired(5, true));
+        h.add(2, OpKind::Get, 13, 14, read(Some("a"), 7, false));
+        assert_linearizable(&h.ops);
+
+        // Tokens force a then b, but the read after both says a is current.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 10, acquired(5, true));
+        h.add(1, acquire("b"), 2, 12, acquired(7, true));
+        h.add(2, OpKind::Get, 13, 14, read(Some("a"), 5, false));
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(text.contains("2 of 3 required"), "{text}");
+        assert!(text.contains("lease is held by b with token 7"), "{text}");
+        assert!(ids.contains(&2), "{ids:?}");
+    }
+
+    #[test]
+    fn token_going_backwards_is_a_violation() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(9, true));
+        h.add(0, release("a", 9), 2, 3, Outcome::Released);
+        h.add(1, acquire("b"), 4, 5, acquired(4, true));
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(
+            text.contains("must exceed every token granted before"),
+            "{text}"
+        );
+        assert!(ids.contains(&2), "{ids:?}");
+    }
+
+    #[test]
+    fn stale_read_after_release_is_a_violation() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(0, release("a", 3), 2, 3, Outcome::Released);
+        h.add(1, OpKind::Get, 4, 5, read(Some("a"), 3, false));
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("model state there: no holder"), "{text}");
+        // Concurrent with the release, the same read is fine.
+        h.ops[2].invoke = 2;
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn renew_after_read_showed_expired_is_a_violation() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(1, OpKind::Get, 2, 3, read(Some("a"), 3, true));
+        h.add(0, renew("a", 3), 4, 5, Outcome::Renewed);
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("recorded expired"), "{text}");
+
+        // A read that is not expired after one that is: also a violation.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(1, OpKind::Get, 2, 3, read(Some("a"), 3, true));
+        h.add(1, OpKind::Get, 4, 5, read(Some("a"), 3, false));
+        assert_violation(&h.ops);
+
+        // A new tenure, or a release, clears the mark.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(1, OpKind::Get, 2, 3, read(Some("a"), 3, true));
+        h.add(0, renew("a", 3), 4, 5, Outcome::Lost(Lost::Expired));
+        h.add(0, acquire("a"), 6, 7, acquired(8, true));
+        h.add(0, renew("a", 8), 8, 9, Outcome::Renewed);
+        h.add(1, OpKind::Get, 10, 11, read(Some("a"), 8, false));
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn renew_after_lost_expired_is_linearizable() {
+        // Expiry is time-based and a leader change can extend a tenure
+        // again: Lost(Expired) does not mark the tenure.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(0, renew("a", 3), 2, 3, Outcome::Lost(Lost::Expired));
+        h.add(0, renew("a", 3), 4, 5, Outcome::Renewed);
+        h.add(0, acquire("a"), 6, 7, acquired(3, false));
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn unknown_acquire_explains_a_later_read() {
+        let mut h = History::default();
+        h.add(0, acquire("b"), 0, 1, acquired(10, true));
+        h.add(0, release("b", 10), 2, 3, Outcome::Released);
+        h.add(1, acquire("a"), 4, 5, unknown());
+        h.add(2, OpKind::Get, 100, 101, read(Some("a"), 42, false));
+        h.add(1, renew("a", 42), 102, 103, Outcome::Renewed);
+        assert_linearizable(&h.ops);
+
+        // Without the unknown acquire nobody granted token 42.
+        let mut without = h.ops.clone();
+        without.remove(2);
+        assert_violation(&without);
+    }
+
+    #[test]
+    fn unknown_acquire_with_conflicting_effect_is_a_violation() {
+        // Invoked after token 10 was granted, the unknown acquire's token
+        // must exceed 10: a read of token 8 cannot be explained by it.
+        let mut h = History::default();
+        h.add(0, acquire("b"), 0, 1, acquired(10, true));
+        h.add(1, acquire("a"), 2, 3, unknown());
+        h.add(2, OpKind::Get, 5, 6, read(Some("a"), 8, false));
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(text.contains("(optional)"), "{text}");
+        assert!(ids.contains(&1), "{ids:?}");
+
+        // Nor can a read that completed before the acquire was invoked.
+        let mut h = History::default();
+        h.add(1, acquire("a"), 20, 21, unknown());
+        h.add(2, OpKind::Get, 10, 11, read(Some("a"), 42, false));
+        assert_violation(&h.ops);
+
+        // Once an answer names the unknown token, it is known.
+        let mut h = History::default();
+        h.add(1, acquire("a"), 0, 1, unknown());
+        h.add(2, OpKind::Get, 10, 11, read(Some("a"), 42, false));
+        h.add(2, OpKind::Get, 12, 13, read(Some("a"), 43, false));
+        assert_violation(&h.ops);
+    }
+
+    #[test]
+    fn unknown_release_explains_a_later_no_holder() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(0, release("a", 3), 2, 3, unknown());
+        h.add(0, renew("a", 3), 50, 51, Outcome::Lost(Lost::NoHolder));
+        assert_linearizable(&h.ops);
+
+        // A release of another token cannot explain it.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(0, release("a", 2), 2, 3, unknown());
+        h.add(0, renew("a", 3), 50, 51, Outcome::Lost(Lost::NoHolder));
+        assert_violation(&h.ops);
+    }
+
+    #[test]
+    fn failed_ops_and_unknown_renews_are_ignored() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(1, acquire("b"), 2, 3, failed());
+        h.add(1, OpKind::Get, 4, 5, failed());
+        h.add(0, renew("a", 99), 6, 7, unknown());
+        h.add(1, OpKind::Get, 8, 9, read(Some("a"), 3, false));
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn impossible_answer_is_a_violation() {
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, Outcome::NotFound);
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(text.contains("cannot give this answer"), "{text}");
+        assert_eq!(ids, vec![0]);
+    }
+
+    #[test]
+    fn instant_and_identical_intervals() {
+        // Zero-length intervals and ops sharing an instant are concurrent.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 5, 5, acquired(3, true));
+        h.add(1, OpKind::Get, 5, 5, read(Some("a"), 3, false));
+        h.add(2, OpKind::Get, 5, 5, read(None, 0, false));
+        h.add(0, release("a", 3), 5, 5, Outcome::Released);
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn search_backtracks_through_concurrent_reads() {
+        // Greedy (by invocation) takes the acquire first, which the first
+        // read cannot follow: the search must put the read first.
+        let mut h = History::default();
+        h.add(0, acquire("a"), 0, 1, acquired(3, true));
+        h.add(0, acquire("a"), 10, 20, acquired(7, true));
+        h.add(1, OpKind::Get, 11, 21, read(Some("a"), 3, false));
+        h.add(2, OpKind::Get, 12, 22, read(Some("a"), 7, false));
+        h.add(3, OpKind::Get, 13, 23, read(Some("a"), 3, false));
+        h.add(1, OpKind::Get, 24, 25, read(Some("a"), 7, false));
+        assert_linearizable(&h.ops);
+        // The third read cannot see 3 after the second saw 7 if it started
+        // after the second completed.
+        h.ops[4].invoke = 23;
+        h.ops[4].complete = 23;
+        assert_violation(&h.ops);
+    }
+
+    // -- Randomized histories ------------------------------------------------
+
+    /// SplitMix64: deterministic, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            lo + self.below(hi - lo)
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    /// The lease as the server keeps it, with time reduced to two flags set
+    /// by a ticking clock: `lapsed` (the tenure's time ran out) and `marked`
+    /// (the leader recorded it).
+    #[derive(Default)]
+    struct Server {
+        exists: bool,
+        holder: Option<String>,
+        token: u64,
+        lapsed: bool,
+        marked: bool,
+        revision: u64,
+    }
+
+    impl Server {
+        fn apply(&mut self, kind: &OpKind) -> Outcome {
+            self.revision += 1;
+            let rev = self.revision;
+            match kind {
+                OpKind::Acquire { holder, .. } => {
+                    let grant = match &self.holder {
+                        None => true,
+                        Some(h) if h == holder => self.lapsed || self.marked,
+                        Some(_) if self.lapsed => true,
+                        Some(h) => return held(h),
+                    };
+                    if !grant {
+                        return acquired(self.token, false);
+                    }
+                    self.exists = true;
+                    self.holder = Some(holder.clone());
+                    self.token = rev;
+                    self.lapsed = false;
+                    self.marked = false;
+                    acquired(rev, true)
+                }
+                OpKind::Renew { holder, token } => {
+                    if let Err(lost) = self.check_tenure(holder, *token) {
+                        return lost;
+                    }
+                    if self.lapsed || self.marked {
+                        return Outcome::Lost(Lost::Expired);
+                    }
+                    Outcome::Renewed
+                }
+                OpKind::Release { holder, token } => {
+                    if let Err(lost) = self.check_tenure(holder, *token) {
+                        return lost;
+                    }
+                    self.holder = None;
+                    self.token = 0;
+                    self.lapsed = false;
+                    self.marked = false;
+                    Outcome::Released
+                }
+                OpKind::Get if !self.exists => Outcome::NotFound,
+                OpKind::Get => read(self.holder.as_deref(), self.token, self.marked),
+            }
+        }
+
+        fn check_tenure(&self, holder: &str, token: u64) -> Result<(), Outcome> {
+            match &self.holder {
+                _ if !self.exists => Err(Outcome::NotFound),
+                None => Err(Outcome::Lost(Lost::NoHolder)),
+                Some(h) if h != holder => {
+                    Err(Outcome::Lost(Lost::OtherHolder { holder: h.clone() }))
+                }
+                Some(_) if self.token != token => Err(Outcome::Lost(Lost::StaleToken {
+                    current: self.token,
+                })),
+                Some(_) => Ok(()),
+            }
+        }
+
+        fn tick(&mut self, rng: &mut Rng) {
+            if self.holder.is_some() {
+                if rng.chance(20) {
+                    self.lapsed = true;
+                }
+                if self.lapsed && !self.marked && rng.chance(30) {
+                    self.marked = true;
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Event {
+        Invoke(usize),
+        Apply(usize),
+        Tick,
+    }
+
+    /// A history of `n` ops by `workers` concurrent workers, produced by
+    /// applying each op to [`Server`] at a random instant inside its
+    /// interval: linearizable by construction. After the first third of the
+    /// run `unknown_percent` of the writes end Unknown (at most `max_unknown`
+    /// acquires and releases; their effect lands, or not, at a random time
+    /// possibly after the client gave up) and a few reads fail.
+    fn random_history(
+        seed: u64,
+        n: usize,
+        workers: usize,
+        max_unknown: usize,
+        unknown_percent: u64,
+    ) -> Vec<Op> {
+        const MS: u64 = 1_000_000;
+        let mut rng = Rng(seed);
+        let mut server = Server::default();
+        let mut ops: Vec<Op> = Vec::new();
+        // Workers 0 and `workers - 1` share an identity.
+        let holders: Vec<String> = (0..workers)
+            .map(|w| format!("w{}-0", w % (workers - 1).max(1)))
+            .collect();
+        let mut tokens: Vec<Option<u64>> = vec![None; workers];
+        let mut last_token: Vec<u64> = vec![1; workers];
+        let mut unknowns = 0;
+        let mut queue = BinaryHeap::new();
+        let mut seq = 0u64;
+        let mut schedule = |q: &mut BinaryHeap<_>, t: Nanos, e: Event| {
+            seq += 1;
+            q.push(Reverse((t, seq, e)));
+        };
+        for w in 0..workers {
+            let t = rng.range(0, MS);
+            schedule(&mut queue, t, Event::Invoke(w));
+        }
+        schedule(&mut queue, 3 * MS, Event::Tick);
+        while let Some(Reverse((now, _, event))) = queue.pop() {
+            match event {
+                Event::Tick => {
+                    server.tick(&mut rng);
+                    if ops.len() < n {
+                        schedule(&mut queue, now + rng.range(MS, 5 * MS), Event::Tick);
+                    }
+                }
+                Event::Invoke(w) => {
+                    if ops.len() >= n {
+                        continue;
+                    }
+                    let h = holders[w].as_str();
+                    let kind = match tokens[w] {
+                        Some(t) => match rng.below(100) {
+                            0..40 => renew(h, t),
+                            40..55 => release(h, t),
+                            55..70 => acquire(h),
+                            _ => OpKind::Get,
+                        },
+                        None => match rng.below(100) {
+                            0..45 => acquire(h),
+                            45..75 => OpKind::Get,
+                            75..90 => renew(h, last_token[w]),
+                            _ => release(h, last_token[w]),
+                        },
+                    };
+                    let id = ops.len();
+                    let late = id > n / 3;
+                    let mut op = Op {
+                        id: id as u64,
+                        worker: w as u32,
+                        lease: "l".to_string(),
+                        invoke: now,
+                        complete: 0,
+                        outcome: unknown(),
+                        attempts: 1,
+                        kind,
+                    };
+                    let is_get = op.kind == OpKind::Get;
+                    let optional =
+                        matches!(op.kind, OpKind::Acquire { .. } | OpKind::Release { .. });
+                    if late && is_get && rng.chance(2) {
+                        op.outcome = failed();
+                        op.complete = now + rng.range(1, 2 * MS);
+                        schedule(
+                            &mut queue,
+                            op.complete + rng.below(MS / 2),
+                            Event::Invoke(w),
+                        );
+                    } else if late
+                        && !is_get
+                        && rng.chance(unknown_percent)
+                        && (!optional || unknowns < max_unknown)
+                    {
+                        unknowns += usize::from(optional);
+                        op.complete = now + rng.range(2 * MS, 6 * MS);
+                        tokens[w] = None;
+                        schedule(
+                            &mut queue,
+                            op.complete + rng.below(MS / 2),
+                            Event::Invoke(w),
+                        );
+                        if rng.chance(50) {
+                            schedule(&mut queue, now + rng.range(1, 10 * MS), Event::Apply(id));
+                        }
+                    } else {
+                        schedule(&mut queue, now + rng.range(1, 2 * MS), Event::Apply(id));
+                    }
+                    ops.push(op);
+                }
+                Event::Apply(id) => {
+                    let outcome = server.apply(&ops[id].kind);
+                    let op = &mut ops[id];
+                    if op.outcome.is_unknown() && op.complete != 0 {
+                        // The effect of a write whose client gave up.
+                        continue;
+                    }
+                    let w = op.worker as usize;
+                    match &outcome {
+                        Outcome::Acquired { token, .. } => {
+                            tokens[w] = Some(*token);
+                            last_token[w] = *token;
+                        }
+                        Outcome::Renewed | Outcome::Read(_) => {}
+                        _ => tokens[w] = None,
+                    }
+                    op.outcome = outcome;
+                    op.complete = now + rng.range(1, 2 * MS);
+                    schedule(
+                        &mut queue,
+                        op.complete + rng.below(MS / 2),
+                        Event::Invoke(w),
+                    );
+                }
+            }
+        }
+        ops
+    }
+
+    fn count(ops: &[Op], f: impl Fn(&Op) -> bool) -> usize {
+        ops.iter().filter(|op| f(op)).count()
+    }
+
+    #[test]
+    fn random_valid_history_is_linearizable_and_corruption_is_caught() {
+        let n = 5_000;
+        let mut ops = random_history(7, n, 6, 30, 1);
+        // The history exercises what it should.
+        assert_eq!(ops.len(), n);
+        let optional = count(&ops, |op| {
+            op.outcome.is_unknown()
+                && matches!(op.kind, OpKind::Acquire { .. } | OpKind::Release { .. })
+        });
+        assert!(optional >= 5, "only {optional} unknown acquires/releases");
+        assert!(
+            count(&ops, |op| matches!(
+                op.outcome,
+                Outcome::Read(LeaseView { expired: true, .. })
+            )) > 0
+        );
+        assert!(count(&ops, |op| op.outcome == Outcome::Lost(Lost::Expired)) > 0);
+        assert!(count(&ops, |op| matches!(op.outcome, Outcome::Held { .. })) > 0);
+        assert!(
+            count(&ops, |op| matches!(
+                op.outcome,
+                Outcome::Acquired { newly: false, .. }
+            )) > 0
+        );
+        // Shuffle: the checker must not rely on the order it is given.
+        let mut rng = Rng(99);
+        for i in (1..ops.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            ops.swap(i, j);
+        }
+
+        let started = Instant::now();
+        let verdict = check_lease(&ops, 200_000);
+        eprintln!(
+            "random history: {} ops ({optional} optional): {verdict} in {:?}",
+            ops.len(),
+            started.elapsed()
+        );
+        assert!(verdict.is_linearizable(), "{verdict}");
+
+        // Corrupt one read that completed before any unknown write was
+        // invoked (so only known tokens can be current) to show a token
+        // nobody was granted.
+        let first_unknown = ops
+            .iter()
+            .filter(|op| op.outcome.is_unknown())
+            .map(|op| op.invoke)
+            .min()
+            .unwrap_or(Nanos::MAX);
+        let max_token = ops
+            .iter()
+            .filter_map(|op| match op.outcome {
+                Outcome::Acquired { token, .. } => Some(token),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut reads: Vec<usize> = (0..ops.len())
+            .filter(|&i| {
+                ops[i].complete < first_unknown
+                    && matches!(&ops[i].outcome, Outcome::Read(v) if v.holder.is_some())
+            })
+            .collect();
+        reads.sort_by_key(|&i| ops[i].invoke);
+        let victim = reads[reads.len() / 2];
+        let victim_id = ops[victim].id;
+        if let Outcome::Read(view) = &mut ops[victim].outcome {
+            view.token = max_token + 1000;
+        }
+        let started = Instant::now();
+        let verdict = check_lease(&ops, 200_000);
+        eprintln!(
+            "corrupted history: {:?} in {:?}",
+            verdict_kind(&verdict),
+            started.elapsed()
+        );
+        match verdict {
+            Verdict::Violation { explanation, ops } => {
+                assert!(ops.contains(&victim_id), "{explanation}");
+                assert!(
+                    explanation.contains(&format!("token={}", max_token + 1000)),
+                    "{explanation}"
+                );
+            }
+            other => panic!("expected a violation, got {other}"),
+        }
+    }
+
+    fn verdict_kind(v: &Verdict) -> &'static str {
+        match v {
+            Verdict::Linearizable { .. } => "linearizable",
+            Verdict::Violation { .. } => "violation",
+            Verdict::Undecided { .. } => "undecided",
+        }
+    }
+
+    #[test]
+    fn random_histories_with_many_seeds_are_linearizable() {
+        for seed in 0..40 {
+            let ops = random_history(seed, 600, 2 + (seed as usize % 9), 10, 1);
+            let verdict = check_lease(&ops, 200_000);
+            assert!(verdict.is_linearizable(), "seed {seed}: {verdict}");
+        }
+    }
+
+    #[test]
+    fn large_history_at_full_concurrency() {
+        let ops = random_history(11, 30_000, 10, 30, 1);
+        let started = Instant::now();
+        let verdict = check_lease(&ops, 2_000_000);
+        eprintln!(
+            "30k-op history, 10 workers: {verdict} in {:?}",
+            started.elapsed()
+        );
+        assert!(verdict.is_linearizable(), "{verdict}");
+    }
+
+    #[test]
+    fn budget_of_one_step_is_undecided() {
+        let ops = random_history(3, 200, 4, 0, 1);
+        assert_eq!(check_lease(&ops, 1), Verdict::Undecided { steps: 1 });
+    }
+
+    // -- Differential test against an exhaustive search -----------------------
+
+    /// Whether a linearization exists, by trying every order the interval
+    /// rule allows: no memo, no pruning, no symmetry. Exponential; for tiny
+    /// histories only. Shares only the model (`step`) with the checker.
+    fn brute_force(ops: &[Op]) -> bool {
+        let mut names = Names {
+            ids: HashMap::new(),
+            names: Vec::new(),
+        };
+        let mut req = Vec::new();
+        let mut opt = Vec::new();
+        for op in ops {
+            match names.role(op) {
+                Role::Ignored => {}
+                Role::Required(e) => req.push((op.invoke, op.complete.max(op.invoke), e)),
+                Role::Optional(e) => opt.push((op.invoke, e)),
+            }
+        }
+        fn go(
+            s: State,
+            req: &[(Nanos, Nanos, Effect)],
+            opt: &[(Nanos, Effect)],
+            lin_req: &mut [bool],
+            lin_opt: &mut [bool],
+        ) -> bool {
+            let Some(bound) = req
+                .iter()
+                .zip(lin_req.iter())
+                .filter(|(_, l)| !**l)
+                .map(|(r, _)| r.1)
+                .min()
+            else {
+                return true;
+            };
+            for i in 0..req.len() {
+                if lin_req[i] || req[i].0 > bound {
+                    continue;
+                }
+                if let Ok(n) = step(&s, &req[i].2) {
+                    lin_req[i] = true;
+                    let ok = go(n, req, opt, lin_req, lin_opt);
+                    lin_req[i] = false;
+                    if ok {
+                        return true;
+                    }
+                }
+            }
+            for i in 0..opt.len() {
+                if lin_opt[i] || opt[i].0 > bound {
+                    continue;
+                }
+                if let Ok(n) = step(&s, &opt[i].1) {
+                    lin_opt[i] = true;
+                    let ok = go(n, req, opt, lin_req, lin_opt);
+                    lin_opt[i] = false;
+                    if ok {
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        go(
+            State::INITIAL,
+            &req,
+            &opt,
+            &mut vec![false; req.len()],
+            &mut vec![false; opt.len()],
+        )
+    }
+
+    /// Changes one op's answer to a nearby plausible one.
+    fn mutate(op: &mut Op, rng: &mut Rng) {
+        let other = |rng: &mut Rng| format!("w{}-0", rng.below(3));
+        let tok = |rng: &mut Rng| rng.below(12);
+        op.outcome = match (&op.kind, rng.below(4)) {
+            (_, 0) => Outcome::NotFound,
+            (_, 1) if op.kind.is_write() => unknown(),
+            (OpKind::Acquire { .. }, 1) => acquired(tok(rng), rng.chance(50)),
+            (OpKind::Acquire { .. }, _) => match &op.outcome {
+                Outcome::Acquired { token, newly } => match rng.below(3) {
+                    0 => acquired(*token, !newly),
+                    1 => acquired(token.saturating_sub(1), *newly),
+                    _ => held(&other(rng)),
+                },
+                _ => acquired(tok(rng), rng.chance(50)),
+            },
+            (OpKind::Renew { .. } | OpKind::Release { .. }, 2) => match rng.below(4) {
+                0 => Outcome::Lost(Lost::NoHolder),
+                1 => Outcome::Lost(Lost::OtherHolder {
+                    holder: other(rng),
+                }),
+                2 => Outcome::Lost(Lost::StaleToken { current: tok(rng) }),
+                _ => Outcome::Lost(Lost::Expired),
+            },
+            (OpKind::Renew { .. }, _) => Outcome::Renewed,
+            (OpKind::Release { .. }, _) => Outcome::Released,
+            (OpKind::Get, _) => match &op.outcome {
+                Outcome::Read(v) => match rng.below(3) {
+                    0 => read(v.holder.as_deref(), v.token, !v.expired),
+                    1 => read(v.holder.as_deref(), tok(rng), v.expired),
+                    _ => read(None, 0, false),
+                },
+                _ => read(Some(&other(rng)), tok(rng), rng.chance(30)),
+            },
+        };
+    }
+
+    #[test]
+    fn agrees_with_exhaustive_search_on_small_histories() {
+        let mut rng = Rng(2024);
+        let (mut valid, mut invalid) = (0, 0);
+        for seed in 0..4_000 {
+            let n = 3 + (seed % 6) as usize;
+            let workers = 2 + (seed % 3) as usize;
+            let mut ops = random_history(seed, n, workers, 4, 25);
+            // Unknown writes anywhere, not only late.
+            for op in &mut ops {
+                if op.kind.is_write() && rng.chance(10) {
+                    op.outcome = unknown();
+                }
+            }
+            if rng.chance(60) {
+                let i = rng.below(ops.len() as u64) as usize;
+                mutate(&mut ops[i], &mut rng);
+            }
+            let expected = brute_force(&ops);
+            let verdict = check_lease(&ops, 1_000_000);
+            assert_eq!(
+                verdict.is_linearizable(),
+                expected,
+                "seed {seed}: checker says {verdict}, exhaustive search says {expected}\n{}",
+                ops.iter().map(describe).collect::<Vec<_>>().join("\n")
+            );
+            if expected {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        eprintln!("differential test: {valid} valid, {invalid} invalid histories");
+        assert!(valid > 1_000 && invalid > 500, "{valid} valid, {invalid} invalid");
+    }
+}

@@ -1,0 +1,187 @@
+//! Property 4: lease timing.
+//!
+//! A holder that was told "granted" or "renewed" for a request it sent at
+//! time s may act as holder until s + d on its own clock. So no other holder
+//! may be granted the lease (the grant's completion is when it could start
+//! acting) before s + d, unless the first holder released it (or may have:
+//! an ambiguous release counts, it may have taken effect).
+//!
+//! Tenures are identified by token; the previous tenure of a grant is the
+//! one with the highest known token below it on the same lease. A new
+//! tenure of the same holder (re-acquired after its own lapsed) is not a
+//! hand-over and is not judged.
+
+use super::Anomaly;
+use crate::chaos::history::{Nanos, Op, OpKind, Outcome};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Tenure {
+    holder: String,
+    /// Latest invocation of an acknowledged acquire or renew, and its op.
+    last_ack: Option<(Nanos, u64)>,
+    /// Earliest invocation of a release of it that succeeded or may have.
+    released: Option<Nanos>,
+    /// Grant op id and completion.
+    grant: Option<(u64, Nanos)>,
+}
+
+/// Checks one lease's ops.
+pub fn check(lease: &str, ops: &[Op], d: Duration) -> Vec<Anomaly> {
+    let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
+    for op in ops {
+        match (&op.kind, &op.outcome) {
+            (OpKind::Acquire { holder, .. }, Outcome::Acquired { token, newly }) => {
+                let t = tenures.entry(*token).or_default();
+                t.holder = holder.clone();
+                if *newly && t.grant.is_none_or(|(_, c)| op.complete < c) {
+                    t.grant = Some((op.id, op.complete));
+                }
+                if t.last_ack.is_none_or(|(s, _)| op.invoke > s) {
+                    t.last_ack = Some((op.invoke, op.id));
+                }
+            }
+            (OpKind::Renew { holder, token }, Outcome::Renewed) => {
+                let t = tenures.entry(*token).or_default();
+                t.holder = holder.clone();
+                if t.last_ack.is_none_or(|(s, _)| op.invoke > s) {
+                    t.last_ack = Some((op.invoke, op.id));
+                }
+            }
+            (OpKind::Release { token, .. }, Outcome::Released | Outcome::Unknown { .. }) => {
+                let t = tenures.entry(*token).or_default();
+                if t.released.is_none_or(|r| op.invoke < r) {
+                    t.released = Some(op.invoke);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut prev: Option<(&u64, &Tenure)> = None;
+    for (token, t) in &tenures {
+        if let (Some((p_token, p)), Some((grant_op, granted_at))) = (prev, t.grant) {
+            let released_before = p.released.is_some_and(|r| r < granted_at);
+            if !released_before && !p.holder.is_empty() && p.holder != t.holder {
+                if let Some((sent, ack_op)) = p.last_ack {
+                    let free_at = sent.saturating_add(d);
+                    if granted_at < free_at {
+                        out.push(Anomaly::new(
+                            "lease-timing",
+                            Some(lease),
+                            format!(
+                                "{} was granted token {token} (op {grant_op}, completed at \
+                                 {:.3} s) while {} still held token {p_token}: its acknowledged \
+                                 op {ack_op} was sent at {:.3} s, valid until {:.3} s ({} ms \
+                                 too early)",
+                                t.holder,
+                                granted_at as f64 / 1e9,
+                                p.holder,
+                                sent as f64 / 1e9,
+                                free_at as f64 / 1e9,
+                                (free_at - granted_at) / 1_000_000
+                            ),
+                            vec![ack_op, grant_op],
+                        ));
+                    }
+                }
+            }
+        }
+        // Only tenures we saw granted or acknowledged can be "previous".
+        if t.grant.is_some() || t.last_ack.is_some() {
+            prev = Some((token, t));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn op(id: u64, kind: OpKind, invoke: u64, complete: u64, outcome: Outcome) -> Op {
+        Op {
+            id,
+            worker: 1,
+            lease: "a".into(),
+            kind,
+            invoke,
+            complete,
+            outcome,
+            attempts: 1,
+        }
+    }
+
+    fn acquire(id: u64, h: &str, at: u64, token: u64) -> Op {
+        op(
+            id,
+            OpKind::Acquire {
+                holder: h.into(),
+                duration_seconds: 2,
+            },
+            at,
+            at + S / 100,
+            Outcome::Acquired { token, newly: true },
+        )
+    }
+
+    fn renew(id: u64, h: &str, at: u64, token: u64) -> Op {
+        op(
+            id,
+            OpKind::Renew {
+                holder: h.into(),
+                token,
+            },
+            at,
+            at + S / 100,
+            Outcome::Renewed,
+        )
+    }
+
+    #[test]
+    fn a_takeover_after_the_last_renewal_plus_d_passes() {
+        let ops = vec![
+            acquire(0, "x", 0, 5),
+            renew(1, "x", S, 5),
+            acquire(2, "y", 3 * S + S / 10, 9),
+        ];
+        assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
+    }
+
+    #[test]
+    fn a_takeover_before_the_last_renewal_plus_d_is_caught() {
+        let ops = vec![
+            acquire(0, "x", 0, 5),
+            renew(1, "x", S, 5),
+            acquire(2, "y", 2 * S, 9),
+        ];
+        let a = check("a", &ops, Duration::from_secs(2));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].ops, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_release_allows_an_immediate_takeover() {
+        let rel = op(
+            2,
+            OpKind::Release {
+                holder: "x".into(),
+                token: 5,
+            },
+            S + S / 10,
+            S + S / 5,
+            Outcome::Released,
+        );
+        let ops = vec![
+            acquire(0, "x", 0, 5),
+            renew(1, "x", S, 5),
+            rel,
+            acquire(3, "y", S + S / 2, 9),
+        ];
+        assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
+    }
+}

@@ -1,0 +1,227 @@
+//! The recorded history of a chaos run: every client operation with its
+//! invocation and completion time on one monotonic clock, and its outcome.
+//!
+//! Times are nanoseconds since the run started, read from [`RunClock`]
+//! (`std::time::Instant`, i.e. `CLOCK_MONOTONIC`): every worker, the fenced
+//! register and the fault scheduler share that one clock, so "A completed
+//! before B was invoked" is meaningful across all of them. The servers' wall
+//! clocks never enter the history.
+//!
+//! An outcome is *definite* when the server said what happened (granted,
+//! held by X, lost because Y, the lease as read). Anything else that ends a
+//! write (a timeout, a broken connection, UNAVAILABLE after the request may
+//! have reached a leader) is [`Outcome::Unknown`]: the write may or may not
+//! have taken effect, and the checker must allow both.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// Nanoseconds since the start of the run, on the run's monotonic clock.
+pub type Nanos = u64;
+
+/// The one clock of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: Instant,
+}
+
+impl RunClock {
+    /// A clock whose zero is now.
+    pub fn start() -> Self {
+        RunClock {
+            start: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the run started.
+    pub fn now(&self) -> Nanos {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `t` stands for.
+    pub fn instant(&self, t: Nanos) -> Instant {
+        self.start + Duration::from_nanos(t)
+    }
+}
+
+/// What a client asked for. Every operation names one lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpKind {
+    /// Acquire (or re-acquire) the lease for `holder`.
+    Acquire {
+        /// The caller's identity.
+        holder: String,
+        /// Lease duration requested, seconds.
+        duration_seconds: i32,
+    },
+    /// Renew the tenure `token` of `holder`.
+    Renew {
+        /// The caller's identity.
+        holder: String,
+        /// The tenure's fencing token.
+        token: u64,
+    },
+    /// Release the tenure `token` of `holder`.
+    Release {
+        /// The caller's identity.
+        holder: String,
+        /// The tenure's fencing token.
+        token: u64,
+    },
+    /// Read the lease (linearizable read).
+    Get,
+}
+
+impl OpKind {
+    /// Whether the operation can change the lease.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, OpKind::Get)
+    }
+
+    /// The holder identity the operation acts for, if any.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            OpKind::Acquire { holder, .. }
+            | OpKind::Renew { holder, .. }
+            | OpKind::Release { holder, .. } => Some(holder),
+            OpKind::Get => None,
+        }
+    }
+}
+
+/// A lease as a Get returned it: what the model can check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Current holder; `None` when released.
+    pub holder: Option<String>,
+    /// The current tenure's fencing token; 0 when there is no holder.
+    pub token: u64,
+    /// `status.expired`: the leader recorded that the tenure lapsed.
+    pub expired: bool,
+}
+
+/// Why a renew or release was refused (the server's `lostReason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Lost {
+    /// The lease has no holder.
+    NoHolder,
+    /// Another identity holds it.
+    OtherHolder {
+        /// Who, as the server said.
+        holder: String,
+    },
+    /// Same holder, another tenure.
+    StaleToken {
+        /// The current tenure's token, as the server said.
+        current: u64,
+    },
+    /// The tenure lapsed (or the leader recorded its expiry).
+    Expired,
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acquire succeeded with this tenure's token. `newly` is false when the
+    /// caller already held a live tenure (the acquire acted as a renewal and
+    /// the token is unchanged).
+    Acquired {
+        /// Fencing token of the tenure.
+        token: u64,
+        /// A new tenure started.
+        newly: bool,
+    },
+    /// Acquire refused: `holder` holds the lease.
+    Held {
+        /// The holder the server named.
+        holder: String,
+    },
+    /// Renew succeeded.
+    Renewed,
+    /// Release succeeded.
+    Released,
+    /// Renew or release refused because the caller does not hold the tenure.
+    Lost(Lost),
+    /// Get answered with the lease.
+    Read(LeaseView),
+    /// The lease does not exist (Get, Renew or Release).
+    NotFound,
+    /// A definite failure that changed nothing (the request was refused
+    /// before it could be applied, e.g. INVALID_ARGUMENT), or a read that
+    /// failed (reads have no effect, so any failure of a read is definite).
+    Failed {
+        /// gRPC code name.
+        code: String,
+        /// Server or transport message.
+        message: String,
+    },
+    /// The write may or may not have taken effect.
+    Unknown {
+        /// gRPC code name.
+        code: String,
+        /// Server or transport message.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the outcome is ambiguous.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::Unknown { .. })
+    }
+
+    /// Whether the operation definitely succeeded.
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Acquired { .. } | Outcome::Renewed | Outcome::Released | Outcome::Read(_)
+        )
+    }
+}
+
+/// One operation in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// Index in the history, unique within a run.
+    pub id: u64,
+    /// The worker (client task) that issued it.
+    pub worker: u32,
+    /// The lease's name (all chaos leases share one namespace).
+    pub lease: String,
+    /// What was asked.
+    #[serde(flatten)]
+    pub kind: OpKind,
+    /// When the call was made.
+    pub invoke: Nanos,
+    /// When the final answer arrived. For an [`Outcome::Unknown`] write this
+    /// is when the client gave up: the effect, if any, may land later.
+    pub complete: Nanos,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Attempts made with the same request id (1 = answered first time).
+    /// A write retried after an ambiguous attempt is one operation whose
+    /// interval covers every attempt: the cluster applies a request id at
+    /// most once and answers a retry with the first application's result.
+    pub attempts: u32,
+}
+
+impl Op {
+    /// The operation's interval for linearizability: an unknown write may
+    /// take effect at any time after its invocation, so it never completes.
+    pub fn effective_complete(&self) -> Nanos {
+        if self.outcome.is_unknown() && self.kind.is_write() {
+            Nanos::MAX
+        } else {
+            self.complete
+        }
+    }
+}
+
+/// Wall-time helpers for reports.
+pub fn secs(t: Nanos) -> f64 {
+    t as f64 / 1e9
+}

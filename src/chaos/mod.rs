@@ -1,0 +1,27 @@
+//! The chaos suite: a workload of lease clients and a fenced register, faults
+//! injected into a three-node cluster while it runs, a recorded history, and
+//! a checker that judges every run.
+//!
+//! # Layout (split as etcd's robustness tests are: model / traffic / faults /
+//! validate)
+//! - [`history`]: the recorded operations and the one monotonic clock.
+//! - [`backend`]: the trait through which faults reach the nodes;
+//!   [`local`] (processes on loopback) and [`docker`] (the compose cluster)
+//!   implement it.
+//! - [`faults`]: the fault kinds and their records.
+//! - [`check`]: the checker: per-lease linearizability and the other
+//!   properties.
+//!
+//! ARCHITECTURE.md ("Chaos suite") says what each property means and why it
+//! is checked the way it is.
+
+pub mod backend;
+pub mod check;
+pub mod docker;
+pub mod faults;
+pub mod history;
+pub mod local;
+pub mod nemesis;
+pub mod register;
+pub mod run;
+pub mod workload;
