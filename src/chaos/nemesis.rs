@@ -161,8 +161,10 @@ impl Nemesis {
         }
     }
 
-    /// Injects faults from `plan` round-robin until `until` (run clock),
-    /// then heals everything. Returns the records.
+    /// Injects faults from `plan` round-robin until `until` (run clock) and
+    /// until every supported kind has happened at least once (but not past
+    /// three times the planned span), then heals everything. Returns the
+    /// records.
     pub async fn run(&mut self, plan: &[FaultKind], until: Nanos) -> Vec<FaultRecord> {
         let mut records = Vec::new();
         let mut i = 0usize;
@@ -187,10 +189,14 @@ impl Nemesis {
         if supported.is_empty() {
             return records;
         }
+        let begin = self.clock.now();
+        let hard_stop = begin.saturating_add(until.saturating_sub(begin).saturating_mul(3));
         loop {
             let gap = self.rng.millis(1000, 2500);
             tokio::time::sleep(gap).await;
-            if self.clock.now() >= until {
+            let now = self.clock.now();
+            let all_done = i >= supported.len();
+            if (now >= until && all_done) || now >= hard_stop {
                 break;
             }
             let kind = supported[i % supported.len()];
