@@ -3,20 +3,27 @@
 #   1. cargo build --release --locked, at the repository root;
 #   2. copies the binary and every shared library ldd lists for it, at the same
 #      paths, into cluster/.build/rootfs (plus, unless --no-netutils, the
-#      host's iptables/tc/ip and their libraries, for fault injection);
-#   3. docker build -t leasehold:local -f cluster/Dockerfile cluster/.build
-# Usage: cluster/build-image.sh [--no-netutils] [--skip-cargo]
+#      host's iptables/tc/ip and their libraries, for fault injection; and,
+#      unless --no-faketime, libfaketime for the chaos suite's clock faults,
+#      installed with apt-get first if it is missing and we are root);
+#   3. docker build -t leasehold:local -f cluster/Dockerfile cluster/.build,
+#      labelled leasehold.faketime=<path of libfaketime in the image, or
+#      empty> and leasehold.netutils=1|0, which the chaos suite reads to know
+#      what the image can do.
+# Usage: cluster/build-image.sh [--no-netutils] [--no-faketime] [--skip-cargo]
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 netutils=1
+faketime=1
 skip_cargo=0
 for arg in "$@"; do
     case "$arg" in
         --no-netutils) netutils=0 ;;
+        --no-faketime) faketime=0 ;;
         --skip-cargo) skip_cargo=1 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -58,6 +65,19 @@ copy_libs() {
             cp -L "$lib" "$rootfs$lib"
         fi
     done < <(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) { print $i; break } }' <<<"$out")
+}
+
+# find_libfaketime: the host's libfaketime.so.1 (Debian/Ubuntu multiarch,
+# RPM-style lib64, or a source install under /usr/local), or nothing.
+find_libfaketime() {
+    local f
+    for f in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib64/faketime/libfaketime.so.1 \
+        /usr/lib/faketime/libfaketime.so.1 /usr/local/lib/faketime/libfaketime.so.1; do
+        if [ -f "$f" ]; then
+            echo "$f"
+            return 0
+        fi
+    done
 }
 
 # copy_file SRC DEST_IN_IMAGE: copies a file (dereferenced) and its libraries.
@@ -107,15 +127,50 @@ if [ "$netutils" = 1 ]; then
     # netem delay distributions, if installed (tc ... netem delay X Y distribution normal).
     for tcdir in /usr/lib/tc /usr/lib64/tc; do
         if [ -d "$tcdir" ]; then
-            mkdir -p "$rootfs$tcdir" && cp -L "$tcdir"/* "$rootfs$tcdir"/ 2>/dev/null || true
+            mkdir -p "$rootfs$tcdir"
+            cp -L "$tcdir"/* "$rootfs$tcdir"/ 2>/dev/null || true
         fi
     done
+fi
+
+# libfaketime, for the chaos suite's clock-offset fault: our binary links
+# glibc dynamically, so LD_PRELOAD reaches its clock_gettime calls. Only
+# docker-compose.chaos.yml preloads it; docker-compose.yml never does, so the
+# image behaves exactly as without it unless a chaos run asks for it.
+faketime_label=""
+if [ "$faketime" = 1 ]; then
+    lib=$(find_libfaketime)
+    if [ -z "$lib" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            log "libfaketime is not installed; installing it (apt-get install libfaketime)"
+            # A fresh machine (CI) may have no package lists yet: update only
+            # when the first attempt fails.
+            if ! apt-get install -y --no-install-recommends libfaketime >&2; then
+                if ! { apt-get update >&2 && apt-get install -y --no-install-recommends libfaketime >&2; }; then
+                    log "  warning: apt-get could not install libfaketime"
+                fi
+            fi
+            lib=$(find_libfaketime)
+        else
+            log "  (libfaketime is not installed and cannot be: not root or no apt-get)"
+        fi
+    fi
+    if [ -n "$lib" ]; then
+        copy_file "$lib" "$FAKETIME_LIB"
+        faketime_label=$FAKETIME_LIB
+        log "  + libfaketime ($lib -> $FAKETIME_LIB)"
+    else
+        log "  (no libfaketime: the image cannot fake clocks; chaos runs report clock-offset as unsupported)"
+    fi
 fi
 
 log "build context: $(du -sh "$rootfs" | cut -f1) in $ctx"
 log "docker build -t $IMAGE"
 previous=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-docker build -t "$IMAGE" -f "$CLUSTER_DIR/Dockerfile" "$ctx" >&2 || die "docker build failed"
+docker build -t "$IMAGE" -f "$CLUSTER_DIR/Dockerfile" \
+    --label "leasehold.faketime=$faketime_label" \
+    --label "leasehold.netutils=$netutils" \
+    "$ctx" >&2 || die "docker build failed"
 current=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 # Drop the image this one replaced, unless a container still uses it.
 if [ -n "$previous" ] && [ "$previous" != "$current" ]; then

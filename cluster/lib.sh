@@ -1,9 +1,16 @@
 # Shared helpers for the cluster/*.sh scripts. Source it; do not run it.
 # shellcheck shell=bash
+# The variables are for the scripts that source this file.
+# shellcheck disable=SC2034
 
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_DIR/.." && pwd)"
 COMPOSE_FILE="$CLUSTER_DIR/docker-compose.yml"
+# The chaos suite's override (restart "no", libfaketime, clock spec mounts);
+# used only by chaos.sh, on top of COMPOSE_FILE.
+CHAOS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.chaos.yml"
+# Where build-image.sh puts libfaketime inside the image (when it has one).
+FAKETIME_LIB=/usr/lib/faketime/libfaketime.so.1
 PROJECT=leasehold
 IMAGE=leasehold:local
 NODES=(node1 node2 node3)
@@ -21,16 +28,29 @@ LEASEHOLD_BIN="${LEASEHOLD_BIN:-$TARGET_DIR/release/leasehold}"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[%s] FAIL: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
 
-# docker-compose (v1) if present, else the `docker compose` plugin.
-compose() {
+# docker-compose (v1) if present, else the `docker compose` plugin, with the
+# compose files listed before a `--`, e.g. `compose_with a.yml b.yml -- ps`.
+compose_with() {
+    local files=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        files+=(-f "$1")
+        shift
+    done
+    [ $# -gt 0 ] && shift
     if command -v docker-compose >/dev/null 2>&1; then
-        docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+        docker-compose -p "$PROJECT" "${files[@]}" "$@"
     elif docker compose version >/dev/null 2>&1; then
-        docker compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+        docker compose -p "$PROJECT" "${files[@]}" "$@"
     else
         die "neither docker-compose nor 'docker compose' is available"
     fi
 }
+
+# The cluster as users run it.
+compose() { compose_with "$COMPOSE_FILE" -- "$@"; }
+
+# The cluster as chaos runs start it (docker-compose.yml + the chaos override).
+chaos_compose() { compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" -- "$@"; }
 
 container_of() { echo "leasehold-$1"; }
 
@@ -39,3 +59,46 @@ lh() { "$LEASEHOLD_BIN" "$@"; }
 
 # Wall-clock milliseconds since the Unix epoch (for the reported timings).
 now_ms() { date +%s%3N; }
+
+# wait_cluster_ready TIMEOUT_S: waits until all three containers run and are
+# healthy and the host client sees a leader and three members; logs each
+# change of state. Returns 1 (after logging why) when a container is gone or
+# the time is up; prints the leader's id on success.
+wait_cluster_ready() {
+    local timeout_s=$1 deadline last="" now n s js leader members all_healthy
+    local states=()
+    deadline=$(( $(date +%s) + timeout_s ))
+    while :; do
+        states=()
+        all_healthy=1
+        for n in "${NODES[@]}"; do
+            s=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \
+                "$(container_of "$n")" 2>/dev/null || echo missing)
+            states+=("$n=$s")
+            [ "$s" = running/healthy ] || all_healthy=0
+        done
+        leader=0 members=0
+        if js=$(lh --endpoints "$ENDPOINTS" --timeout 2 status -o json 2>/dev/null); then
+            leader=$(jq -r '.leaderId' <<<"$js")
+            members=$(jq -r '.members | length' <<<"$js")
+        fi
+        now="${states[*]} leader=$leader members=$members"
+        [ "$now" != "$last" ] && log "  $now" && last=$now
+        if [ "$all_healthy" = 1 ] && [ "$leader" != 0 ] && [ "$members" = 3 ]; then
+            echo "$leader"
+            return 0
+        fi
+        for s in "${states[@]}"; do
+            case "${s#*=}" in
+                exited/*|dead/*|missing)
+                    log "container $(container_of "${s%%=*}") is not running ($s)"
+                    return 1 ;;
+            esac
+        done
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            log "cluster not ready after ${timeout_s}s ($now)"
+            return 1
+        fi
+        sleep 0.5
+    done
+}

@@ -171,7 +171,7 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
             }
             Arc::new(b)
         }
-        BackendKind::Docker => match docker_backend() {
+        BackendKind::Docker => match docker_backend().await {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("leasehold-chaos: {e}");
@@ -216,6 +216,10 @@ fn sibling_leasehold() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn docker_backend() -> Result<Arc<dyn Backend>, String> {
-    Err("the docker backend is not built yet".into())
+async fn docker_backend() -> Result<Arc<dyn Backend>, String> {
+    let b = leasehold::chaos::docker::DockerBackend::new(
+        leasehold::chaos::docker::DockerOptions::default(),
+    )
+    .await?;
+    Ok(Arc::new(b))
 }

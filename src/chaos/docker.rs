@@ -470,7 +470,8 @@ impl DockerBackend {
         if lib.is_empty() {
             return Err(format!(
                 "the image has no libfaketime (label {FAKETIME_LABEL} is empty or missing): \
-                 cluster/build-image.sh found none on the host and could not install it"
+                 cluster/build-image.sh ran with --no-faketime, or found none on the host and \
+                 could not install it"
             ));
         }
         let mut spec_files = BTreeMap::new();
@@ -816,8 +817,8 @@ impl Backend for DockerBackend {
 
     /// `docker start`, or `docker-compose up -d --no-deps SERVICE` when a
     /// wipe removed the container (recreating its volume too); verified by
-    /// `State.Running`. A container that stops again at once (a crash on
-    /// start) fails with the end of its log.
+    /// `State.Running`, still true 300 ms later. A container that does not
+    /// get there (a crash on start) fails with the end of its log.
     async fn start(&self, id: NodeId) -> Result<(), String> {
         let info = self.info(id)?.clone();
         let name = info.node.container.as_str();
@@ -828,22 +829,33 @@ impl Backend for DockerBackend {
             }
             None => {
                 let compose = self.compose.as_ref().map_err(Clone::clone)?;
+                let (program, prefix) = compose
+                    .split_first()
+                    .ok_or_else(|| "no compose command".to_string())?;
                 let args = compose_up_args(
-                    &compose[1..],
+                    prefix,
                     &self.opts.project,
                     &self.opts.compose_files,
                     &info.node.service,
                 );
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                self.run(&compose[0], &args, &self.compose_env)
+                self.run(program, &args, &self.compose_env)
                     .await?
                     .into_result()?;
             }
         }
-        if let Err(e) = self
+        let mut up = self
             .wait_state(id, "running", |s| matches!(s, Some((true, _))))
-            .await
-        {
+            .await;
+        if up.is_ok() {
+            // A process that cannot start (a bad LD_PRELOAD or clock spec,
+            // a data directory it refuses) exits within moments.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if !matches!(self.state(id).await?, Some((true, _))) {
+                up = Err(format!("{name} stopped right after it started"));
+            }
+        }
+        if let Err(e) = up {
             let logs = self
                 .run("docker", &["logs", "--tail", "20", name], &[])
                 .await
@@ -1277,51 +1289,23 @@ fn iface_for_ip(out: &str, ip: &str) -> Option<String> {
 /// netem on that band, and u32 filters sending the peers' traffic to it, so
 /// replies to clients are not delayed.
 fn delay_commands(iface: &str, dsts: &[String], by: Duration) -> Vec<Vec<String>> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // prio's default priomap, over 4 bands instead of 3: band 4 (1:4) only
+    // gets what the filters send there.
+    const PRIOMAP: &str = "1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1";
+    let ms = by.as_millis().max(1);
     let mut cmds = vec![
-        s(&[
-            "tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "prio", "bands", "4",
-            "priomap", "1", "2", "2", "2", "1", "2", "0", "0", "1", "1", "1", "1", "1", "1", "1",
-            "1",
-        ]),
-        s(&[
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            iface,
-            "parent",
-            DELAY_BAND,
-            "handle",
-            "40:",
-            "netem",
-            "delay",
-            &format!("{}ms", by.as_millis().max(1)),
-        ]),
+        format!("tc qdisc replace dev {iface} root handle 1: prio bands 4 priomap {PRIOMAP}"),
+        format!("tc qdisc replace dev {iface} parent {DELAY_BAND} handle 40: netem delay {ms}ms"),
     ];
     for d in dsts {
-        cmds.push(s(&[
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            iface,
-            "parent",
-            "1:0",
-            "protocol",
-            "ip",
-            "prio",
-            "1",
-            "u32",
-            "match",
-            "ip",
-            "dst",
-            &format!("{d}/32"),
-            "flowid",
-            DELAY_BAND,
-        ]));
+        cmds.push(format!(
+            "tc filter add dev {iface} parent 1:0 protocol ip prio 1 u32 match ip dst {d}/32 flowid {DELAY_BAND}"
+        ));
     }
-    cmds
+    // Interface names and addresses hold no whitespace.
+    cmds.iter()
+        .map(|c| c.split_whitespace().map(String::from).collect())
+        .collect()
 }
 
 /// Which address a rule matches.
