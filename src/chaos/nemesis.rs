@@ -425,7 +425,7 @@ impl Nemesis {
                     ),
                 ))
             }
-            FaultKind::ClockOffset => self.clock_offset(leader, &others).await,
+            FaultKind::ClockOffset => self.clock_offset(&others).await,
             FaultKind::WipeNode => {
                 let id = pick(&mut self.rng, &others);
                 let t = node(id);
@@ -479,7 +479,6 @@ impl Nemesis {
 
     async fn clock_offset(
         &mut self,
-        leader: NodeId,
         others: &[NodeId],
     ) -> Result<(String, String), (String, String)> {
         let b = self.backend.clone();
@@ -496,16 +495,32 @@ impl Nemesis {
         b.kill(id).await.map_err(fail)?;
         b.start(id).await.map_err(fail)?;
         self.wait_healthy(RECOVERY_TIMEOUT).await.map_err(fail)?;
-        // Try to make the skewed node the leader: kill the leader (up to
-        // three times) until it is elected.
+        // Try to make the skewed node the leader (up to five times): kill
+        // the leader while the third node is paused, so that the skewed
+        // node's election timer fires first; its vote request waits in the
+        // paused node's socket and is granted when that node resumes.
         let mut led = false;
-        let mut current = leader;
-        for _ in 0..3 {
+        let mut current = self
+            .wait_leader(Duration::from_secs(10))
+            .await
+            .map_err(fail)?
+            .0;
+        let mut winners = Vec::new();
+        for _ in 0..5 {
             if current == id {
                 led = true;
                 break;
             }
-            b.kill(current).await.map_err(fail)?;
+            let third = b.node_ids().into_iter().find(|n| *n != id && *n != current);
+            if let Some(t) = third {
+                b.pause(t).await.map_err(fail)?;
+            }
+            let killed = b.kill(current).await;
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            if let Some(t) = third {
+                b.resume(t).await.map_err(fail)?;
+            }
+            killed.map_err(fail)?;
             let new = self
                 .wait_leader(Duration::from_secs(10))
                 .await
@@ -513,6 +528,7 @@ impl Nemesis {
             b.start(current).await.map_err(fail)?;
             self.wait_healthy(RECOVERY_TIMEOUT).await.map_err(fail)?;
             current = new.0;
+            winners.push(current);
         }
         led |= current == id;
         // Let it lead (or follow) under load with its skewed clock.
@@ -523,12 +539,13 @@ impl Nemesis {
         Ok((
             t.clone(),
             format!(
-                "wall clock {offset:+} s; {}",
+                "wall clock {offset:+} s; {}; leaders elected while trying: {:?}",
                 if led {
                     "it led the cluster with the skewed clock"
                 } else {
                     "it was not elected leader (it followed with the skewed clock)"
-                }
+                },
+                winners
             ),
         ))
     }
