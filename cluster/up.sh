@@ -43,35 +43,7 @@ fail() {
 }
 
 log "waiting up to ${timeout_s}s for three healthy nodes and a leader"
-deadline=$(( $(date +%s) + timeout_s ))
-last=""
-while :; do
-    states=()
-    all_healthy=1
-    for n in "${NODES[@]}"; do
-        s=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \
-            "$(container_of "$n")" 2>/dev/null || echo missing)
-        states+=("$n=$s")
-        [ "$s" = running/healthy ] || all_healthy=0
-    done
-    leader=0 members=0
-    if js=$(lh --endpoints "$ENDPOINTS" --timeout 2 status -o json 2>/dev/null); then
-        leader=$(jq -r '.leaderId' <<<"$js")
-        members=$(jq -r '.members | length' <<<"$js")
-    fi
-    now="${states[*]} leader=$leader members=$members"
-    [ "$now" != "$last" ] && log "  $now" && last=$now
-    if [ "$all_healthy" = 1 ] && [ "$leader" != 0 ] && [ "$members" = 3 ]; then
-        break
-    fi
-    for n in "${NODES[@]}"; do
-        case "$(docker inspect -f '{{.State.Status}}' "$(container_of "$n")" 2>/dev/null || echo missing)" in
-            exited|dead|missing) fail "container $(container_of "$n") is not running" ;;
-        esac
-    done
-    [ "$(date +%s)" -lt "$deadline" ] || fail "cluster not ready after ${timeout_s}s ($now)"
-    sleep 0.5
-done
+leader=$(wait_cluster_ready "$timeout_s") || fail "the cluster did not become ready"
 t_ready=$(now_ms)
 
 lh --endpoints "$ENDPOINTS" status >&2

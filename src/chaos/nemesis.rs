@@ -355,15 +355,29 @@ impl Nemesis {
                 ))
             }
             FaultKind::PauseClient => self.pause_client().await,
-            FaultKind::IsolateLeader | FaultKind::IsolateFollower => {
-                let id = if kind == FaultKind::IsolateLeader {
-                    leader
-                } else {
-                    pick(&mut self.rng, &others)
+            FaultKind::IsolateLeader | FaultKind::IsolateFollower | FaultKind::CutLink => {
+                let (t, links): (String, Vec<(NodeId, NodeId)>) = match kind {
+                    FaultKind::CutLink => {
+                        let other = pick(&mut self.rng, &others);
+                        (format!("link {leader}-{other}"), vec![(leader, other)])
+                    }
+                    _ => {
+                        let id = if kind == FaultKind::IsolateLeader {
+                            leader
+                        } else {
+                            pick(&mut self.rng, &others)
+                        };
+                        let links = b
+                            .node_ids()
+                            .into_iter()
+                            .filter(|n| *n != id)
+                            .map(|n| (id, n))
+                            .collect();
+                        (node(id), links)
+                    }
                 };
-                let t = node(id);
-                for other in b.node_ids().into_iter().filter(|n| *n != id) {
-                    b.cut(id, other).await.map_err(fail(t.clone()))?;
+                for (x, y) in links {
+                    b.cut(x, y).await.map_err(fail(t.clone()))?;
                 }
                 let hold = self.hold(3000, 5000);
                 tokio::time::sleep(hold).await;
@@ -372,24 +386,7 @@ impl Nemesis {
                 Ok((
                     t,
                     format!(
-                        "leader was {leader} (term {term}); isolated {} ms; leader meanwhile {}",
-                        hold.as_millis(),
-                        fmt_leader(during)
-                    ),
-                ))
-            }
-            FaultKind::CutLink => {
-                let other = pick(&mut self.rng, &others);
-                let t = format!("link {leader}-{other}");
-                b.cut(leader, other).await.map_err(fail(t.clone()))?;
-                let hold = self.hold(3000, 5000);
-                tokio::time::sleep(hold).await;
-                let during = self.leader().await;
-                b.heal_network().await.map_err(fail(t.clone()))?;
-                Ok((
-                    t,
-                    format!(
-                        "leader was {leader}; cut {} ms; leader meanwhile {}",
+                        "leader was {leader} (term {term}); cut off {} ms; leader meanwhile {}",
                         hold.as_millis(),
                         fmt_leader(during)
                     ),
