@@ -17,10 +17,15 @@
 //! - [`proto`]: generated code.
 //! - [`chaos`]: the chaos suite (workload, faults, history, checker), run by
 //!   `leasehold-chaos` and `tests/chaos.rs`.
+//! - [`bench`]: `leasehold bench`, the load generator (and, with the `etcd`
+//!   feature, the same workloads against etcd), with the report, table and
+//!   plots behind docs/BENCHMARKS.md.
+//! - [`rng`]: the seeded random numbers the chaos suite and the bench share.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod client;
@@ -28,5 +33,6 @@ pub mod identity;
 pub mod lease;
 pub mod proto;
 pub mod raft;
+pub mod rng;
 pub mod server;
 pub mod store;

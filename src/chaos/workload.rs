@@ -57,41 +57,7 @@ pub struct WorkloadConfig {
     pub seed: u64,
 }
 
-/// A small deterministic PRNG (SplitMix64): the workload's choices follow
-/// from the seed; the interleaving does not.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    /// Uniform duration in `lo..=hi` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
-    }
-}
+pub use crate::rng::Rng;
 
 /// The operations recorded so far.
 pub struct History {
@@ -631,22 +597,6 @@ pub fn spawn_workers(shared: Arc<Shared>) -> Result<tokio::task::JoinSet<()>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_deterministic_and_in_range() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
-        for _ in 0..1000 {
-            let x = a.below(10);
-            assert_eq!(x, b.below(10));
-            assert!(x < 10);
-            let d = a.millis(20, 30);
-            b.millis(20, 30);
-            assert!((20..=30).contains(&(d.as_millis() as u64)));
-        }
-        let heads = (0..10_000).filter(|_| a.chance(0.25)).count();
-        assert!((2_000..3_000).contains(&heads), "{heads}");
-    }
 
     #[test]
     fn refusals_are_definite_and_transport_failures_ambiguous() {

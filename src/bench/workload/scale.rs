@@ -1,0 +1,341 @@
+//! `scale`: many leases (one million by default). Phases:
+//! 1. load: acquire `--leases` leases (`scale-NNNNNNN`, each held by a
+//!    holder of its own name), `--clients` at a time; report the rate, and
+//!    RSS per server and data directory sizes (`--data-dirs`) afterwards;
+//! 2. renew: renew them round robin for `--renew-minutes` (closed loop,
+//!    `--clients` at a time; the report's latency figures are this phase's),
+//!    then RSS and disk again: this is where log growth, snapshots and
+//!    compaction show;
+//! 3. restart (with `--restart-cmd`, Leasehold only): SIGKILL one node (a
+//!    follower unless `--restart-node` says otherwise), run the command
+//!    (`{id}` replaced by the node id, through `sh -c`, in its own process
+//!    group so it outlives the bench), and time until the node answers
+//!    Status, and until it serves a local (stale) read of a loaded lease with
+//!    everything committed before the kill applied.
+//!
+//! Snapshots live inside each node's sled database, so their size is part
+//! of the data directory size rather than reported alone.
+
+use super::failover::kill9;
+use super::{run_clients, timed, Harness};
+use crate::bench::config::LoadConfig;
+use crate::bench::procstat::{self, ServerUsage};
+use crate::bench::report::{Report, RunInfo, ScaleReport};
+use crate::bench::target::{Acquired, Target};
+use crate::bench::BenchError;
+use crate::proto::v1 as pb;
+use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::leases_client::LeasesClient;
+use futures::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Name of scale lease `i`.
+pub fn scale_name(i: usize) -> String {
+    format!("scale-{i:07}")
+}
+
+/// How long a restarted node may take to serve before the bench gives up.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn disks(cfg: &LoadConfig) -> Vec<(String, f64)> {
+    cfg.scale
+        .data_dirs
+        .iter()
+        .map(|d| {
+            (
+                d.display().to_string(),
+                procstat::dir_size(d) as f64 / (1024.0 * 1024.0),
+            )
+        })
+        .collect()
+}
+
+/// Phase 1: acquire every lease; returns the versions.
+async fn load(
+    target: &Target,
+    cfg: &LoadConfig,
+    scale: &mut ScaleReport,
+) -> Result<Vec<u64>, BenchError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let total = cfg.leases;
+    let t0 = Instant::now();
+    let printer = cfg.progress.then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut last = 0;
+            loop {
+                tick.tick().await;
+                let d = done.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>5.0}s] scale load: {d}/{total} leases ({} /s)",
+                    t0.elapsed().as_secs_f64(),
+                    d - last
+                );
+                last = d;
+            }
+        })
+    });
+    let results: Vec<(usize, Result<Acquired, String>)> = futures::stream::iter(0..total)
+        .map(|i| {
+            let done = done.clone();
+            async move {
+                let name = scale_name(i);
+                // One retry: a load of a million should not stop for one
+                // transient failure.
+                let mut r = target.acquire(i, &name, &name, cfg.lease_seconds).await;
+                if r.is_err() {
+                    r = target.acquire(i, &name, &name, cfg.lease_seconds).await;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                (i, r.map_err(|e| e.to_string()))
+            }
+        })
+        .buffer_unordered(cfg.clients)
+        .collect()
+        .await;
+    if let Some(p) = printer {
+        p.abort();
+    }
+    scale.load_seconds = t0.elapsed().as_secs_f64();
+    scale.leases = total;
+    scale.load_rate = total as f64 / scale.load_seconds.max(1e-9);
+    let mut versions = vec![0u64; total];
+    for (i, r) in results {
+        match r {
+            Ok(Acquired::Granted { version }) => versions[i] = version,
+            Ok(Acquired::Held) => {
+                return Err(BenchError::Failed(format!(
+                    "load: {} is held by another holder",
+                    scale_name(i)
+                )))
+            }
+            Err(e) => {
+                return Err(BenchError::Unavailable(format!(
+                    "load: cannot acquire {}: {e}",
+                    scale_name(i)
+                )))
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// One direct call to `addr`, no failover, short deadlines.
+async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()
+}
+
+/// Phase 3: kill, restart, time until serving.
+async fn restart(
+    target: &Target,
+    cfg: &LoadConfig,
+    cmd: &str,
+    scale: &mut ScaleReport,
+) -> Result<(), BenchError> {
+    let Some(lh) = target.leasehold() else {
+        return Err(BenchError::Invalid(
+            "the restart step of scale is implemented for Leasehold only".into(),
+        ));
+    };
+    let status = lh
+        .status()
+        .await
+        .map_err(|e| BenchError::Unavailable(format!("restart: no status: {e}")))?;
+    let id = match cfg.scale.restart_node {
+        Some(id) => id,
+        None => cfg
+            .servers
+            .iter()
+            .map(|s| s.id)
+            .find(|id| *id != status.leader_id)
+            .ok_or_else(|| {
+                BenchError::Invalid("restart: --server-pids names no follower".into())
+            })?,
+    };
+    let pid = cfg
+        .servers
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.pid)
+        .ok_or_else(|| BenchError::Invalid(format!("restart: --server-pids has no node {id}")))?;
+    let addr = lh
+        .address_of(id)
+        .await
+        .map_err(|e| BenchError::Unavailable(format!("restart: {e}")))?;
+    // Everything acknowledged so far is committed at or below this index.
+    let must_apply = status.commit_index;
+    kill9(pid).await.map_err(BenchError::Failed)?;
+    // The process is gone when its main thread is (a zombie at worst), but
+    // its other threads may still hold the listening socket for a moment:
+    // wait until the port refuses connections too.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while (procstat::alive(pid) || tokio::net::TcpStream::connect(&addr).await.is_ok())
+        && Instant::now() < gone
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cmd = cmd.replace("{id}", &id.to_string());
+    if cfg.progress {
+        eprintln!("restart: killed node {id} (pid {pid}); running: {cmd}");
+    }
+    let t0 = Instant::now();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| BenchError::Failed(format!("restart: cannot run {cmd:?}: {e}")))?;
+    let new_pid = child.id();
+    scale.restarted_id = Some(id);
+    scale.restarted_pid = Some(new_pid);
+    let probe = scale_name(0);
+    while t0.elapsed() < RESTART_TIMEOUT {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BenchError::Failed(format!(
+                "restart: the command exited with {status} before node {id} served: {cmd}"
+            )));
+        }
+        if let Some(ch) = channel(&addr).await {
+            if let Ok(s) = ClusterClient::new(ch.clone())
+                .status(pb::StatusRequest {})
+                .await
+            {
+                let s = s.into_inner();
+                if scale.restart_to_status_ms.is_none() {
+                    scale.restart_to_status_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                if s.applied_index >= must_apply {
+                    let read = LeasesClient::new(ch)
+                        .get(pb::GetRequest {
+                            namespace: cfg.namespace.clone(),
+                            name: probe.clone(),
+                            stale: true,
+                        })
+                        .await;
+                    if read.is_ok() {
+                        scale.restart_to_serving_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    scale.rss_mib_after_restart =
+        procstat::rss_bytes(new_pid).map(|b| b as f64 / (1024.0 * 1024.0));
+    // The node runs on after the bench: dropping the handle neither waits
+    // for it nor kills it.
+    drop(child);
+    if scale.restart_to_serving_ms.is_none() {
+        return Err(BenchError::Failed(format!(
+            "restart: node {id} did not serve within {} s (command: {cmd})",
+            RESTART_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the workload.
+pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError> {
+    if cfg.scale.restart_cmd.is_some() && cfg.servers.is_empty() {
+        return Err(BenchError::Invalid(
+            "--restart-cmd needs --server-pids ID=PID,... to know what to kill".into(),
+        ));
+    }
+    let target = Arc::new(target);
+    let mut scale = ScaleReport::default();
+    let versions = load(&target, cfg, &mut scale).await?;
+    scale.rss_mib_after_load = procstat::rss_now(&cfg.servers);
+    scale.disk_mib_after_load = disks(cfg);
+
+    // Phase 2: renewals, measured like the renew workload.
+    let mut renew_cfg = cfg.clone();
+    renew_cfg.duration = cfg.scale.renew_for;
+    renew_cfg.warmup = Duration::ZERO;
+    let h = Harness::start(&renew_cfg, "scale renew", |r| r);
+    let states: Vec<Vec<(usize, u64)>> = (0..cfg.clients)
+        .map(|c| {
+            super::owned_by(c, cfg.clients, cfg.leases)
+                .into_iter()
+                .map(|l| (l, versions[l]))
+                .collect()
+        })
+        .collect();
+    drop(versions);
+    run_clients(states, |c, mut leases| {
+        let (target, rec, cfg) = (target.clone(), h.rec.clone(), renew_cfg.clone());
+        let mut pacer = h.pacer(&cfg, c);
+        async move {
+            let mut k = 0usize;
+            while let Some(intended) = pacer.next().await {
+                let Some(n) = std::num::NonZeroUsize::new(leases.len()) else {
+                    break;
+                };
+                let (l, v) = &mut leases[k % n];
+                let name = scale_name(*l);
+                let (t, r) = timed(
+                    intended,
+                    target.renew(c, &name, &name, cfg.lease_seconds, *v),
+                )
+                .await;
+                match r {
+                    Ok(rn) => {
+                        *v = rn.version;
+                        rec.ok("renew", t, None, true);
+                    }
+                    Err(e) => {
+                        rec.err(t, &e);
+                        super::after_error(&cfg).await;
+                    }
+                }
+                k += 1;
+            }
+            leases
+        }
+    })
+    .await?;
+    let (started_at, host) = (h.started_at, h.host.clone());
+    let (totals, servers): (_, Vec<ServerUsage>) = h.finish().await;
+    scale.renewals = totals.latency.len();
+    scale.renew_seconds = renew_cfg.duration.as_secs_f64();
+    scale.rss_mib_after_renew = procstat::rss_now(&cfg.servers);
+    scale.disk_mib_after_renew = disks(cfg);
+
+    if let Some(cmd) = &cfg.scale.restart_cmd {
+        restart(&target, cfg, cmd, &mut scale).await?;
+    }
+    let mut report = Report::new(
+        RunInfo {
+            workload: "scale",
+            cfg: &renew_cfg,
+            started_at,
+            host,
+            mix: Some(format!(
+                "load {} leases, then renew them round robin for {:.0} s",
+                cfg.leases,
+                renew_cfg.duration.as_secs_f64()
+            )),
+            setup: None,
+            servers,
+        },
+        &totals,
+    );
+    report.scale = Some(scale);
+    Ok(report)
+}

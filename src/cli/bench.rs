@@ -1,0 +1,302 @@
+//! `leasehold bench`: flags of the load generator, turned into a
+//! [`LoadConfig`]; the output of a run as text, JSON or YAML; and the
+//! `table` and `plot` helpers that read JSON reports.
+//!
+//! Defaults differ per workload where the issue's scenarios differ: renew
+//! and friends use 10,000 leases of 40 s (node leases), acquire contends for
+//! 10 leases of 15 s (client-go's election lease), scale loads 1,000,000
+//! leases of one hour (so none expires while loading).
+
+use super::output::{self, Format};
+use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE};
+use crate::bench::config::{parse_server_pids, FailoverOptions, ScaleOptions, WatchOptions};
+use crate::bench::{self, BenchError, LoadConfig, TargetKind, Workload};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `leasehold bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Each client keeps its own leases renewed (node heartbeats).
+    Renew(LoadArgs),
+    /// Candidates contend for a few leases: acquire, release when granted.
+    Acquire(LoadArgs),
+    /// 80% renew, 10% acquire/release, 8% get, 2% list.
+    Mixed(LoadArgs),
+    /// Watchers on the namespace while renewals run; delay from a renewal's
+    /// acknowledgement to its event's delivery.
+    Watch {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Watch streams on the namespace (spread over the endpoints).
+        #[arg(long, default_value_t = 4)]
+        watchers: usize,
+    },
+    /// Renewals while the leader is SIGKILLed (needs --server-pids ID=PID).
+    Failover {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Seconds into the measured window at which the leader is killed.
+        #[arg(long, default_value_t = 5.0)]
+        kill_after: f64,
+    },
+    /// Load many leases; memory, disk, disk after renewals, restart time.
+    Scale {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Data directories to measure (one per node), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        data_dirs: Vec<PathBuf>,
+        /// Minutes of renewals after loading.
+        #[arg(long, default_value_t = 10.0)]
+        renew_minutes: f64,
+        /// Command that starts a killed node again (`{id}`: its id), run
+        /// with `sh -c`; use `exec` so its pid is the server's. Without it,
+        /// no restart is measured.
+        #[arg(long)]
+        restart_cmd: Option<String>,
+        /// Node to kill and restart (default: a follower).
+        #[arg(long)]
+        restart_node: Option<u64>,
+    },
+    /// Print the side-by-side table (ours / etcd) of JSON reports.
+    Table {
+        /// Report files, or directories of `*.json` reports.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
+    /// Draw SVG charts from JSON reports (needs the `plots` feature):
+    /// latency against throughput per system, and latency over time
+    /// through a failover.
+    Plot {
+        /// Report files, or directories of `*.json` reports.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Directory for the SVG files.
+        #[arg(long, default_value = "docs")]
+        out_dir: PathBuf,
+    },
+}
+
+/// Flags shared by the load workloads.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// System under load (`etcd` needs the `etcd` feature).
+    #[arg(long, value_enum, default_value = "leasehold")]
+    pub target: TargetKind,
+    /// Concurrent clients, each with one operation in flight.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Client connections shared by the clients (default: clients, at most 8).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Leases (default: 10,000; acquire 10; scale 1,000,000).
+    #[arg(long)]
+    pub leases: Option<usize>,
+    /// Measured run time, seconds (default 10; failover 15).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Untimed load before measuring, seconds (default 2; failover and scale 0).
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Lease duration, seconds (default 40; acquire 15; scale 3600).
+    #[arg(long)]
+    pub lease_seconds: Option<i32>,
+    /// Open loop: total operations per second, sent on schedule whatever
+    /// the latency; latency counts from the scheduled time. Default: closed
+    /// loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Server processes to sample for CPU and memory, `ID=PID,...` (ID: node
+    /// id; for etcd the position in --endpoints) or `PID,...`.
+    #[arg(long, default_value = "")]
+    pub server_pids: String,
+    /// Namespace of the bench's leases.
+    #[arg(long, default_value = "bench")]
+    pub namespace: String,
+    /// Width of a latency-series bucket, ms (default 1000; failover 100).
+    #[arg(long)]
+    pub series_ms: Option<u64>,
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} must be a non-negative number"))
+}
+
+/// The run configuration for `workload` from the flags.
+pub fn config(
+    workload: Workload,
+    a: &LoadArgs,
+    endpoints: &[String],
+    timeout: f64,
+) -> Result<LoadConfig, String> {
+    let (leases, lease_seconds, duration, warmup, series_ms) = match workload {
+        Workload::Acquire => (10, 15, 10.0, 2.0, 1000),
+        Workload::Failover => (10_000, 40, 15.0, 0.0, 100),
+        Workload::Scale => (1_000_000, 3600, 10.0, 0.0, 1000),
+        _ => (10_000, 40, 10.0, 2.0, 1000),
+    };
+    let cfg = LoadConfig {
+        target: a.target,
+        endpoints: endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        clients: a.clients,
+        connections: a.connections.unwrap_or(a.clients.clamp(1, 8)),
+        leases: a.leases.unwrap_or(leases),
+        duration: secs("duration", a.duration.unwrap_or(duration))?,
+        warmup: secs("warmup", a.warmup.unwrap_or(warmup))?,
+        lease_seconds: a.lease_seconds.unwrap_or(lease_seconds),
+        rate: a.rate,
+        namespace: a.namespace.clone(),
+        servers: parse_server_pids(&a.server_pids)?,
+        timeout: secs("timeout", timeout)?,
+        progress: !a.quiet,
+        series_interval: Duration::from_millis(a.series_ms.unwrap_or(series_ms)),
+        watch: WatchOptions { watchers: 0 },
+        failover: FailoverOptions {
+            kill_after: Duration::ZERO,
+        },
+        scale: ScaleOptions {
+            data_dirs: Vec::new(),
+            renew_for: Duration::ZERO,
+            restart_cmd: None,
+            restart_node: None,
+        },
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn exit_code(e: &BenchError) -> i32 {
+    match e {
+        BenchError::Invalid(_) => EXIT_INVALID,
+        BenchError::Unavailable(_) => EXIT_UNAVAILABLE,
+        BenchError::Failed(_) => EXIT_REFUSED,
+    }
+}
+
+/// Runs `leasehold bench ...`; returns the exit code.
+pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchCommand) -> i32 {
+    let (workload, load) = match &cmd {
+        BenchCommand::Renew(l) => (Workload::Renew, l),
+        BenchCommand::Acquire(l) => (Workload::Acquire, l),
+        BenchCommand::Mixed(l) => (Workload::Mixed, l),
+        BenchCommand::Watch { load, .. } => (Workload::Watch, load),
+        BenchCommand::Failover { load, .. } => (Workload::Failover, load),
+        BenchCommand::Scale { load, .. } => (Workload::Scale, load),
+        BenchCommand::Table { reports } => return table(reports),
+        BenchCommand::Plot { reports, out_dir } => return plot(reports, out_dir),
+    };
+    let mut cfg = match config(workload, load, endpoints, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    match &cmd {
+        BenchCommand::Watch { watchers, .. } => cfg.watch.watchers = *watchers,
+        BenchCommand::Failover { kill_after, .. } => match secs("kill-after", *kill_after) {
+            Ok(d) => cfg.failover.kill_after = d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        },
+        BenchCommand::Scale {
+            data_dirs,
+            renew_minutes,
+            restart_cmd,
+            restart_node,
+            ..
+        } => {
+            cfg.scale = ScaleOptions {
+                data_dirs: data_dirs.clone(),
+                renew_for: match secs("renew-minutes", renew_minutes * 60.0) {
+                    Ok(d) if !d.is_zero() => d,
+                    _ => {
+                        eprintln!("error: --renew-minutes must be positive");
+                        return EXIT_INVALID;
+                    }
+                },
+                restart_cmd: restart_cmd.clone(),
+                restart_node: *restart_node,
+            }
+        }
+        _ => {}
+    }
+    match bench::run(workload, cfg).await {
+        Ok(report) => {
+            match format {
+                Format::Table => print!("{}", report.text()),
+                f => match serde_json::to_value(&report) {
+                    Ok(v) => print!("{}", output::render(&v, f)),
+                    Err(e) => {
+                        eprintln!("error: cannot render the report: {e}");
+                        return EXIT_REFUSED;
+                    }
+                },
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn table(reports: &[PathBuf]) -> i32 {
+    match bench::table::load(reports) {
+        Ok(r) => {
+            print!("{}", bench::table::render(&r));
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+#[cfg(feature = "plots")]
+fn plot(reports: &[PathBuf], out_dir: &std::path::Path) -> i32 {
+    let loaded = match bench::table::load(reports) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    match bench::plot::all(&loaded, out_dir) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_REFUSED
+        }
+    }
+}
+
+#[cfg(not(feature = "plots"))]
+fn plot(_reports: &[PathBuf], _out_dir: &std::path::Path) -> i32 {
+    eprintln!(
+        "error: this binary was built without the `plots` feature: \
+         cargo build --release --features plots"
+    );
+    EXIT_INVALID
+}
