@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`config`]: the options every workload shares (clients, rate, run time,
 //!   which server processes to watch).
-//! - [`target`]: the operations a workload issues (acquire, renew, release,
+//! - [`systems`]: the operations a workload issues (acquire, renew, release,
 //!   get, list, watch), implemented for Leasehold and for etcd.
 //! - [`pace`]: closed loop or open loop; in open loop every operation has an
 //!   intended send time and latency is measured from it, so a stalled server
@@ -28,8 +28,8 @@ pub mod plot;
 pub mod procstat;
 pub mod recorder;
 pub mod report;
+pub mod systems;
 pub mod table;
-pub mod target;
 pub mod workload;
 
 pub use config::{LoadConfig, ServerPid, TargetKind, Workload};
@@ -52,7 +52,7 @@ pub enum BenchError {
 
 /// Runs one workload and returns its report.
 pub async fn run(workload: Workload, cfg: LoadConfig) -> Result<Report, BenchError> {
-    let target = target::Target::connect(&cfg).await?;
+    let target = systems::Target::connect(&cfg).await?;
     match workload {
         Workload::Renew => workload::renew::run(&cfg, target).await,
         Workload::Acquire => workload::acquire::run(&cfg, target).await,

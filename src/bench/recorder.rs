@@ -10,7 +10,7 @@
 //! nanoseconds against operations of hundreds of microseconds, and keeps
 //! "p99 so far" exact.
 
-use super::target::OpError;
+use super::systems::OpError;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

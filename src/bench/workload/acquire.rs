@@ -7,7 +7,7 @@ use super::{after_error, contended_name, run_clients, timed, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::recorder::Recorder;
 use crate::bench::report::{Report, RunInfo};
-use crate::bench::target::{Acquired, Target};
+use crate::bench::systems::{Acquired, Target};
 use crate::bench::BenchError;
 use crate::rng::Rng;
 use std::sync::Arc;

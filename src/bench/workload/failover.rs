@@ -30,7 +30,7 @@ use super::{renew_one, renewal_setup, run_clients, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::recorder::Recorder;
 use crate::bench::report::{FailoverReport, Report, RunInfo};
-use crate::bench::target::{Acquired, Target};
+use crate::bench::systems::{Acquired, Target};
 use crate::bench::BenchError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@ use super::acquire::acquire_release;
 use super::{after_error, owned_name, renew_one, renewal_setup, run_clients, timed, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::report::{Report, RunInfo};
-use crate::bench::target::{Target, LIST_PAGE};
+use crate::bench::systems::{Target, LIST_PAGE};
 use crate::bench::BenchError;
 use crate::rng::Rng;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use super::pace::Pacer;
 use super::procstat::{self, Host, ServerUsage};
 use super::recorder::{self, Recorder, Timing, Totals};
 use super::report::Setup;
-use super::target::{Acquired, OpError, Target};
+use super::systems::{Acquired, OpError, Target};
 use super::BenchError;
 use futures::StreamExt;
 use std::future::Future;

@@ -5,7 +5,7 @@
 use super::{renew_one, renewal_setup, run_clients, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::report::{Report, RunInfo};
-use crate::bench::target::Target;
+use crate::bench::systems::Target;
 use crate::bench::BenchError;
 use std::sync::Arc;
 

@@ -21,7 +21,7 @@ use super::{run_clients, timed, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::procstat::{self, ServerUsage};
 use crate::bench::report::{Report, RunInfo, ScaleReport};
-use crate::bench::target::{Acquired, Target};
+use crate::bench::systems::{Acquired, Target};
 use crate::bench::BenchError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::cluster_client::ClusterClient;

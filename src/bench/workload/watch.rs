@@ -13,7 +13,7 @@ use super::{renew_one, renewal_setup, run_clients, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::recorder::{self, Recorder};
 use crate::bench::report::{Percentiles, Report, RunInfo, WatchReport, WatcherDelay};
-use crate::bench::target::{OpError, Target};
+use crate::bench::systems::{OpError, Target};
 use crate::bench::BenchError;
 use std::collections::HashMap;
 use std::sync::Arc;
