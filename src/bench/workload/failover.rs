@@ -26,7 +26,7 @@
 //!   cluster took writes again.
 //! - a latency series (100 ms buckets by default) for the plot.
 
-use super::{renew_one, renewal_setup, run_clients, Harness};
+use super::{renew_round_robin, renewal_setup, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::recorder::Recorder;
 use crate::bench::report::{FailoverReport, Report, RunInfo};
@@ -154,20 +154,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
             Ok::<_, String>((leader, pid, at))
         })
     };
-    run_clients(owned, |c, mut leases| {
-        let (target, rec, cfg) = (target.clone(), h.rec.clone(), cfg.clone());
-        let mut pacer = h.pacer(&cfg, c);
-        async move {
-            let mut k = 0usize;
-            while let Some(intended) = pacer.next().await {
-                let n = leases.len();
-                renew_one(&target, &rec, &cfg, c, intended, &mut leases[k % n]).await;
-                k += 1;
-            }
-            leases
-        }
-    })
-    .await?;
+    renew_round_robin(&h, cfg, &target, owned).await?;
     let (start, measure_from, measure_until) =
         (h.rec.start(), h.rec.measure_from(), h.rec.measure_until());
     let (started_at, host) = (h.started_at, h.host.clone());

@@ -234,6 +234,32 @@ pub async fn renewal_setup(
 
 /// One renewal of `lease` (its holder is its name) by client `c`, recorded;
 /// on a lost tenure the lease is acquired again (recorded as `acquire`).
+/// Each client renews its own leases round robin, paced by `h`, until the
+/// run ends: the load of `renew`, and the background load of `watch` and
+/// `failover`.
+pub async fn renew_round_robin(
+    h: &Harness,
+    cfg: &LoadConfig,
+    target: &Arc<Target>,
+    owned: Vec<Vec<(String, u64)>>,
+) -> Result<(), BenchError> {
+    run_clients(owned, |c, mut leases| {
+        let (target, rec, cfg) = (target.clone(), h.rec.clone(), cfg.clone());
+        let mut pacer = h.pacer(&cfg, c);
+        async move {
+            let mut k = 0usize;
+            while let Some(intended) = pacer.next().await {
+                let n = leases.len();
+                renew_one(&target, &rec, &cfg, c, intended, &mut leases[k % n]).await;
+                k += 1;
+            }
+            leases
+        }
+    })
+    .await
+    .map(|_| ())
+}
+
 pub async fn renew_one(
     target: &Target,
     rec: &Recorder,

@@ -2,7 +2,7 @@
 //! kubelets keep their node leases (one holder per lease, renewals only).
 //! The setup acquires every lease first and is not timed.
 
-use super::{renew_one, renewal_setup, run_clients, Harness};
+use super::{renew_round_robin, renewal_setup, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::report::{Report, RunInfo};
 use crate::bench::systems::Target;
@@ -14,20 +14,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     let target = Arc::new(target);
     let (owned, setup) = renewal_setup(&target, cfg).await?;
     let h = Harness::start(cfg, "renew", |r| r);
-    run_clients(owned, |c, mut leases| {
-        let (target, rec, cfg) = (target.clone(), h.rec.clone(), cfg.clone());
-        let mut pacer = h.pacer(&cfg, c);
-        async move {
-            let mut k = 0usize;
-            while let Some(intended) = pacer.next().await {
-                let n = leases.len();
-                renew_one(&target, &rec, &cfg, c, intended, &mut leases[k % n]).await;
-                k += 1;
-            }
-            leases
-        }
-    })
-    .await?;
+    renew_round_robin(&h, cfg, &target, owned).await?;
     let (started_at, host) = (h.started_at, h.host.clone());
     let (totals, servers) = h.finish().await;
     Ok(Report::new(

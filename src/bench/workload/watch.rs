@@ -9,7 +9,7 @@
 //! which is the key's new mod_revision). Deliveries are collected during the
 //! run and matched afterwards, so matching costs nothing while measuring.
 
-use super::{renew_one, renewal_setup, run_clients, Harness};
+use super::{renew_round_robin, renewal_setup, Harness};
 use crate::bench::config::LoadConfig;
 use crate::bench::recorder::{self, Recorder};
 use crate::bench::report::{Percentiles, Report, RunInfo, WatchReport, WatcherDelay};
@@ -74,20 +74,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
             })
         })
         .collect();
-    run_clients(owned, |c, mut leases| {
-        let (target, rec, cfg) = (target.clone(), h.rec.clone(), cfg.clone());
-        let mut pacer = h.pacer(&cfg, c);
-        async move {
-            let mut k = 0usize;
-            while let Some(intended) = pacer.next().await {
-                let n = leases.len();
-                renew_one(&target, &rec, &cfg, c, intended, &mut leases[k % n]).await;
-                k += 1;
-            }
-            leases
-        }
-    })
-    .await?;
+    renew_round_robin(&h, cfg, &target, owned).await?;
     let (measure_from, measure_until) = (h.rec.measure_from(), h.rec.measure_until());
     let (started_at, host) = (h.started_at, h.host.clone());
     let (totals, servers) = h.finish().await;
