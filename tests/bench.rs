@@ -121,7 +121,12 @@ async fn renew_and_acquire_runs_report_consistent_counts() {
     let releases = acquire["per_op"]["release"]["latency_ms"]["count"]
         .as_f64()
         .unwrap_or(0.0);
-    assert!(releases <= granted, "a release follows each grant");
+    // Each of the 4 clients may release, inside the measured window, a
+    // lease it was granted just before the window opened.
+    assert!(
+        releases <= granted + 4.0,
+        "a release follows each grant: {releases} releases, {granted} grants"
+    );
 
     // The table reads the reports back.
     let dir = tempfile::tempdir().expect("temp dir");

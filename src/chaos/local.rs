@@ -33,6 +33,27 @@ pub fn find_faketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Prepares a `leasehold serve` command for a test node: nothing from the
+/// caller's environment may change its flags (every `LEASEHOLD_*` variable
+/// is removed), it logs at `info` without colours, and its output goes to
+/// `log`. Shared by this backend and the process harness in `tests/common`.
+pub fn isolate_node_command(cmd: &mut Command, log: File) -> Result<(), String> {
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("clone log handle: {e}"))?;
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LEASEHOLD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    Ok(())
+}
+
 /// How to run the local nodes.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -266,9 +287,6 @@ impl Backend for LocalBackend {
             .append(true)
             .open(dir.join("node.log"))
             .map_err(|e| format!("open log of node {id}: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("clone log handle: {e}"))?;
         let mut cmd = Command::new(&self.opts.bin);
         cmd.arg("serve")
             .arg("--id")
@@ -287,22 +305,13 @@ impl Backend for LocalBackend {
             .arg(self.opts.election_timeout_ms.0.to_string())
             .arg("--election-timeout-max-ms")
             .arg(self.opts.election_timeout_ms.1.to_string());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LEASEHOLD_") {
-                cmd.env_remove(k);
-            }
-        }
+        isolate_node_command(&mut cmd, log)?;
         if let Some(ft) = &self.opts.faketime {
             cmd.env("LD_PRELOAD", ft)
                 .env("FAKETIME_TIMESTAMP_FILE", self.faketime_file(id))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_CACHE_DURATION", "1");
         }
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.opts.bin.display()))?;

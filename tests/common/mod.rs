@@ -20,7 +20,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -132,7 +132,6 @@ impl NodeProc {
             .append(true)
             .open(self.log_path())
             .expect("open node log");
-        let log_err = log.try_clone().expect("clone node log handle");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--id")
@@ -155,16 +154,8 @@ impl NodeProc {
         cmd.arg("--hostname").arg(format!("node-{}", self.id));
         cmd.args(&opts.extra_args);
         // Nothing from the test runner's environment may change the flags.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LEASEHOLD_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
+        leasehold::chaos::local::isolate_node_command(&mut cmd, log)
+            .unwrap_or_else(|e| panic!("node {} command: {e}", self.id));
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
