@@ -4,8 +4,11 @@
 //! # Layout
 //! - [`lease`]: the pure domain. Lease objects, validation, label selectors,
 //!   commands and `apply`. Reads no clock, touches no disk or network.
-//! - [`store`]: sled-backed Raft log and state machine (thin adapters from
-//!   openraft's storage traits onto `lease::apply`), snapshots, key spaces.
+//! - [`state`]: the replicated state in memory (leases, clock, watch
+//!   history, request-id records, sweep indexes) and the per-entry applier
+//!   over `lease::apply`. Pure.
+//! - [`store`]: the sled-backed Raft log, snapshot files, and the thin
+//!   openraft adapters over `state`.
 //! - [`raft`]: openraft type configuration, the gRPC peer transport, and the
 //!   [`raft::node::Node`] that stamps time into proposals.
 //! - [`api`]: tonic services (Leases, Cluster, the internal Raft service),
@@ -35,4 +38,5 @@ pub mod proto;
 pub mod raft;
 pub mod rng;
 pub mod server;
+pub mod state;
 pub mod store;

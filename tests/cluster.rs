@@ -969,7 +969,38 @@ async fn put_is_compare_and_swap() {
     let m = assert_status("stale put", &s, Code::Aborted, reason::CONFLICT);
     assert_eq!(m.get("resourceVersion"), Some(&rv1.to_string()));
 
+    // Naming another holder while node-a's tenure is live is refused like
+    // an Acquire would be, with the holder and the time left.
     let mut takeover = updated.clone();
+    let sp = takeover.spec.as_mut().unwrap();
+    sp.holder_identity = "node-b".into();
+    sp.lease_transitions = Some(1);
+    let s = expect_err(
+        "takeover via put while held",
+        cl.put(pb::PutRequest {
+            lease: Some(takeover),
+            request_id: String::new(),
+        })
+        .await,
+    );
+    let m = assert_status("held put", &s, Code::FailedPrecondition, reason::LEASE_HELD);
+    assert_eq!(m.get("holder").map(String::as_str), Some("node-a"));
+
+    // client-go releases by writing an empty holder: allowed at once.
+    let mut release = updated.clone();
+    release.spec.as_mut().unwrap().holder_identity = String::new();
+    let released = lease_of(
+        cl.put(pb::PutRequest {
+            lease: Some(release),
+            request_id: String::new(),
+        })
+        .await
+        .expect("release via put")
+        .lease,
+    );
+    assert_eq!(rv_holder_token(&released).2, 0);
+
+    let mut takeover = released.clone();
     let sp = takeover.spec.as_mut().unwrap();
     sp.holder_identity = "node-b".into();
     sp.lease_transitions = Some(1);
@@ -979,7 +1010,7 @@ async fn put_is_compare_and_swap() {
             request_id: String::new(),
         })
         .await
-        .expect("holder change via put")
+        .expect("holder change via put after the release")
         .lease,
     );
     let (rv2, holder, token2) = rv_holder_token(&taken);

@@ -8,12 +8,14 @@
 //! the leader's address and may retry.
 
 use super::convert::{decode_continue, draft_from_proto, encode_continue, lease_to_proto};
+use super::limits::{leases_client, DEFAULT_PAGE, LIST_PAGE_BYTES, MAX_PAGE, MAX_SCANNED_PER_PAGE};
 use crate::lease::selector;
 use crate::lease::validate::{validate_dns_label, validate_key};
 use crate::lease::{Command, LeaseError, LeaseKey};
 use crate::proto::v1 as pb;
-use crate::proto::v1::leases_client::LeasesClient;
 use crate::raft::node::{Node, NodeError};
+use crate::state::PageLimits;
+use prost::Message;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,12 +86,6 @@ where
     }
 }
 
-/// List page size when the request gives none.
-pub const DEFAULT_PAGE: usize = 1_000;
-/// Largest page a List returns, whatever the request asks for: keeps replies
-/// far below gRPC's default 4 MiB message limit.
-pub const MAX_PAGE: usize = 10_000;
-
 fn page_size(limit: u32) -> usize {
     match limit as usize {
         0 => DEFAULT_PAGE,
@@ -109,6 +105,24 @@ fn non_empty(s: &str) -> Option<String> {
 
 fn storage(e: anyhow::Error) -> NodeError {
     NodeError::Storage(format!("{e:#}"))
+}
+
+/// Converts a page's leases until the encoded items reach
+/// [`LIST_PAGE_BYTES`] (at least one item); returns the items and where the
+/// listing continues.
+fn page_to_proto(page: &crate::state::ListPage) -> (Vec<pb::Lease>, Option<LeaseKey>) {
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut bytes = 0usize;
+    for (i, lease) in page.items.iter().enumerate() {
+        let p = lease_to_proto(lease);
+        let len = p.encoded_len();
+        if i > 0 && bytes + len > LIST_PAGE_BYTES {
+            return (items, Some(page.items[i - 1].key.clone()));
+        }
+        bytes += len;
+        items.push(p);
+    }
+    (items, page.next.clone())
 }
 
 #[tonic::async_trait]
@@ -141,7 +155,7 @@ impl pb::leases_server::Leases for LeasesService {
                     created: a.created,
                 })
             },
-            |c, r| async move { LeasesClient::new(c).acquire(r).await },
+            |c, r| async move { leases_client(c).acquire(r).await },
         )
         .await
     }
@@ -170,7 +184,7 @@ impl pb::leases_server::Leases for LeasesService {
                     lease: Some(lease_to_proto(&a.lease)),
                 })
             },
-            |c, r| async move { LeasesClient::new(c).renew(r).await },
+            |c, r| async move { leases_client(c).renew(r).await },
         )
         .await
     }
@@ -199,7 +213,7 @@ impl pb::leases_server::Leases for LeasesService {
                     lease: Some(lease_to_proto(&a.lease)),
                 })
             },
-            |c, r| async move { LeasesClient::new(c).release(r).await },
+            |c, r| async move { leases_client(c).release(r).await },
         )
         .await
     }
@@ -214,14 +228,14 @@ impl pb::leases_server::Leases for LeasesService {
                 if !m.stale {
                     node.read_barrier().await?;
                 }
-                let (lease, revision) = node.sm.get(&key).map_err(storage)?;
+                let (lease, revision) = node.sm.get(&key);
                 let lease = lease.ok_or(LeaseError::NotFound { key })?;
                 Ok(pb::GetResponse {
                     lease: Some(lease_to_proto(&lease)),
                     revision,
                 })
             },
-            |c, r| async move { LeasesClient::new(c).get(r).await },
+            |c, r| async move { leases_client(c).get(r).await },
         )
         .await
     }
@@ -252,17 +266,23 @@ impl pb::leases_server::Leases for LeasesService {
                 if !m.stale {
                     node.read_barrier().await?;
                 }
+                let limits = PageLimits {
+                    max_items: page_size(m.limit),
+                    max_scanned: MAX_SCANNED_PER_PAGE,
+                };
                 let page = node
                     .sm
-                    .list(&m.namespace, &sel, after.as_ref(), page_size(m.limit))
+                    .list_blocking(m.namespace.clone(), sel, after, limits)
+                    .await
                     .map_err(storage)?;
+                let (items, next) = page_to_proto(&page);
                 Ok(pb::ListResponse {
-                    items: page.items.iter().map(lease_to_proto).collect(),
-                    continue_token: page.next.as_ref().map(encode_continue).unwrap_or_default(),
+                    items,
+                    continue_token: next.as_ref().map(encode_continue).unwrap_or_default(),
                     revision: page.revision,
                 })
             },
-            |c, r| async move { LeasesClient::new(c).list(r).await },
+            |c, r| async move { leases_client(c).list(r).await },
         )
         .await
     }
@@ -291,7 +311,7 @@ impl pb::leases_server::Leases for LeasesService {
                     revision: a.revision,
                 })
             },
-            |c, r| async move { LeasesClient::new(c).delete(r).await },
+            |c, r| async move { leases_client(c).delete(r).await },
         )
         .await
     }
@@ -327,7 +347,7 @@ impl pb::leases_server::Leases for LeasesService {
                     created: a.created,
                 })
             },
-            |c, r| async move { LeasesClient::new(c).put(r).await },
+            |c, r| async move { leases_client(c).put(r).await },
         )
         .await
     }

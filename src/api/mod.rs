@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod convert;
 pub mod leases;
+pub mod limits;
 pub mod raft_service;
 pub mod status;
 pub mod watch;

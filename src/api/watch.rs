@@ -19,9 +19,9 @@ use super::convert::lease_to_proto;
 use super::status;
 use crate::lease::selector::{self, Selector};
 use crate::lease::validate::{validate_dns_label, validate_dns_subdomain};
-use crate::lease::{Event, EventKind, LeaseError};
+use crate::lease::{Event, EventKind, Lease, LeaseError, Visible};
 use crate::proto::v1 as pb;
-use crate::store::state_machine::{HistoryError, Notice};
+use crate::store::state_machine::Notice;
 use crate::store::StateMachineStore;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -82,16 +82,26 @@ impl WatchSpec {
         })
     }
 
-    fn matches(&self, e: &Event) -> bool {
-        let key = &e.lease.key;
+    fn matches(&self, lease: &Lease) -> bool {
+        let key = &lease.key;
         (self.namespace.is_empty() || key.namespace == self.namespace)
             && (self.name.is_empty() || key.name == self.name)
-            && self.selector.matches(&e.lease.labels)
+            && self.selector.matches(&lease.labels)
+    }
+
+    /// The event as this watcher sees it, if at all: a lease that leaves
+    /// the selection through a change is `DELETED` for this watcher, one
+    /// that enters it `ADDED` (Kubernetes' watch semantics).
+    fn view(&self, e: &Event) -> Option<pb::WatchEvent> {
+        match e.seen_through(|l| self.matches(l)) {
+            Visible::No => None,
+            Visible::As(kind, lease) => Some(to_proto(e.revision, kind, lease)),
+        }
     }
 }
 
-fn to_proto(e: &Event) -> pb::WatchEvent {
-    let t = match e.kind {
+fn to_proto(revision: u64, kind: EventKind, lease: &Lease) -> pb::WatchEvent {
+    let t = match kind {
         EventKind::Added => pb::watch_event::Type::Added,
         EventKind::Modified => pb::watch_event::Type::Modified,
         EventKind::Deleted => pb::watch_event::Type::Deleted,
@@ -99,8 +109,8 @@ fn to_proto(e: &Event) -> pb::WatchEvent {
     };
     pb::WatchEvent {
         r#type: t as i32,
-        lease: Some(lease_to_proto(&e.lease)),
-        revision: e.revision,
+        lease: Some(lease_to_proto(lease)),
+        revision,
     }
 }
 
@@ -170,8 +180,8 @@ impl Watcher {
                                 continue;
                             }
                             self.last = e.revision;
-                            if self.spec.matches(e) {
-                                if self.send(to_proto(e)).await?.is_err() {
+                            if let Some(shown) = self.spec.view(e) {
+                                if self.send(shown).await?.is_err() {
                                     return Ok(());
                                 }
                                 since_send = tokio::time::Instant::now();
@@ -217,18 +227,15 @@ impl Watcher {
             let from = self.last + 1;
             let (events, seen) = match self.sm.history_from(from, HISTORY_CHUNK) {
                 Ok(r) => r,
-                Err(HistoryError::Compacted { requested, oldest }) => {
-                    return Err(status::compacted(requested, oldest))
-                }
-                Err(HistoryError::Storage(e)) => {
-                    return Err(Status::internal(format!("cannot read history: {e:#}")))
-                }
+                Err(c) => return Err(status::compacted(c.requested, c.oldest)),
             };
             let full = events.len() == HISTORY_CHUNK;
             for e in &events {
                 self.last = e.revision;
-                if self.spec.matches(e) && self.send(to_proto(e)).await?.is_err() {
-                    return Ok(Err(Gone));
+                if let Some(shown) = self.spec.view(e) {
+                    if self.send(shown).await?.is_err() {
+                        return Ok(Err(Gone));
+                    }
                 }
             }
             if !full {

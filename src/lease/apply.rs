@@ -17,9 +17,9 @@
 
 use super::command::{Command, LeaseDraft};
 use super::error::{LeaseError, LostReason};
+use super::event::EventKind;
 use super::model::{Lease, LeaseKey, LeaseSpec};
 use super::time::Timestamp;
-use super::validate::validate_command;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -52,12 +52,53 @@ pub enum Effect {
         created: bool,
         /// A new tenure started: the fencing token is `ctx.revision`.
         newly_acquired: bool,
+        /// The watch event this change is (`Added`, `Modified` or
+        /// `Expired`).
+        kind: EventKind,
     },
     /// Remove the lease; this is how it looked.
     Delete {
         /// The lease as it was.
         lease: Lease,
     },
+}
+
+impl Effect {
+    fn created(lease: Lease) -> Self {
+        let newly_acquired = lease.fencing_token > 0;
+        Effect::Write {
+            lease,
+            created: true,
+            newly_acquired,
+            kind: EventKind::Added,
+        }
+    }
+
+    fn modified(lease: Lease) -> Self {
+        Effect::Write {
+            lease,
+            created: false,
+            newly_acquired: false,
+            kind: EventKind::Modified,
+        }
+    }
+
+    fn acquired(lease: Lease) -> Self {
+        Effect::Write {
+            lease,
+            created: false,
+            newly_acquired: true,
+            kind: EventKind::Modified,
+        }
+    }
+
+    /// The watch event kind of this effect.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Effect::Write { kind, .. } => *kind,
+            Effect::Delete { .. } => EventKind::Deleted,
+        }
+    }
 }
 
 /// The earliest time at which a lease held by someone can be granted to
@@ -126,15 +167,21 @@ pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
 /// Applies `cmd` to `current` (the stored lease with the command's key).
 ///
 /// Returns the effect to store, or the reason the command is refused; a
-/// refusal changes nothing. The command is validated again here (the API edge
-/// validated it already) so that nothing malformed can enter the state even if
-/// the log was written by a buggy or older binary.
+/// refusal changes nothing.
+///
+/// Validation is not repeated here: the API edge validates every command
+/// before it is proposed (`lease::validate`), so the log only holds
+/// validated commands. Re-validating while applying would make the meaning
+/// of an old log depend on the binary that replays it: a rule tightened in
+/// a later version would refuse, on a replica replaying the log, a command
+/// that every other replica accepted. `apply` is total instead: any
+/// command, however odd its fields, gets a deterministic answer without
+/// panicking (all time arithmetic saturates).
 pub fn apply(
     cmd: &Command,
     current: Option<&Lease>,
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
-    validate_command(cmd)?;
     match cmd {
         Command::Acquire {
             key,
@@ -159,11 +206,7 @@ pub fn apply(
             let mut next = lease.clone();
             next.spec.renew_time = Some(ctx.now);
             next.resource_version = ctx.revision;
-            Ok(Effect::Write {
-                lease: next,
-                created: false,
-                newly_acquired: false,
-            })
+            Ok(Effect::modified(next))
         }
         Command::Release {
             key,
@@ -174,16 +217,8 @@ pub fn apply(
             // lease: it only gives up what the caller had.
             let lease = check_tenure(key, holder, *fencing_token, current)?;
             let mut next = lease.clone();
-            next.spec.holder_identity = None;
-            next.spec.renew_time = Some(ctx.now);
-            next.fencing_token = 0;
-            next.expired = false;
-            next.resource_version = ctx.revision;
-            Ok(Effect::Write {
-                lease: next,
-                created: false,
-                newly_acquired: false,
-            })
+            clear_holder(&mut next, ctx);
+            Ok(Effect::modified(next))
         }
         Command::Expire {
             key,
@@ -206,6 +241,7 @@ pub fn apply(
                 lease: next,
                 created: false,
                 newly_acquired: false,
+                kind: EventKind::Expired,
             })
         }
         Command::Put { draft } => put(draft, current, ctx),
@@ -234,6 +270,49 @@ pub fn apply(
     }
 }
 
+/// Whether `lease`'s current tenure is live at `ctx`: held, with a token,
+/// not recorded as expired, and not lapsed. A live tenure's holder renews;
+/// anyone else waits; once it is not live, even its own holder starts a new
+/// tenure (with a new token) rather than revive the old one.
+fn tenure_live(lease: &Lease, ctx: &ApplyContext) -> bool {
+    lease.fencing_token > 0
+        && !lease.expired
+        && lapses_at(lease, ctx.epoch_start).is_some_and(|at| ctx.now < at)
+}
+
+/// Refuses a renewal of `lease`'s live tenure that would let the lease be
+/// granted to someone else earlier than the tenure already promises:
+/// renewing now for `duration_seconds` must not move [`grantable_at`]
+/// back. A holder that wants a shorter lease releases it and acquires it
+/// again. Without this, a renewal (by Acquire or Put, neither of which
+/// carries the tenure's token) with a short duration would cut short the
+/// guarantee an earlier acknowledged renewal gave.
+fn ensure_not_shortened(
+    key: &LeaseKey,
+    lease: &Lease,
+    duration_seconds: Option<i32>,
+    ctx: &ApplyContext,
+) -> Result<(), LeaseError> {
+    let mut renewed = lease.clone();
+    renewed.spec.renew_time = Some(ctx.now);
+    renewed.spec.lease_duration_seconds = duration_seconds;
+    let (Some(now_free), Some(after_free)) = (
+        grantable_at(lease, ctx.epoch_start),
+        grantable_at(&renewed, ctx.epoch_start),
+    ) else {
+        return Ok(());
+    };
+    if after_free < now_free {
+        return Err(LeaseError::Held {
+            key: key.clone(),
+            holder: lease.holder().unwrap_or_default().to_string(),
+            expire_time: lease.expire_time().unwrap_or(now_free),
+            remaining_millis: (now_free.micros_since(ctx.now) + 999) / 1000,
+        });
+    }
+    Ok(())
+}
+
 fn acquire(
     key: &LeaseKey,
     holder: &str,
@@ -243,30 +322,19 @@ fn acquire(
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
     let Some(lease) = current else {
-        let lease = Lease {
-            key: key.clone(),
-            uid: derive_uid(key, ctx.revision),
-            resource_version: ctx.revision,
-            creation_timestamp: ctx.now,
-            labels: labels.clone(),
-            annotations: BTreeMap::new(),
-            spec: LeaseSpec {
-                holder_identity: Some(holder.to_string()),
-                lease_duration_seconds: Some(duration_seconds),
-                acquire_time: Some(ctx.now),
-                renew_time: Some(ctx.now),
-                lease_transitions: Some(0),
-                strategy: None,
-                preferred_holder: None,
-            },
-            fencing_token: ctx.revision,
-            expired: false,
+        let spec = LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(duration_seconds),
+            lease_transitions: Some(0),
+            ..LeaseSpec::default()
         };
-        return Ok(Effect::Write {
-            lease,
-            created: true,
-            newly_acquired: true,
-        });
+        return Ok(Effect::created(new_lease(
+            key,
+            labels.clone(),
+            BTreeMap::new(),
+            spec,
+            ctx,
+        )));
     };
 
     let mut next = lease.clone();
@@ -277,22 +345,15 @@ fn acquire(
 
     match lease.holder() {
         Some(h) if h == holder => {
-            let live = lapses_at(lease, ctx.epoch_start).is_some_and(|at| ctx.now < at)
-                && !lease.expired
-                && lease.fencing_token > 0;
-            if live {
+            if tenure_live(lease, ctx) {
                 // The caller already holds it: a renewal, same tenure.
-                return Ok(Effect::Write {
-                    lease: next,
-                    created: false,
-                    newly_acquired: false,
-                });
+                ensure_not_shortened(key, lease, Some(duration_seconds), ctx)?;
+                return Ok(Effect::modified(next));
             }
             // The caller's own tenure lapsed. Nobody else took the lease, but
             // the old token must not be revived: start a new tenure. The
             // holder did not change, so leaseTransitions stays.
-            next.spec.acquire_time = Some(ctx.now);
-            next.fencing_token = ctx.revision;
+            start_tenure(&mut next, ctx);
         }
         Some(_) => {
             ensure_not_held(key, lease, ctx)?;
@@ -300,18 +361,65 @@ fn acquire(
         }
         None => grant_new_holder(&mut next, holder, ctx),
     }
-    Ok(Effect::Write {
-        lease: next,
-        created: false,
-        newly_acquired: true,
-    })
+    Ok(Effect::acquired(next))
+}
+
+/// A lease created at `ctx`. With a holder it starts a tenure whose token
+/// is the creating revision and whose times are the stamp; without one it
+/// has no token and no times.
+fn new_lease(
+    key: &LeaseKey,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    mut spec: LeaseSpec,
+    ctx: &ApplyContext,
+) -> Lease {
+    let mut lease = Lease {
+        key: key.clone(),
+        uid: derive_uid(key, ctx.revision),
+        resource_version: ctx.revision,
+        creation_timestamp: ctx.now,
+        labels,
+        annotations,
+        spec: LeaseSpec::default(),
+        fencing_token: 0,
+        expired: false,
+    };
+    spec.acquire_time = None;
+    spec.renew_time = None;
+    lease.spec = spec;
+    if lease.holder().is_some() {
+        start_tenure(&mut lease, ctx);
+    } else {
+        lease.spec.holder_identity = None;
+    }
+    lease
+}
+
+/// Starts a new tenure for the holder already in `next.spec`: the token is
+/// this revision (greater than any token issued before), and both times
+/// are the stamp.
+fn start_tenure(next: &mut Lease, ctx: &ApplyContext) {
+    next.spec.acquire_time = Some(ctx.now);
+    next.spec.renew_time = Some(ctx.now);
+    next.fencing_token = ctx.revision;
+    next.expired = false;
+    next.resource_version = ctx.revision;
 }
 
 fn grant_new_holder(next: &mut Lease, holder: &str, ctx: &ApplyContext) {
     next.spec.holder_identity = Some(holder.to_string());
-    next.spec.acquire_time = Some(ctx.now);
     next.spec.lease_transitions = Some(next.spec.lease_transitions.unwrap_or(0).saturating_add(1));
-    next.fencing_token = ctx.revision;
+    start_tenure(next, ctx);
+}
+
+/// Ends the current tenure: no holder, no token. `renewTime` records when.
+fn clear_holder(next: &mut Lease, ctx: &ApplyContext) {
+    next.spec.holder_identity = None;
+    next.spec.renew_time = Some(ctx.now);
+    next.fencing_token = 0;
+    next.expired = false;
+    next.resource_version = ctx.revision;
 }
 
 /// The stored lease, if `holder` holds it with `token`; otherwise why not.
@@ -339,42 +447,43 @@ fn check_tenure<'a>(
     }
 }
 
+/// Kubernetes-style create or compare-and-swap update, under the same lease
+/// rules as Acquire, Renew and Release:
+///
+/// - `acquireTime` and `renewTime` are never taken from the request: a
+///   Put that keeps the holder's live tenure renews it (`renewTime` = the
+///   stamp), a Put that starts a tenure sets both to the stamp. Clients
+///   (client-go, the Python client) send their own clock's times; what is
+///   stored is the leader's.
+/// - naming another holder while the lease is held is granted only when an
+///   Acquire by that holder would be (the same takeover and new-epoch
+///   waits), otherwise `Held`;
+/// - a renewal may not shorten the live tenure ([`ensure_not_shortened`]);
+/// - a new tenure, also of the same holder after its tenure lapsed or was
+///   recorded as expired, gets a new token (this revision);
+/// - clearing the holder is a release and is always allowed (client-go
+///   releases this way on cancel); the compare-and-swap guards it.
+///
+/// Labels, annotations, the duration, `leaseTransitions`, `strategy` and
+/// `preferredHolder` are the client's to set.
 fn put(
     draft: &LeaseDraft,
     current: Option<&Lease>,
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
     let key = &draft.key;
-    let new_holder = draft
-        .spec
-        .holder_identity
-        .as_deref()
-        .filter(|h| !h.is_empty());
-    let mut spec = draft.spec.clone();
-    spec.holder_identity = new_holder.map(str::to_string);
     let Some(lease) = current else {
         if draft.resource_version != 0 {
             return Err(LeaseError::NotFound { key: key.clone() });
         }
-        return Ok(Effect::Write {
-            lease: Lease {
-                key: key.clone(),
-                uid: derive_uid(key, ctx.revision),
-                resource_version: ctx.revision,
-                creation_timestamp: ctx.now,
-                labels: draft.labels.clone(),
-                annotations: draft.annotations.clone(),
-                spec,
-                fencing_token: if new_holder.is_some() {
-                    ctx.revision
-                } else {
-                    0
-                },
-                expired: false,
-            },
-            created: true,
-            newly_acquired: new_holder.is_some(),
-        });
+        let created = new_lease(
+            key,
+            draft.labels.clone(),
+            draft.annotations.clone(),
+            draft.spec.clone(),
+            ctx,
+        );
+        return Ok(Effect::created(created));
     };
     if draft.resource_version == 0 {
         return Err(LeaseError::AlreadyExists { key: key.clone() });
@@ -386,29 +495,50 @@ fn put(
             actual: lease.resource_version,
         });
     }
-    // Kubernetes semantics: a compare-and-swap on the whole object. The
-    // fencing token follows the holder: same holder keeps it, a new holder
-    // gets this revision, no holder has none.
-    let (token, newly) = match new_holder {
-        None => (0, false),
-        Some(h) if lease.holder() == Some(h) => (lease.fencing_token, false),
-        Some(_) => (ctx.revision, true),
+    let new_holder = draft
+        .spec
+        .holder_identity
+        .as_deref()
+        .filter(|h| !h.is_empty());
+    let mut next = lease.clone();
+    next.labels = draft.labels.clone();
+    next.annotations = draft.annotations.clone();
+    next.spec = LeaseSpec {
+        holder_identity: new_holder.map(str::to_string),
+        lease_duration_seconds: draft.spec.lease_duration_seconds,
+        acquire_time: lease.spec.acquire_time,
+        renew_time: lease.spec.renew_time,
+        lease_transitions: draft.spec.lease_transitions,
+        strategy: draft.spec.strategy.clone(),
+        preferred_holder: draft.spec.preferred_holder.clone(),
     };
-    Ok(Effect::Write {
-        lease: Lease {
-            key: key.clone(),
-            uid: lease.uid.clone(),
-            resource_version: ctx.revision,
-            creation_timestamp: lease.creation_timestamp,
-            labels: draft.labels.clone(),
-            annotations: draft.annotations.clone(),
-            spec,
-            fencing_token: token,
-            expired: false,
-        },
-        created: false,
-        newly_acquired: newly,
-    })
+    next.resource_version = ctx.revision;
+    match (lease.holder(), new_holder) {
+        (_, None) => {
+            clear_holder(&mut next, ctx);
+            Ok(Effect::modified(next))
+        }
+        (Some(h), Some(n)) if h == n && tenure_live(lease, ctx) => {
+            ensure_not_shortened(key, lease, draft.spec.lease_duration_seconds, ctx)?;
+            next.spec.renew_time = Some(ctx.now);
+            Ok(Effect::modified(next))
+        }
+        (Some(h), Some(n)) if h == n => {
+            // The same holder after its tenure lapsed: nobody else took the
+            // lease, but its old token must not come back.
+            start_tenure(&mut next, ctx);
+            Ok(Effect::acquired(next))
+        }
+        (Some(_), Some(_)) => {
+            ensure_not_held(key, lease, ctx)?;
+            start_tenure(&mut next, ctx);
+            Ok(Effect::acquired(next))
+        }
+        (None, Some(_)) => {
+            start_tenure(&mut next, ctx);
+            Ok(Effect::acquired(next))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! "Expired" here is `renewTime + leaseDurationSeconds`, whether or not a
 //! holder is still recorded. Pure: the caller supplies the identity age.
 
+use super::apply::grantable_at;
 use super::model::Lease;
 use super::time::{Timestamp, MICROS_PER_SEC};
 
@@ -53,6 +54,23 @@ pub fn collect_at(lease: &Lease, identity_age_micros: i64) -> Option<Timestamp> 
     )
 }
 
+/// When the collector's `Delete` of `lease` will be accepted: its
+/// collection time, but not before a held lease could be granted to
+/// another holder in the epoch that starts at `epoch_start` (`Delete` of a
+/// held lease is refused until then, see `lease::apply`). Proposing earlier
+/// would only add refused entries to the log, sweep after sweep.
+pub fn deletable_at(
+    lease: &Lease,
+    identity_age_micros: i64,
+    epoch_start: Timestamp,
+) -> Option<Timestamp> {
+    let at = collect_at(lease, identity_age_micros)?;
+    Some(match grantable_at(lease, epoch_start) {
+        Some(free) => at.max(free),
+        None => at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +97,21 @@ mod tests {
             fencing_token: 1,
             expired: false,
         }
+    }
+
+    #[test]
+    fn a_held_lease_is_deletable_only_once_it_could_change_hands() {
+        // Renewed at 5 s for 10 s, collectable 1 s after expiry (16 s); a
+        // new epoch at 20 s makes the holder's tenure run to 30 s, and the
+        // lease grantable at 30.1 s: the Delete waits for that.
+        let l = lease(&[(GC_AFTER_EXPIRY_LABEL, "1s")]);
+        let at = |s: f64| Timestamp::from_micros((s * MICROS_PER_SEC as f64) as i64);
+        assert_eq!(deletable_at(&l, 0, at(0.0)), Some(at(16.0)));
+        assert_eq!(deletable_at(&l, 0, at(20.0)), Some(at(30.1)));
+        let mut free = l.clone();
+        free.spec.holder_identity = None;
+        assert_eq!(deletable_at(&free, 0, at(20.0)), Some(at(16.0)));
+        assert_eq!(deletable_at(&lease(&[]), 0, at(0.0)), None);
     }
 
     #[test]

@@ -14,6 +14,6 @@ pub mod validate;
 
 pub use command::{Applied, Command, CommandResponse, LeaseDraft, Proposal};
 pub use error::{LeaseError, LostReason};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, Visible};
 pub use model::{Lease, LeaseKey, LeaseSpec};
 pub use time::Timestamp;

@@ -25,13 +25,18 @@
 //! often a truncated selector than an intent to match empty labels.
 
 use super::error::LeaseError;
-use super::validate::{validate_label_key, validate_label_value};
+use super::validate::{quote, validate_label_key, validate_label_value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
 /// The field path reported for every selector error.
 const FIELD: &str = "labelSelector";
+
+/// Longest selector accepted, in bytes. A selector is parsed and then
+/// evaluated against every lease a List or Watch scans, so its size is
+/// work per lease; real selectors are a few dozen bytes.
+pub const MAX_SELECTOR_LEN: usize = 8 * 1024;
 
 /// One condition on a label set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,6 +175,16 @@ impl FromStr for Selector {
 /// Errors are [`LeaseError::Invalid`] with field `labelSelector` and a reason
 /// quoting the offending part of the input.
 pub fn parse(input: &str) -> Result<Selector, LeaseError> {
+    if input.len() > MAX_SELECTOR_LEN {
+        return Err(LeaseError::invalid(
+            FIELD,
+            format!(
+                "{} is {} bytes long; a selector may be at most {MAX_SELECTOR_LEN} bytes",
+                quote(input),
+                input.len()
+            ),
+        ));
+    }
     let tokens = lex(input);
     let mut parser = Parser {
         input,
@@ -187,11 +202,11 @@ pub fn parse(input: &str) -> Result<Selector, LeaseError> {
                 }) => {}
                 Some(other) => {
                     return Err(parser.error(format!(
-                        "unexpected {} at position {} after {:?}; requirements must be \
+                        "unexpected {} at position {} after {}; requirements must be \
                          separated by ','",
                         other.describe(),
                         other.pos,
-                        input[..other.pos].trim_end()
+                        quote(input[..other.pos].trim_end())
                     )))
                 }
             }
@@ -235,7 +250,7 @@ struct Token<'a> {
 impl Token<'_> {
     /// The token, quoted, for error messages.
     fn describe(&self) -> String {
-        format!("{:?}", self.text)
+        quote(self.text)
     }
 }
 
@@ -316,7 +331,10 @@ impl<'a> Parser<'a> {
 
     /// An error about this selector; `message` names the offending part.
     fn error(&self, message: String) -> LeaseError {
-        LeaseError::invalid(FIELD, format!("{message} (in selector {:?})", self.input))
+        LeaseError::invalid(
+            FIELD,
+            format!("{message} (in selector {})", quote(self.input)),
+        )
     }
 
     /// "found X" for the token that was there instead, or the end of input.

@@ -53,6 +53,15 @@ pub const MAX_LEASE_DURATION_SECONDS: i32 = 366 * 24 * 3600;
 /// the byte lengths of all keys and values.
 pub const MAX_ANNOTATIONS_TOTAL_BYTES: usize = 256 * 1024;
 
+/// Largest lease Leasehold stores, counted as the bytes of every string in
+/// it (namespace, name, label and annotation keys and values, holder,
+/// strategy, preferred holder). Every accepted lease must stay readable,
+/// listable, watchable and forwardable: a response carries a whole lease
+/// (a watch event or a put reply, even two leases), and every gRPC message
+/// is bounded by the API's message limit (`api::limits`). 512 KiB leaves
+/// room for Kubernetes' own 256 KiB of annotations plus labels.
+pub const MAX_LEASE_BYTES: usize = 512 * 1024;
+
 /// The one built-in coordinated leader election strategy Kubernetes defines;
 /// any other strategy must be a qualified name.
 pub const STRATEGY_OLDEST_EMULATION_VERSION: &str = "OldestEmulationVersion";
@@ -78,7 +87,7 @@ const LABEL_VALUE_RULE: &str = "must be empty or at most 63 characters of letter
 
 /// Quotes a value for an error message, shortening very long ones: a reason
 /// must identify the value, not echo back a 256 KiB string.
-fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     const KEEP: usize = 48;
     if value.chars().count() <= KEEP + 16 {
         format!("{value:?}")
@@ -227,9 +236,53 @@ fn invalid(field: &str, value: &str, problem: String, rule: &str) -> LeaseError 
 }
 
 /// The field path of one entry of a map field, as Kubernetes prints it:
-/// `metadata.labels["app"]`.
+/// `metadata.labels["app"]`. A very long key is shortened (see [`quote`]):
+/// the path names the entry, it does not echo a client's megabyte back.
 fn entry_path(field_prefix: &str, key: &str) -> String {
-    format!("{field_prefix}[{key:?}]")
+    format!("{field_prefix}[{}]", quote(key))
+}
+
+fn map_bytes(m: &BTreeMap<String, String>) -> usize {
+    m.iter().fold(0usize, |n, (k, v)| {
+        n.saturating_add(k.len()).saturating_add(v.len())
+    })
+}
+
+/// Checks that a lease built from these parts stays within
+/// [`MAX_LEASE_BYTES`]. The error names the larger of the two maps (the
+/// only parts that can be large), with the sizes that add up to the total.
+pub fn validate_lease_size(
+    key: &LeaseKey,
+    labels: (&str, &BTreeMap<String, String>),
+    annotations: Option<(&str, &BTreeMap<String, String>)>,
+    strings: &[Option<&str>],
+) -> Result<(), LeaseError> {
+    let label_bytes = map_bytes(labels.1);
+    let annotation_bytes = annotations.map(|(_, m)| map_bytes(m)).unwrap_or(0);
+    let other = strings
+        .iter()
+        .flatten()
+        .fold(key.namespace.len() + key.name.len(), |n, s| {
+            n.saturating_add(s.len())
+        });
+    let total = label_bytes
+        .saturating_add(annotation_bytes)
+        .saturating_add(other);
+    if total <= MAX_LEASE_BYTES {
+        return Ok(());
+    }
+    let field = match annotations {
+        Some((field, _)) if annotation_bytes > label_bytes => field,
+        _ => labels.0,
+    };
+    Err(LeaseError::invalid(
+        field,
+        format!(
+            "makes the lease {total} bytes (labels {label_bytes}, annotations \
+             {annotation_bytes}, names and holder {other}); a lease may be at most \
+             {MAX_LEASE_BYTES} bytes (512 KiB) in all"
+        ),
+    ))
 }
 
 /// Validates a lowercase RFC 1123 subdomain (a lease name): non-empty, at
@@ -458,7 +511,8 @@ pub fn validate_command(cmd: &Command) -> Result<(), LeaseError> {
             validate_key(key)?;
             validate_holder("holder", holder)?;
             validate_duration("leaseDurationSeconds", *duration_seconds)?;
-            validate_labels("labels", labels)
+            validate_labels("labels", labels)?;
+            validate_lease_size(key, ("labels", labels), None, &[Some(holder)])
         }
         Command::Renew {
             key,
@@ -483,7 +537,17 @@ pub fn validate_command(cmd: &Command) -> Result<(), LeaseError> {
             validate_key(&draft.key)?;
             validate_labels("metadata.labels", &draft.labels)?;
             validate_annotations("metadata.annotations", &draft.annotations)?;
-            validate_spec(&draft.spec)
+            validate_spec(&draft.spec)?;
+            validate_lease_size(
+                &draft.key,
+                ("metadata.labels", &draft.labels),
+                Some(("metadata.annotations", &draft.annotations)),
+                &[
+                    draft.spec.holder_identity.as_deref(),
+                    draft.spec.strategy.as_deref(),
+                    draft.spec.preferred_holder.as_deref(),
+                ],
+            )
         }
         Command::Delete {
             key,

@@ -80,6 +80,24 @@ impl LogStore {
         decode(bytes).map_err(|e| logs_err(ErrorVerb::Read, &e))
     }
 
+    /// Appends `entries` and makes them durable. What `append` does before
+    /// it reports completion to openraft; public so tests can build a log
+    /// without openraft's callback (which only openraft can create).
+    pub async fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, &e))?;
+            batch.insert(&log_key(entry.log_id.index), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| logs_err(ErrorVerb::Write, &e))?;
+        self.flush(ErrorSubject::Logs).await
+    }
+
     /// Number of entries currently stored (for status and tests).
     pub fn len(&self) -> usize {
         self.log.len()
@@ -163,24 +181,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, &e))?;
-            batch.insert(&log_key(entry.log_id.index), bytes);
-        }
-        let result = match self.log.apply_batch(batch) {
-            Ok(()) => self.db.flush_async().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match result {
+        match self.append_entries(entries).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                let err = logs_err(ErrorVerb::Write, &e);
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(err)
+                Err(e)
             }
         }
     }

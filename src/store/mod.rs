@@ -1,9 +1,13 @@
-//! Durable storage: the Raft log and the lease state machine, both in one
-//! sled database per node.
+//! Durable storage: the Raft log (in a sled database per node) and the
+//! snapshots of the in-memory state machine (files).
 //!
 //! `log_store` implements openraft's `RaftLogStorage`; `state_machine`
-//! implements `RaftStateMachine` as a thin adapter onto `lease::apply`;
-//! `snapshot` is the snapshot file format; `keys` documents every key space.
+//! implements `RaftStateMachine` as a thin adapter over `state::State`;
+//! `snapshot` is the snapshot file format; `keys` documents every key space
+//! of the database.
+//!
+//! A data directory holds `db/` (sled: the log, the vote, the format
+//! version) and `snapshots/` (the latest snapshot file).
 //! Everything here treats a disk error as fatal for the node: openraft stops
 //! the Raft core on any storage error, and the server exits (see `server`).
 
@@ -11,22 +15,26 @@
 // bytes); our helpers return it too rather than convert at every call.
 #![allow(clippy::result_large_err)]
 
-pub mod dedup;
-pub mod index;
 pub mod keys;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
 
+pub use crate::state::SmClock;
 pub use log_store::LogStore;
-pub use state_machine::{HistoryMeta, SmClock, StateMachineStore};
+pub use state_machine::StateMachineStore;
 
 use anyhow::{bail, Context};
 use std::path::Path;
 
 /// Version of everything this module writes. A node refuses to open a data
 /// directory written with another version rather than misread it.
-pub const FORMAT_VERSION: u32 = 4;
+///
+/// - 5: the state machine moved out of sled into memory plus snapshot
+///   files; request-id records carry the command's fingerprint; events
+///   carry the previous lease when labels changed; the apply path no longer
+///   re-validates.
+pub const FORMAT_VERSION: u32 = 5;
 
 const FORMAT_KEY: &[u8] = b"format_version";
 
@@ -40,6 +48,16 @@ pub struct StoreOptions {
     pub history_max_age_micros: i64,
     /// Delete server identity leases this long after they expired.
     pub identity_gc_age_micros: i64,
+}
+
+impl StoreOptions {
+    /// The watch history bounds.
+    pub fn history_limits(&self) -> crate::state::HistoryLimits {
+        crate::state::HistoryLimits {
+            max_events: self.history_max_events,
+            max_age_micros: self.history_max_age_micros,
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -68,8 +86,8 @@ pub fn open_with(
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let db = open_db(dir)?;
     check_format(&db)?;
-    let log = LogStore::open(db.clone())?;
-    let sm = StateMachineStore::open(db, options)?;
+    let log = LogStore::open(db)?;
+    let sm = StateMachineStore::open(dir, &options)?;
     Ok((log, sm))
 }
 

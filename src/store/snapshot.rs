@@ -1,30 +1,39 @@
-//! The snapshot file: a versioned copy of the whole `sm` tree.
+//! Snapshot files: the replicated state at one log index, on disk.
 //!
-//! Layout: the 8 magic bytes `LHSNAP01`, the format version as u32
-//! big-endian, then bincode of `Vec<(key, value)>` holding every `sm` record
-//! (leases and state-machine metadata) exactly as stored. Installing one
-//! replaces the `sm` tree atomically.
+//! A node keeps its latest snapshot in `<data-dir>/snapshots/`, one file
+//! named after the snapshot's last log index. Layout:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 8 | magic `LHSNAP\r\n` |
+//! | 4 | on-disk format version, u32 big-endian ([`super::FORMAT_VERSION`]) |
+//! | n | bincode body: openraft's `SnapshotMeta`, the clock, the revision, the history's compacted point, then the leases, the history events and the request-id records as sequences |
+//! | 4 | CRC-32 of everything before it, u32 big-endian |
+//!
+//! The body is written by streaming over a consistent view of the state
+//! (persistent maps), so taking a snapshot neither stops writes nor copies
+//! the state into one buffer first. A file is written under a temporary
+//! name, `fdatasync`ed, renamed into place, and the directory is synced;
+//! only then may openraft purge the log it replaces. The same bytes are
+//! what a follower receives when it installs the snapshot.
+
+use crate::lease::{Event, Lease};
+use crate::raft::types::SnapshotMeta;
+use crate::state::dedup::Record;
+use crate::state::{Parts, SmClock, State};
+use serde::de::DeserializeOwned;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use super::FORMAT_VERSION;
 
-const MAGIC: &[u8; 8] = b"LHSNAP01";
-
-/// Every `sm` record, key and value, in key order.
-pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Encodes the records of a state machine.
-pub fn encode(records: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>, bincode::Error> {
-    let mut out = Vec::with_capacity(
-        12 + records
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 16)
-            .sum::<usize>(),
-    );
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    bincode::serialize_into(&mut out, records)?;
-    Ok(out)
-}
+const MAGIC: &[u8; 8] = b"LHSNAP\r\n";
+const HEADER: usize = 12;
+const TRAILER: usize = 4;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -35,45 +44,382 @@ pub enum SnapshotError {
     /// Written by another format version.
     #[error("snapshot has format version {0}, this binary reads {FORMAT_VERSION}")]
     Version(u32),
-    /// Corrupt body.
+    /// Cut short or damaged.
     #[error("corrupt snapshot: {0}")]
-    Corrupt(#[from] bincode::Error),
+    Corrupt(String),
+    /// Reading or writing the file failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
-/// Decodes a snapshot file into its records.
-pub fn decode(bytes: &[u8]) -> Result<Records, SnapshotError> {
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+/// A sequence serialized by iterating, without collecting it first.
+struct Seq<I>(RefCell<Option<I>>);
+
+impl<I> Seq<I> {
+    fn new(iter: I) -> Self {
+        Seq(RefCell::new(Some(iter)))
+    }
+}
+
+impl<I> Serialize for Seq<I>
+where
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let iter = self
+            .0
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| serde::ser::Error::custom("sequence serialized twice"))?;
+        s.collect_seq(iter)
+    }
+}
+
+/// The body as written (borrowing the state).
+struct BodyOut<'a, L, E, R> {
+    meta: &'a SnapshotMeta,
+    parts: Parts<Seq<L>, Seq<E>, Seq<R>>,
+}
+
+impl<'a, L, E, R> Serialize for BodyOut<'a, L, E, R>
+where
+    L: ExactSizeIterator<Item = &'a Lease>,
+    E: ExactSizeIterator<Item = &'a Event>,
+    R: ExactSizeIterator<Item = &'a Record>,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Body", 7)?;
+        st.serialize_field("meta", self.meta)?;
+        st.serialize_field("clock", &self.parts.clock)?;
+        st.serialize_field("revision", &self.parts.revision)?;
+        st.serialize_field("history_compacted", &self.parts.history_compacted)?;
+        st.serialize_field("leases", &self.parts.leases)?;
+        st.serialize_field("events", &self.parts.events)?;
+        st.serialize_field("dedup", &self.parts.dedup)?;
+        st.end()
+    }
+}
+
+/// The body as read (field order as written above).
+#[derive(Deserialize)]
+struct BodyIn {
+    meta: SnapshotMeta,
+    clock: SmClock,
+    revision: u64,
+    history_compacted: u64,
+    leases: Vec<Lease>,
+    events: Vec<Event>,
+    dedup: Vec<Record>,
+}
+
+/// Computes the CRC of everything written through it.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the snapshot of `state` at `meta` to `out`.
+pub fn encode_into(
+    state: &State,
+    meta: &SnapshotMeta,
+    out: impl Write,
+) -> Result<(), SnapshotError> {
+    let mut w = CrcWriter {
+        inner: out,
+        crc: crc32fast::Hasher::new(),
+    };
+    w.write_all(MAGIC)?;
+    w.write_all(&FORMAT_VERSION.to_be_bytes())?;
+    let p = state.parts();
+    let body = BodyOut {
+        meta,
+        parts: Parts {
+            clock: p.clock,
+            revision: p.revision,
+            history_compacted: p.history_compacted,
+            leases: Seq::new(p.leases),
+            events: Seq::new(p.events),
+            dedup: Seq::new(p.dedup),
+        },
+    };
+    bincode::serialize_into(&mut w, &body).map_err(|e| match *e {
+        bincode::ErrorKind::Io(io) => SnapshotError::Io(io),
+        other => SnapshotError::Corrupt(other.to_string()),
+    })?;
+    let crc = w.crc.clone().finalize();
+    w.inner.write_all(&crc.to_be_bytes())?;
+    w.inner.flush()?;
+    Ok(())
+}
+
+/// The snapshot of `state` at `meta`, in memory.
+pub fn encode(state: &State, meta: &SnapshotMeta) -> Result<Vec<u8>, SnapshotError> {
+    let mut out = Vec::new();
+    encode_into(state, meta, &mut out)?;
+    Ok(out)
+}
+
+fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SnapshotError> {
+    if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
         return Err(SnapshotError::BadMagic);
     }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&bytes[8..12]);
-    let version = u32::from_be_bytes(v);
+    let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
     }
-    Ok(bincode::deserialize(&bytes[12..])?)
+    let (covered, trailer) = bytes.split_at(bytes.len() - TRAILER);
+    let stored = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if crc32fast::hash(covered) != stored {
+        return Err(SnapshotError::Corrupt(format!(
+            "checksum mismatch over {} bytes (cut short or damaged)",
+            covered.len()
+        )));
+    }
+    bincode::deserialize(&covered[HEADER..]).map_err(|e| SnapshotError::Corrupt(e.to_string()))
+}
+
+/// Decodes a snapshot: its meta and the state it holds.
+pub fn decode(
+    bytes: &[u8],
+    identity_gc_age_micros: i64,
+) -> Result<(SnapshotMeta, State), SnapshotError> {
+    let body: BodyIn = decode_body(bytes)?;
+    let state = State::from_parts(
+        identity_gc_age_micros,
+        Parts {
+            clock: body.clock,
+            revision: body.revision,
+            history_compacted: body.history_compacted,
+            leases: body.leases,
+            events: body.events,
+            dedup: body.dedup,
+        },
+    );
+    Ok((body.meta, state))
+}
+
+/// Reads only the meta of a snapshot (still checking the whole file).
+pub fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
+    #[derive(Deserialize)]
+    struct MetaOnly {
+        meta: SnapshotMeta,
+    }
+    // bincode reads fields in order and ignores what follows.
+    let m: MetaOnly = decode_body(bytes)?;
+    Ok(m.meta)
+}
+
+/// The snapshot directory of a data directory.
+pub fn dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
+fn file_name(index: u64) -> String {
+    format!("snapshot-{index:020}.lhsnap")
+}
+
+fn index_of(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".lhsnap")?
+        .parse()
+        .ok()
+}
+
+/// Syncs a directory, so a rename or removal in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes the snapshot of `state` into `dir` durably and removes older
+/// snapshot files; returns the new file's path. Blocking: run it off the
+/// async runtime.
+pub fn write_file(
+    dir: &Path,
+    state: &State,
+    meta: &SnapshotMeta,
+) -> Result<PathBuf, SnapshotError> {
+    write_with(dir, meta, |w| encode_into(state, meta, w))
+}
+
+/// Stores already encoded (and checked) snapshot bytes into `dir` durably,
+/// as [`write_file`] does.
+pub fn write_bytes(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    bytes: &[u8],
+) -> Result<PathBuf, SnapshotError> {
+    write_with(dir, meta, |w| Ok(w.write_all(bytes)?))
+}
+
+fn write_with(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), SnapshotError>,
+) -> Result<PathBuf, SnapshotError> {
+    fs::create_dir_all(dir)?;
+    let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+    let path = dir.join(file_name(index));
+    let tmp = dir.join(format!("{}.tmp", file_name(index)));
+    {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, &file);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        file.sync_data()?;
+    }
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    remove_older(dir, index)?;
+    Ok(path)
+}
+
+/// Removes snapshot files older than `index` and leftover temporary files.
+fn remove_older(dir: &Path, index: u64) -> io::Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.ends_with(".tmp") || index_of(&name).is_some_and(|i| i < index);
+        if stale {
+            fs::remove_file(entry.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The newest snapshot file in `dir`, if any.
+pub fn latest(dir: &Path) -> io::Result<Option<PathBuf>> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(i) = index_of(&name.to_string_lossy()) {
+            if best.as_ref().is_none_or(|(b, _)| i > *b) {
+                best = Some((i, entry.path()));
+            }
+        }
+    }
+    Ok(best.map(|(_, p)| p))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::{Command, LeaseKey, Proposal, Timestamp};
+    use crate::state::applier::EntryPosition;
+    use crate::state::{ApplyOptions, EpochLeader};
+    use openraft::{CommittedLeaderId, LogId};
+
+    fn state_with_leases(n: u64) -> State {
+        let mut s = State::new(0);
+        for i in 1..=n {
+            let p = Proposal {
+                time: Timestamp::from_micros(i as i64),
+                clock_id: 1,
+                command: Command::Acquire {
+                    key: LeaseKey::new("ns", format!("l{i}")),
+                    holder: "h".into(),
+                    duration_seconds: 10,
+                    labels: Default::default(),
+                },
+                request_id: Some(format!("r{i}")),
+            };
+            let at = EntryPosition {
+                index: i,
+                leader: EpochLeader { term: 1, node: 1 },
+            };
+            s.apply_command(at, &p, &ApplyOptions::default());
+        }
+        s
+    }
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("s{index}"),
+        }
+    }
 
     #[test]
-    fn round_trip_and_rejects_garbage() {
-        let recs = vec![
-            (b"la\0b".to_vec(), vec![1, 2, 3]),
-            (b"m:revision".to_vec(), vec![9]),
-        ];
-        let bytes = encode(&recs).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), recs);
+    fn round_trip_keeps_everything_and_damage_is_refused() {
+        let s = state_with_leases(5);
+        let bytes = encode(&s, &meta(5)).unwrap();
+        let (m, back) = decode(&bytes, 0).unwrap();
+        assert_eq!(m, meta(5));
+        assert_eq!(decode_meta(&bytes).unwrap(), meta(5));
+        assert_eq!(back.lease_count(), 5);
+        assert_eq!(back.revision(), 5);
+        assert_eq!(back.clock(), s.clock());
+        assert_eq!(back.dedup_len(), 5);
+        assert_eq!(back.history_bounds(), s.history_bounds());
+        assert_eq!(
+            back.get(&LeaseKey::new("ns", "l3"))
+                .map(|l| l.fencing_token),
+            Some(3)
+        );
         assert!(matches!(
-            decode(b"nonsense-bytes"),
+            decode(b"nonsense-bytes-here", 0),
             Err(SnapshotError::BadMagic)
         ));
         let mut other = bytes.clone();
         other[11] = other[11].wrapping_add(1);
-        assert!(matches!(decode(&other), Err(SnapshotError::Version(_))));
-        let truncated = &bytes[..bytes.len() - 2];
-        assert!(matches!(decode(truncated), Err(SnapshotError::Corrupt(_))));
+        assert!(matches!(decode(&other, 0), Err(SnapshotError::Version(_))));
+        let cut = &bytes[..bytes.len() - 7];
+        assert!(matches!(decode(cut, 0), Err(SnapshotError::Corrupt(_))));
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        assert!(matches!(
+            decode(&flipped, 0),
+            Err(SnapshotError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn files_replace_older_ones_and_the_latest_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir_of(dir.path());
+        assert_eq!(latest(&d).unwrap(), None);
+        let s = state_with_leases(3);
+        write_file(&d, &s, &meta(3)).unwrap();
+        fs::write(d.join("snapshot-00000000000000000009.lhsnap.tmp"), b"junk").unwrap();
+        let p = write_file(&d, &s, &meta(7)).unwrap();
+        assert_eq!(latest(&d).unwrap(), Some(p.clone()));
+        let names: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![file_name(7)],
+            "older and temporary files are gone"
+        );
+        let (m, back) = decode(&fs::read(p).unwrap(), 0).unwrap();
+        assert_eq!(m, meta(7));
+        assert_eq!(back.lease_count(), 3);
     }
 }

@@ -108,6 +108,7 @@ fn write(cmd: &Command, current: Option<&Lease>, c: &ApplyContext) -> (Lease, bo
             lease,
             created,
             newly_acquired,
+            ..
         }) => (lease, created, newly_acquired),
         other => panic!("expected Effect::Write for {cmd:?}, got {other:?}"),
     }
@@ -808,7 +809,7 @@ fn tokens_strictly_increase_across_leases_and_tenures() {
 // -------------------------------------------------------------------- put
 
 #[test]
-fn put_creates_with_resource_version_zero() {
+fn put_creates_with_resource_version_zero_and_times_from_the_stamp() {
     let d = draft("l", 0, Some("a"));
     let (lease, created, newly) = write(&put_cmd(d.clone()), None, &ctx(4, 2 * SEC));
     assert!(created);
@@ -822,13 +823,19 @@ fn put_creates_with_resource_version_zero() {
             creation_timestamp: t(2 * SEC),
             labels: d.labels.clone(),
             annotations: d.annotations.clone(),
-            spec: d.spec.clone(),
+            spec: LeaseSpec {
+                // The client sent T0 for both: the stored times are the
+                // stamp.
+                acquire_time: Some(t(2 * SEC)),
+                renew_time: Some(t(2 * SEC)),
+                ..d.spec.clone()
+            },
             fencing_token: 4,
             expired: false,
         }
     );
 
-    // Without a holder (None or the empty string): no token.
+    // Without a holder (None or the empty string): no token, no times.
     for holder in [None, Some("")] {
         let (lease, created, newly) =
             write(&put_cmd(draft("l", 0, holder)), None, &ctx(5, 2 * SEC));
@@ -839,6 +846,8 @@ fn put_creates_with_resource_version_zero() {
             lease.spec.holder_identity, None,
             "empty holder is stored as none"
         );
+        assert_eq!(lease.spec.renew_time, None);
+        assert_eq!(lease.spec.acquire_time, None);
         assert_eq!(lease.resource_version, 5);
     }
 }
@@ -872,16 +881,33 @@ fn put_refusals() {
     );
 }
 
+/// A draft of `current` as a Kubernetes client would send it: the stored
+/// object with `holder`, and its own clock's times.
+fn k8s_update(current: &Lease, holder: Option<&str>, client_time: Timestamp) -> LeaseDraft {
+    LeaseDraft {
+        key: current.key.clone(),
+        resource_version: current.resource_version,
+        labels: current.labels.clone(),
+        annotations: current.annotations.clone(),
+        spec: LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            acquire_time: Some(client_time),
+            renew_time: Some(client_time),
+            ..current.spec.clone()
+        },
+    }
+}
+
 #[test]
-fn put_updates_follow_the_holder_with_the_token() {
+fn put_renewal_keeps_the_token_and_takes_the_time_from_the_stamp() {
     let original = write(&put_cmd(draft("l", 0, Some("a"))), None, &ctx(4, 0)).0;
     assert_eq!(original.fencing_token, 4);
 
-    // Same holder: same token, not a new tenure; the rest is replaced.
-    let mut d = draft("l", 4, Some("a"));
+    // Same holder, live tenure: a renewal. Token and acquireTime stay;
+    // labels, annotations, duration and transitions are the client's.
+    let mut d = k8s_update(&original, Some("a"), t(-60 * SEC));
     d.labels = labels(&[("tier", "cache")]);
     d.annotations = BTreeMap::new();
-    d.spec.renew_time = Some(t(5 * SEC));
     d.spec.lease_duration_seconds = Some(40);
     let (same, created, newly) = write(&put_cmd(d.clone()), Some(&original), &ctx(6, 5 * SEC));
     assert!(!created);
@@ -895,55 +921,206 @@ fn put_updates_follow_the_holder_with_the_token() {
             creation_timestamp: original.creation_timestamp,
             labels: d.labels.clone(),
             annotations: BTreeMap::new(),
-            spec: d.spec.clone(),
+            spec: LeaseSpec {
+                acquire_time: original.spec.acquire_time,
+                renew_time: Some(t(5 * SEC)),
+                ..d.spec.clone()
+            },
             fencing_token: 4,
             expired: false,
         }
     );
+}
 
-    // Another holder: new token = revision, newly acquired.
-    let (other, _, newly) = write(
-        &put_cmd(draft("l", 6, Some("b"))),
-        Some(&same),
-        &ctx(9, 6 * SEC),
+/// Regression (issue 10): a Put at the current resourceVersion that kept
+/// holder A but set renewTime 60 s in the past let B's Acquire in at once.
+#[test]
+fn a_put_with_an_old_renew_time_does_not_let_another_holder_in() {
+    let a = acquired("l", "a", 10, 3, 0);
+    let backdated = k8s_update(&a, Some("a"), t(-60 * SEC));
+    let renewed = write(&put_cmd(backdated), Some(&a), &ctx(4, 2 * SEC)).0;
+    assert_eq!(renewed.spec.renew_time, Some(t(2 * SEC)));
+    // B right after, and just before A's renewal plus the grant margin.
+    for at in [2 * SEC + 1, 12 * SEC + margin(10) - 1] {
+        assert!(matches!(
+            refused(&acquire_cmd("l", "b", 10), Some(&renewed), &ctx(5, at)),
+            LeaseError::Held { ref holder, .. } if holder == "a"
+        ));
+    }
+    let (b, _, newly) = write(
+        &acquire_cmd("l", "b", 10),
+        Some(&renewed),
+        &ctx(5, 12 * SEC + margin(10)),
     );
     assert!(newly);
-    assert_eq!(other.fencing_token, 9);
-    assert_eq!(other.holder(), Some("b"));
-    assert_eq!(other.resource_version, 9);
-    assert_eq!(other.uid, original.uid);
-    assert_eq!(other.creation_timestamp, original.creation_timestamp);
+    assert_eq!(b.fencing_token, 5);
+}
 
-    // Clearing the holder: token 0.
+/// Regression (issue 10): a client whose clock runs behind sends renewTime
+/// in its past; the lease kept less than its duration and went to B early.
+#[test]
+fn a_put_renewal_from_a_slow_clock_keeps_the_full_duration() {
+    let a = acquired("l", "a", 10, 3, 0);
+    // At 8 s the client (5 s behind) renews with renewTime = 3 s.
+    let renewed = write(
+        &put_cmd(k8s_update(&a, Some("a"), t(3 * SEC))),
+        Some(&a),
+        &ctx(4, 8 * SEC),
+    )
+    .0;
+    assert_eq!(renewed.expire_time(), Some(t(18 * SEC)));
+    assert!(matches!(
+        refused(
+            &acquire_cmd("l", "b", 10),
+            Some(&renewed),
+            &ctx(5, 14 * SEC)
+        ),
+        LeaseError::Held { .. }
+    ));
+}
+
+/// Regression (issue 10): after A's tenure lapsed and was recorded as
+/// expired, a Put naming A revived A's old token, so a paused process still
+/// carrying it was accepted again by the fenced resource.
+#[test]
+fn a_put_after_expiry_starts_a_new_tenure_with_a_new_token() {
+    let a = acquired("l", "a", 10, 3, 0);
+    let expire = Command::Expire {
+        key: key("l"),
+        holder: "a".into(),
+        fencing_token: 3,
+    };
+    let marked = write(&expire, Some(&a), &ctx(4, 10 * SEC)).0;
+    assert!(marked.expired);
+    let (again, _, newly) = write(
+        &put_cmd(k8s_update(&marked, Some("a"), t(0))),
+        Some(&marked),
+        &ctx(7, 11 * SEC),
+    );
+    assert!(newly, "a new tenure");
+    assert_eq!(again.fencing_token, 7);
+    assert!(!again.expired);
+    assert_eq!(again.spec.acquire_time, Some(t(11 * SEC)));
+    assert_eq!(again.spec.renew_time, Some(t(11 * SEC)));
+    // The old token is refused.
+    assert!(matches!(
+        lost_reason(refused(
+            &renew_cmd("l", "a", 3),
+            Some(&again),
+            &ctx(8, 12 * SEC)
+        )),
+        LostReason::StaleToken {
+            sent: 3,
+            current: 7
+        }
+    ));
+    // Lapsed but not yet recorded: the same.
+    let lapsed = write(
+        &put_cmd(k8s_update(&a, Some("a"), t(0))),
+        Some(&a),
+        &ctx(9, 10 * SEC),
+    );
+    assert!(lapsed.2);
+    assert_eq!(lapsed.0.fencing_token, 9);
+}
+
+#[test]
+fn a_put_naming_another_holder_waits_like_an_acquire() {
+    let a = acquired("l", "a", 10, 3, 0);
+    let takeover = |at: i64, rev: u64| {
+        apply(
+            &put_cmd(k8s_update(&a, Some("b"), t(0))),
+            Some(&a),
+            &ctx(rev, at),
+        )
+    };
+    // Refused with the same details an Acquire gets.
+    let as_acquire = refused(&acquire_cmd("l", "b", 10), Some(&a), &ctx(4, 5 * SEC));
+    assert_eq!(takeover(5 * SEC, 4), Err(as_acquire));
+    assert!(takeover(10 * SEC + margin(10) - 1, 4).is_err());
+    let b = match takeover(10 * SEC + margin(10), 4) {
+        Ok(Effect::Write {
+            lease,
+            newly_acquired: true,
+            ..
+        }) => lease,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(b.holder(), Some("b"));
+    assert_eq!(b.fencing_token, 4);
+    assert_eq!(b.spec.acquire_time, Some(t(10 * SEC + margin(10))));
+    assert_eq!(
+        b.spec.lease_transitions, a.spec.lease_transitions,
+        "the client's value"
+    );
+
+    // After a leader change the new epoch's full wait applies to Put too.
+    let late = ctx_epoch(5, 15 * SEC, 8 * SEC);
+    assert!(matches!(
+        apply(&put_cmd(k8s_update(&a, Some("b"), t(0))), Some(&a), &late),
+        Err(LeaseError::Held { .. })
+    ));
+    let free = ctx_epoch(5, 18 * SEC + margin(10), 8 * SEC);
+    assert!(apply(&put_cmd(k8s_update(&a, Some("b"), t(0))), Some(&a), &free).is_ok());
+}
+
+#[test]
+fn a_live_tenure_is_never_shortened_by_put_or_acquire() {
+    let a = acquired("l", "a", 30, 3, 0);
+    // Renewing at 10 s for 5 s would free the lease at 15 s, before the
+    // 30 s the tenure already promises.
+    let mut shorter = k8s_update(&a, Some("a"), t(0));
+    shorter.spec.lease_duration_seconds = Some(5);
+    assert!(matches!(
+        refused(&put_cmd(shorter.clone()), Some(&a), &ctx(4, 10 * SEC)),
+        LeaseError::Held { ref holder, .. } if holder == "a"
+    ));
+    let mut none = shorter.clone();
+    none.spec.lease_duration_seconds = None;
+    assert!(matches!(
+        refused(&put_cmd(none), Some(&a), &ctx(4, 10 * SEC)),
+        LeaseError::Held { .. }
+    ));
+    assert!(matches!(
+        refused(&acquire_cmd("l", "a", 5), Some(&a), &ctx(4, 10 * SEC)),
+        LeaseError::Held { .. }
+    ));
+    // Late enough that the shorter duration still reaches as far: allowed.
+    let (ok, _, newly) = write(&put_cmd(shorter), Some(&a), &ctx(4, 26 * SEC));
+    assert!(!newly);
+    assert_eq!(ok.fencing_token, 3);
+    assert_eq!(ok.spec.lease_duration_seconds, Some(5));
+    // Lengthening is always a renewal.
+    let (longer, _, _) = write(&acquire_cmd("l", "a", 60), Some(&a), &ctx(4, 10 * SEC));
+    assert_eq!(longer.spec.lease_duration_seconds, Some(60));
+    assert_eq!(longer.fencing_token, 3);
+}
+
+#[test]
+fn a_put_clearing_the_holder_releases_at_once() {
+    let a = acquired("l", "a", 10, 3, 0);
     for holder in [None, Some("")] {
         let (cleared, _, newly) = write(
-            &put_cmd(draft("l", 9, holder)),
-            Some(&other),
-            &ctx(10, 7 * SEC),
+            &put_cmd(k8s_update(&a, holder, t(0))),
+            Some(&a),
+            &ctx(4, SEC),
         );
         assert!(!newly);
         assert_eq!(cleared.fencing_token, 0);
         assert_eq!(cleared.holder(), None);
         assert_eq!(cleared.spec.holder_identity, None);
-        assert_eq!(cleared.uid, original.uid);
-        assert_eq!(cleared.creation_timestamp, original.creation_timestamp);
-        assert_eq!(cleared.resource_version, 10);
+        assert_eq!(cleared.spec.renew_time, Some(t(SEC)));
+        assert_eq!(cleared.uid, a.uid);
+        assert_eq!(cleared.resource_version, 4);
+        // From no holder to a holder: a new tenure at once.
+        let (b, _, newly) = write(
+            &put_cmd(k8s_update(&cleared, Some("b"), t(0))),
+            Some(&cleared),
+            &ctx(5, SEC),
+        );
+        assert!(newly);
+        assert_eq!(b.fencing_token, 5);
     }
-
-    // From no holder to a holder: a new tenure.
-    let cleared = write(
-        &put_cmd(draft("l", 9, None)),
-        Some(&other),
-        &ctx(10, 7 * SEC),
-    )
-    .0;
-    let (regained, _, newly) = write(
-        &put_cmd(draft("l", 10, Some("b"))),
-        Some(&cleared),
-        &ctx(11, 7 * SEC),
-    );
-    assert!(newly);
-    assert_eq!(regained.fencing_token, 11);
 }
 
 // ----------------------------------------------------------------- delete
@@ -1010,13 +1187,15 @@ fn invalid_field(e: LeaseError) -> String {
     }
 }
 
+/// Invalid commands are refused at the edge, naming the field; `apply`
+/// itself does not validate (a rule changed in a later version must not
+/// change what an old log means when it is replayed), and answers any
+/// command without panicking, the same way every time.
 #[test]
-fn invalid_commands_are_refused_naming_the_field() {
+fn invalid_commands_are_refused_at_the_edge_and_apply_stays_total() {
     let lease = acquired("l", "a", 10, 1, 0);
     let c = ctx(2, SEC);
 
-    // Commands that would otherwise succeed (or fail for another reason) are
-    // refused as Invalid, before anything else is looked at.
     let cases: Vec<(Command, Option<&Lease>, &str)> = vec![
         (
             acquire_cmd("l", "a", 0),
@@ -1079,8 +1258,13 @@ fn invalid_commands_are_refused_naming_the_field() {
         ),
     ];
     for (cmd, current, field) in cases {
-        let e = refused(&cmd, current, &c);
+        let e = crate::lease::validate::validate_command(&cmd).unwrap_err();
         assert_eq!(invalid_field(e), field, "{cmd:?}");
+        assert_eq!(
+            apply(&cmd, current, &c),
+            apply(&cmd, current, &c),
+            "{cmd:?}"
+        );
     }
 }
 

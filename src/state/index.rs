@@ -3,20 +3,24 @@
 //! `expiry` orders live tenures (a holder, not yet marked expired) by
 //! `expireTime`, so the expiry sweep finds lapsed leases without scanning
 //! the store. `gc` orders collectable leases (see `lease::gc`) by the time
-//! they become garbage. Both are derived data: rebuilt from the `sm` tree on
-//! open and after a snapshot is installed, and updated after every applied
-//! batch. They never decide anything by themselves: the sweeps propose
-//! commands that the state machine checks again.
+//! they become garbage. Both are derived data: rebuilt when a snapshot is
+//! loaded or installed, and updated with every applied change. They never
+//! decide anything by themselves: the sweeps propose commands that the
+//! state machine checks again. Persistent sets, so a reader's view of the
+//! state shares them without a copy.
 
 use crate::lease::gc::collect_at;
 use crate::lease::{Lease, LeaseKey, Timestamp};
-use std::collections::BTreeSet;
+use imbl::OrdSet;
+use std::sync::Arc;
+
+type Entry = (Timestamp, Arc<LeaseKey>);
 
 /// The indexes.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Indexes {
-    expiry: BTreeSet<(Timestamp, LeaseKey)>,
-    gc: BTreeSet<(Timestamp, LeaseKey)>,
+    expiry: OrdSet<Entry>,
+    gc: OrdSet<Entry>,
     identity_gc_age_micros: i64,
 }
 
@@ -30,35 +34,40 @@ impl Indexes {
         }
     }
 
-    fn expiry_entry(l: &Lease) -> Option<(Timestamp, LeaseKey)> {
+    fn expiry_entry(key: &Arc<LeaseKey>, l: &Lease) -> Option<Entry> {
         if l.expired {
             return None;
         }
-        Some((l.expire_time()?, l.key.clone()))
+        Some((l.expire_time()?, key.clone()))
     }
 
-    fn gc_entry(&self, l: &Lease) -> Option<(Timestamp, LeaseKey)> {
-        Some((collect_at(l, self.identity_gc_age_micros)?, l.key.clone()))
+    fn gc_entry(&self, key: &Arc<LeaseKey>, l: &Lease) -> Option<Entry> {
+        Some((collect_at(l, self.identity_gc_age_micros)?, key.clone()))
     }
 
-    /// Forgets `lease` (its state before a change).
-    pub fn remove(&mut self, lease: &Lease) {
-        if let Some(e) = Self::expiry_entry(lease) {
+    /// Forgets `lease`, stored under `key` (its state before a change).
+    pub fn remove(&mut self, key: &Arc<LeaseKey>, lease: &Lease) {
+        if let Some(e) = Self::expiry_entry(key, lease) {
             self.expiry.remove(&e);
         }
-        if let Some(g) = self.gc_entry(lease) {
+        if let Some(g) = self.gc_entry(key, lease) {
             self.gc.remove(&g);
         }
     }
 
-    /// Indexes `lease` (its state after a change).
-    pub fn insert(&mut self, lease: &Lease) {
-        if let Some(e) = Self::expiry_entry(lease) {
+    /// Indexes `lease`, stored under `key` (its state after a change).
+    pub fn insert(&mut self, key: &Arc<LeaseKey>, lease: &Lease) {
+        if let Some(e) = Self::expiry_entry(key, lease) {
             self.expiry.insert(e);
         }
-        if let Some(g) = self.gc_entry(lease) {
+        if let Some(g) = self.gc_entry(key, lease) {
             self.gc.insert(g);
         }
+    }
+
+    /// The age after expiry at which identity leases are collected.
+    pub fn identity_gc_age_micros(&self) -> i64 {
+        self.identity_gc_age_micros
     }
 
     /// Drops everything.
@@ -82,11 +91,16 @@ impl Indexes {
         self.expiry.len()
     }
 
-    fn due(set: &BTreeSet<(Timestamp, LeaseKey)>, now: Timestamp, limit: usize) -> Vec<LeaseKey> {
+    /// Number of collectable leases indexed.
+    pub fn collectable(&self) -> usize {
+        self.gc.len()
+    }
+
+    fn due(set: &OrdSet<Entry>, now: Timestamp, limit: usize) -> Vec<LeaseKey> {
         set.iter()
             .take_while(|(t, _)| *t <= now)
             .take(limit)
-            .map(|(_, k)| k.clone())
+            .map(|(_, k)| k.as_ref().clone())
             .collect()
     }
 }
@@ -97,6 +111,10 @@ mod tests {
     use crate::lease::gc::IDENTITY_LABEL;
     use crate::lease::time::MICROS_PER_SEC;
     use crate::lease::LeaseSpec;
+
+    fn k(l: &Lease) -> Arc<LeaseKey> {
+        Arc::new(l.key.clone())
+    }
 
     fn lease(name: &str, renew_s: i64, holder: Option<&str>, identity: bool) -> Lease {
         Lease {
@@ -127,9 +145,9 @@ mod tests {
         let a = lease("a", 0, Some("h"), false); // expires at 10 s
         let b = lease("b", 5, Some("h"), false); // expires at 15 s
         let free = lease("c", 0, None, false);
-        ix.insert(&a);
-        ix.insert(&b);
-        ix.insert(&free);
+        ix.insert(&k(&a), &a);
+        ix.insert(&k(&b), &b);
+        ix.insert(&k(&free), &free);
         let at = |s: i64| Timestamp::from_micros(s * MICROS_PER_SEC);
         assert!(ix.due_expiries(at(9), 10).is_empty());
         assert_eq!(ix.due_expiries(at(10), 10), vec![a.key.clone()]);
@@ -139,13 +157,13 @@ mod tests {
         );
         assert_eq!(ix.due_expiries(at(20), 1).len(), 1, "limit respected");
         // Renewal moves the entry; marking expired removes it.
-        ix.remove(&a);
+        ix.remove(&k(&a), &a);
         let mut renewed = lease("a", 12, Some("h"), false);
-        ix.insert(&renewed);
+        ix.insert(&k(&renewed), &renewed);
         assert_eq!(ix.due_expiries(at(20), 10), vec![b.key.clone()]);
-        ix.remove(&renewed);
+        ix.remove(&k(&renewed), &renewed);
         renewed.expired = true;
-        ix.insert(&renewed);
+        ix.insert(&k(&renewed), &renewed);
         assert_eq!(ix.live_tenures(), 1);
     }
 
@@ -153,12 +171,13 @@ mod tests {
     fn gc_index_holds_collectable_leases() {
         let mut ix = Indexes::new(60 * MICROS_PER_SEC);
         let id = lease("id", 0, Some("h"), true); // expires 10 s, garbage at 70 s
-        ix.insert(&id);
-        ix.insert(&lease("plain", 0, Some("h"), false));
+        ix.insert(&k(&id), &id);
+        let plain = lease("plain", 0, Some("h"), false);
+        ix.insert(&k(&plain), &plain);
         let at = |s: i64| Timestamp::from_micros(s * MICROS_PER_SEC);
         assert!(ix.due_gc(at(69), 10).is_empty());
         assert_eq!(ix.due_gc(at(70), 10), vec![id.key.clone()]);
-        ix.remove(&id);
+        ix.remove(&k(&id), &id);
         assert!(ix.due_gc(at(100), 10).is_empty());
     }
 }

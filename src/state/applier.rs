@@ -1,0 +1,163 @@
+//! Applying one command entry to the [`State`].
+//!
+//! The order of steps is the contract every replica follows, entry by
+//! entry, so that the same log gives the same state and the same answers
+//! however the entries were grouped into apply batches:
+//!
+//! 1. advance the clock with the entry's stamp ([`SmClock::advance`]);
+//! 2. drop request-id records and history events older than their
+//!    retention at the new time;
+//! 3. if the entry carries a request id seen within the retention: answer
+//!    with the first answer (same command) or refuse (another command);
+//! 4. apply the command to the stored lease with the pure `lease::apply`;
+//! 5. store the effect, move the lease in the indexes, add the event to
+//!    the history, and remember the answer under the request id.
+//!
+//! [`SmClock::advance`]: super::clock::SmClock::advance
+
+use super::clock::EpochLeader;
+use super::dedup::{fingerprint, Record, Seen};
+use super::history::HistoryLimits;
+use super::State;
+use crate::lease::apply::{apply, ApplyContext, Effect};
+use crate::lease::{Applied, CommandResponse, Event, EventKind, LeaseError, Proposal};
+use std::sync::Arc;
+
+/// A node's own settings that shape what it keeps (never what it answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyOptions {
+    /// Watch history bounds.
+    pub history: HistoryLimits,
+}
+
+/// Where a command entry sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPosition {
+    /// Its log index: the revision a change it makes gets.
+    pub index: u64,
+    /// The leader that appended it.
+    pub leader: EpochLeader,
+}
+
+impl State {
+    /// Applies one command entry; returns the answer and the change event,
+    /// if the command changed a lease.
+    pub fn apply_command(
+        &mut self,
+        at: EntryPosition,
+        proposal: &Proposal,
+        opts: &ApplyOptions,
+    ) -> (CommandResponse, Option<Arc<Event>>) {
+        self.clock
+            .advance(proposal.time, proposal.clock_id, at.leader);
+        let now = self.clock.now;
+        self.dedup.expire(now);
+        self.history.expire(now, &opts.history);
+
+        let fp = proposal.request_id.as_ref().map(|id| {
+            let fp = fingerprint(&proposal.command);
+            (id, fp)
+        });
+        if let Some((id, fp)) = &fp {
+            match self.dedup.check(id, fp) {
+                Seen::New => {}
+                Seen::Repeat(first) => return (*first, None),
+                Seen::Reused { first_index } => {
+                    return (
+                        CommandResponse::Refused(LeaseError::invalid(
+                            "requestId",
+                            format!(
+                                "was already used for a different command (applied at log \
+                                 index {first_index}) within the last {} s; a request id \
+                                 identifies one call and its retries: use a new one for \
+                                 each distinct call",
+                                super::dedup::DEDUP_TTL_MICROS / 1_000_000
+                            ),
+                        )),
+                        None,
+                    )
+                }
+            }
+        }
+
+        let ctx = ApplyContext {
+            revision: at.index,
+            now,
+            epoch_start: self.clock.epoch_start,
+        };
+        let key = proposal.command.key();
+        let current = self
+            .leases
+            .get_key_value(key)
+            .map(|(k, v)| (k.clone(), v.clone()));
+        let (response, event) = match apply(
+            &proposal.command,
+            current.as_ref().map(|(_, l)| l.as_ref()),
+            &ctx,
+        ) {
+            Err(e) => (CommandResponse::Refused(e), None),
+            Ok(effect) => {
+                let kind = effect.kind();
+                let stored_key = current
+                    .as_ref()
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| Arc::new(key.clone()));
+                let prev = current.map(|(_, l)| l);
+                if let Some(old) = &prev {
+                    self.indexes.remove(&stored_key, old);
+                }
+                let (lease, created, newly_acquired) = match effect {
+                    Effect::Write {
+                        lease,
+                        created,
+                        newly_acquired,
+                        ..
+                    } => {
+                        let lease = Arc::new(lease);
+                        self.indexes.insert(&stored_key, &lease);
+                        self.leases.insert(stored_key, lease.clone());
+                        (lease, created, newly_acquired)
+                    }
+                    Effect::Delete { lease } => {
+                        self.leases.remove(key);
+                        // The event carries the lease as it was (the stored
+                        // one, shared rather than copied).
+                        (
+                            prev.clone().unwrap_or_else(|| Arc::new(lease)),
+                            false,
+                            false,
+                        )
+                    }
+                };
+                self.revision = at.index;
+                let labels_changed = kind != EventKind::Deleted
+                    && prev.as_ref().is_some_and(|p| p.labels != lease.labels);
+                let event = Arc::new(Event {
+                    revision: at.index,
+                    time: now,
+                    kind,
+                    lease: lease.clone(),
+                    prev: if labels_changed { prev } else { None },
+                });
+                self.history.push(event.clone(), &opts.history);
+                let applied = Applied {
+                    lease: lease.as_ref().clone(),
+                    revision: at.index,
+                    created,
+                    newly_acquired,
+                };
+                (CommandResponse::Applied(applied), Some(event))
+            }
+        };
+        if let Some((id, fp)) = fp {
+            self.dedup.insert(Record {
+                id: id.clone(),
+                index: at.index,
+                time: now,
+                fingerprint: fp,
+                response: response.clone(),
+            });
+        }
+        (response, event)
+    }
+}

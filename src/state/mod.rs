@@ -1,0 +1,283 @@
+//! The replicated state, in memory: what every replica computes from the
+//! Raft log, and nothing else.
+//!
+//! # Layout
+//! - [`State`] (this file): the leases, the state machine clock, the
+//!   revision, the watch history, the request-id records and the sweep
+//!   indexes, with the read side (get, list, history).
+//! - [`applier`]: applies one command entry: advances the clock, trims,
+//!   deduplicates, calls the pure `lease::apply` and records the effects.
+//!   Per entry, never per batch, so a replica's state is a function of the
+//!   log alone.
+//! - [`clock`]: leader stamps into one monotonic time.
+//! - [`dedup`]: request ids answered at most once.
+//! - [`history`]: the bounded window of change events watchers resume from.
+//! - [`index`]: leases by expiry and by collection time, for the sweeps.
+//!
+//! Pure: no disk, no network, no clock, no Raft types. `store` persists it
+//! (snapshots, plus the log it replays) and adapts it to openraft.
+//!
+//! Every collection is persistent (`imbl`): cloning a `State` costs a few
+//! reference counts, and later changes copy only the paths they touch. That
+//! is how readers get a consistent view without holding any lock while they
+//! scan (`store::StateMachineStore::view`), and how a snapshot of a million
+//! leases is taken without stopping writes.
+
+pub mod applier;
+pub mod clock;
+pub mod dedup;
+pub mod history;
+pub mod index;
+
+pub use applier::ApplyOptions;
+pub use clock::{EpochLeader, SmClock};
+pub use history::{Compacted, HistoryLimits};
+
+use crate::lease::apply::lapses_at;
+use crate::lease::gc::deletable_at;
+use crate::lease::selector::Selector;
+use crate::lease::{Command, Event, Lease, LeaseKey, Timestamp};
+use dedup::Dedup;
+use history::History;
+use imbl::OrdMap;
+use index::Indexes;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// How many index entries a sweep examines per command it may propose.
+const SWEEP_SCAN_FACTOR: usize = 8;
+
+/// The replicated state.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    leases: OrdMap<Arc<LeaseKey>, Arc<Lease>>,
+    clock: SmClock,
+    revision: u64,
+    history: History,
+    dedup: Dedup,
+    indexes: Indexes,
+}
+
+/// What a snapshot holds of a [`State`] (the indexes are derived, so they
+/// are not in it).
+#[derive(Debug, Clone)]
+pub struct Parts<L, E, R> {
+    /// The state machine clock.
+    pub clock: SmClock,
+    /// The cluster revision.
+    pub revision: u64,
+    /// Every history event at or below this revision was dropped.
+    pub history_compacted: u64,
+    /// The leases, in key order.
+    pub leases: L,
+    /// The retained history, oldest first.
+    pub events: E,
+    /// The request-id records, oldest first.
+    pub dedup: R,
+}
+
+/// How much one List page may hold and scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Items returned at most.
+    pub max_items: usize,
+    /// Leases examined at most: a selector that matches few leases cannot
+    /// make one request scan the whole store. A page that ran out of this
+    /// budget returns what it found, possibly nothing, and where to continue.
+    pub max_scanned: usize,
+}
+
+/// One page of a List.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Matching leases in key order.
+    pub items: Vec<Arc<Lease>>,
+    /// Where to continue when more may follow: the last key examined.
+    pub next: Option<LeaseKey>,
+    /// The revision the page was read at.
+    pub revision: u64,
+}
+
+impl State {
+    /// An empty state; identity leases are collected
+    /// `identity_gc_age_micros` after they expired.
+    pub fn new(identity_gc_age_micros: i64) -> Self {
+        State {
+            indexes: Indexes::new(identity_gc_age_micros),
+            ..Default::default()
+        }
+    }
+
+    /// A state rebuilt from a snapshot's parts.
+    pub fn from_parts(
+        identity_gc_age_micros: i64,
+        parts: Parts<
+            impl IntoIterator<Item = Lease>,
+            impl IntoIterator<Item = Event>,
+            impl IntoIterator<Item = dedup::Record>,
+        >,
+    ) -> Self {
+        let mut indexes = Indexes::new(identity_gc_age_micros);
+        let mut leases = OrdMap::new();
+        for lease in parts.leases {
+            let key = Arc::new(lease.key.clone());
+            indexes.insert(&key, &lease);
+            leases.insert(key, Arc::new(lease));
+        }
+        State {
+            leases,
+            clock: parts.clock,
+            revision: parts.revision,
+            history: History::from_parts(parts.history_compacted, parts.events),
+            dedup: Dedup::from_records(parts.dedup),
+            indexes,
+        }
+    }
+
+    /// The parts a snapshot stores, borrowed.
+    #[allow(clippy::type_complexity)]
+    pub fn parts(
+        &self,
+    ) -> Parts<
+        impl ExactSizeIterator<Item = &Lease> + '_,
+        impl ExactSizeIterator<Item = &Event> + '_,
+        impl ExactSizeIterator<Item = &dedup::Record> + '_,
+    > {
+        Parts {
+            clock: self.clock,
+            revision: self.revision,
+            history_compacted: self.history.compacted(),
+            leases: self.leases.values().map(|l| l.as_ref()),
+            events: self.history.events().map(|e| e.as_ref()),
+            dedup: self.dedup.records(),
+        }
+    }
+
+    /// The lease with `key`.
+    pub fn get(&self, key: &LeaseKey) -> Option<&Arc<Lease>> {
+        self.leases.get(key)
+    }
+
+    /// The current revision: the log index of the last change to any lease.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The state machine clock.
+    pub fn clock(&self) -> SmClock {
+        self.clock
+    }
+
+    /// Number of leases.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Number of request ids remembered.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// The watch history's compacted point and length.
+    pub fn history_bounds(&self) -> (u64, usize) {
+        (self.history.compacted(), self.history.len())
+    }
+
+    /// Up to `limit` events with revision >= `from`, oldest first.
+    pub fn history_since(&self, from: u64, limit: usize) -> Result<Vec<Arc<Event>>, Compacted> {
+        self.history.since(from, limit)
+    }
+
+    /// What the leader's sweep should propose if its commands are applied
+    /// at `now` in the epoch that started at `epoch_start`: `Expire` for
+    /// tenures that lapsed (and are not yet marked), `Delete` at the exact
+    /// resourceVersion for garbage that the state machine will accept to
+    /// delete. At most `limit` of each. Commands that would be refused are
+    /// not proposed: after a leader change every held lease runs a full
+    /// duration from the new epoch, and proposing before that only fills the
+    /// log with refusals. Both kinds are checked again when applied.
+    pub fn sweep(&self, now: Timestamp, epoch_start: Timestamp, limit: usize) -> Vec<Command> {
+        // The indexes order by times that ignore the epoch; entries that
+        // are due by the index but not yet by the epoch are skipped, within
+        // a bounded scan.
+        let scan = limit.saturating_mul(SWEEP_SCAN_FACTOR);
+        let mut out = Vec::new();
+        let mut expiring = 0;
+        for key in self.indexes.due_expiries(now, scan) {
+            let Some(lease) = self.leases.get(&key) else {
+                continue;
+            };
+            let (Some(holder), Some(lapsed)) = (lease.holder(), lapses_at(lease, epoch_start))
+            else {
+                continue;
+            };
+            if lapsed <= now && !lease.expired {
+                out.push(Command::Expire {
+                    key,
+                    holder: holder.to_string(),
+                    fencing_token: lease.fencing_token,
+                });
+                expiring += 1;
+                if expiring >= limit {
+                    break;
+                }
+            }
+        }
+        let mut deleting = 0;
+        let age = self.indexes.identity_gc_age_micros();
+        for key in self.indexes.due_gc(now, scan) {
+            let Some(lease) = self.leases.get(&key) else {
+                continue;
+            };
+            if deletable_at(lease, age, epoch_start).is_some_and(|at| at <= now) {
+                out.push(Command::Delete {
+                    key,
+                    resource_version: Some(lease.resource_version),
+                });
+                deleting += 1;
+                if deleting >= limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Leases in `namespace` (all when empty) matching `selector`, in key
+    /// order, strictly after `after`, within `limits`.
+    pub fn list(
+        &self,
+        namespace: &str,
+        selector: &Selector,
+        after: Option<&LeaseKey>,
+        limits: PageLimits,
+    ) -> ListPage {
+        let start = LeaseKey::new(namespace, "");
+        let lower = match after {
+            Some(a) if *a >= start => Bound::Excluded(a.clone()),
+            _ => Bound::Included(start),
+        };
+        let mut page = ListPage {
+            revision: self.revision,
+            ..Default::default()
+        };
+        let mut last: Option<&Arc<LeaseKey>> = None;
+        let range = self.leases.range::<_, LeaseKey>((lower, Bound::Unbounded));
+        for (scanned, (key, lease)) in range.enumerate() {
+            if !namespace.is_empty() && key.namespace != namespace {
+                return page;
+            }
+            if page.items.len() >= limits.max_items || scanned >= limits.max_scanned {
+                // More may follow: continue after the last key examined
+                // (every item so far is at or before it).
+                page.next = last.map(|k| k.as_ref().clone());
+                return page;
+            }
+            last = Some(key);
+            if selector.matches(&lease.labels) {
+                page.items.push(lease.clone());
+            }
+        }
+        page
+    }
+}
