@@ -4,17 +4,21 @@
 //! [`NAMESPACE`] named `leasehold-` + 26 characters: lowercase base32
 //! (no padding) of the first 16 bytes of sha256 over the length-prefixed
 //! hostname and the length-prefixed string `leasehold` (each prefix a u64,
-//! big-endian). The holder identity is `<lease name>_<uuid>`, new on every
-//! start; labels name the hostname and the node id. The lease lasts
+//! big-endian). The holder identity is `<lease name>_<incarnation>`, where
+//! the incarnation is the node's data-directory id (`store::node_meta`);
+//! labels name the hostname and the node id. The lease lasts
 //! [`IdentityConfig::lease_seconds`] (default 3600) and is renewed every
 //! [`IdentityConfig::renew_every`] (default 10 s).
 //!
-//! A restarted node with the same hostname and node id takes its existing
-//! lease over with its new holder identity (a compare-and-swap `Put`, as
-//! Kubernetes does), instead of creating a second lease. Two different
-//! nodes that share a hostname do not fight over one lease: only the node
-//! whose id the lease names, or anyone once it expired, takes it over; give
-//! such nodes distinct `--hostname`s. Leases of servers that stopped are
+//! Deliberate difference from Kubernetes, whose API servers take the lease
+//! over with a new holder on every start: an identity lease is a lease like
+//! any other here, and nobody, not even a new process on the same host, is
+//! granted a lease while another holder's tenure runs. So the holder is tied
+//! to the data directory, not the process: a restarted node renews its own
+//! tenure at once; a node whose data directory was replaced (a new
+//! incarnation) takes the lease over when the old tenure lapses. Two nodes
+//! that share a hostname cannot both hold it: the second logs a warning;
+//! give them distinct `--hostname`s. Leases of servers that stopped are
 //! deleted by the leader's garbage collection (`lease::gc`).
 //!
 //! The publisher goes through the node's own client API, so it works the
@@ -109,17 +113,21 @@ pub struct Publisher {
     name: String,
     holder: String,
     token: Option<u64>,
+    /// A LEASE_HELD warning was logged for the current wait.
+    warned: bool,
 }
 
 impl Publisher {
-    /// A publisher for node `node_id`, talking to `endpoint` (the node itself).
+    /// A publisher for node `node_id` whose data directory is `incarnation`,
+    /// talking to `endpoint` (the node itself).
     pub fn new(
         endpoint: String,
         node_id: u64,
+        incarnation: &str,
         config: IdentityConfig,
     ) -> Result<Self, tonic::Status> {
         let name = lease_name(&config.hostname);
-        let holder = format!("{name}_{}", uuid::Uuid::new_v4());
+        let holder = format!("{name}_{incarnation}");
         Ok(Publisher {
             client: Client::new(vec![endpoint])?.with_timeout(Duration::from_secs(5)),
             config,
@@ -127,10 +135,11 @@ impl Publisher {
             name,
             holder,
             token: None,
+            warned: false,
         })
     }
 
-    /// The holder identity of this run.
+    /// The holder identity of this node.
     pub fn holder(&self) -> &str {
         &self.holder
     }
@@ -153,7 +162,8 @@ impl Publisher {
         ])
     }
 
-    /// Renews the lease, or acquires or takes it over.
+    /// Renews the tenure, or acquires the lease (creating it if missing; a
+    /// restart with the same data directory renews its own tenure).
     pub async fn publish_once(&mut self) -> Result<(), tonic::Status> {
         if let Some(token) = self.token {
             let r = self
@@ -176,70 +186,6 @@ impl Publisher {
                 Err(s) => return Err(s),
             }
         }
-        let existing = self
-            .client
-            .get(pb::GetRequest {
-                namespace: NAMESPACE.into(),
-                name: self.name.clone(),
-                stale: false,
-            })
-            .await;
-        let lease = match existing {
-            Ok(r) => r.lease.unwrap_or_default(),
-            Err(s) if s.code() == tonic::Code::NotFound => return self.acquire().await,
-            Err(s) => return Err(s),
-        };
-        let spec = lease.spec.clone().unwrap_or_default();
-        let status = lease.status.clone().unwrap_or_default();
-        let meta = lease.metadata.clone().unwrap_or_default();
-        let ours = meta.labels.get(NODE_ID_LABEL) == Some(&self.node_id.to_string());
-        let free = spec.holder_identity.is_empty() || status.expired;
-        if spec.holder_identity == self.holder {
-            return self.acquire().await;
-        }
-        if !(ours || free) {
-            return Err(tonic::Status::failed_precondition(format!(
-                "identity lease {} is held by node {} on the same hostname; give each node its own --hostname",
-                self.name,
-                meta.labels.get(NODE_ID_LABEL).map(String::as_str).unwrap_or("?")
-            )));
-        }
-        // Take over: a compare-and-swap on the object, as Kubernetes does.
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let mut labels = meta.labels.clone();
-        labels.extend(self.labels());
-        let put = pb::Lease {
-            metadata: Some(pb::ObjectMeta {
-                namespace: NAMESPACE.into(),
-                name: self.name.clone(),
-                resource_version: meta.resource_version,
-                labels,
-                annotations: meta.annotations.clone(),
-                ..Default::default()
-            }),
-            spec: Some(pb::LeaseSpec {
-                holder_identity: self.holder.clone(),
-                lease_duration_seconds: Some(self.config.lease_seconds),
-                acquire_time: now.clone(),
-                renew_time: now,
-                lease_transitions: Some(spec.lease_transitions.unwrap_or(0).saturating_add(1)),
-                ..Default::default()
-            }),
-            status: None,
-        };
-        let r = self
-            .client
-            .put(pb::PutRequest {
-                lease: Some(put),
-                request_id: String::new(),
-            })
-            .await?;
-        self.token = r.lease.and_then(|l| l.status).map(|s| s.fencing_token);
-        tracing::info!(lease = %self.name, holder = %self.holder, "took over identity lease");
-        Ok(())
-    }
-
-    async fn acquire(&mut self) -> Result<(), tonic::Status> {
         let r = self
             .client
             .acquire(pb::AcquireRequest {
@@ -250,12 +196,35 @@ impl Publisher {
                 labels: self.labels(),
                 request_id: String::new(),
             })
-            .await?;
-        self.token = Some(r.fencing_token);
-        if r.created {
-            tracing::info!(lease = %self.name, holder = %self.holder, "published identity lease");
+            .await;
+        match r {
+            Ok(r) => {
+                self.token = Some(r.fencing_token);
+                self.warned = false;
+                if r.newly_acquired {
+                    tracing::info!(lease = %self.name, holder = %self.holder, token = r.fencing_token, "published identity lease");
+                }
+                Ok(())
+            }
+            Err(s) if is_reason(&s, reason::LEASE_HELD) => {
+                if !self.warned {
+                    self.warned = true;
+                    let other = error_info(&s)
+                        .and_then(|(_, m)| m.get("holder").cloned())
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        lease = %self.name,
+                        holder = %other,
+                        "identity lease held by another holder (this node's previous data \
+                         directory, or another node with the same --hostname); taking it over \
+                         when that tenure lapses: {}",
+                        s.message()
+                    );
+                }
+                Err(s)
+            }
+            Err(s) => Err(s),
         }
-        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use crate::identity::{IdentityConfig, Publisher};
 use crate::proto::internal::raft_server::RaftServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::leases_server::LeasesServer;
-use crate::raft::node::{Node, NodeConfig, RaftTiming};
+use crate::raft::node::{InitialClusterState, Node, NodeConfig, RaftTiming};
 use crate::raft::sweeper;
 use crate::raft::types::NodeId;
 use crate::store::StoreOptions;
@@ -42,8 +42,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Initial cluster (`id -> address`), used on first start only.
     pub peers: BTreeMap<NodeId, String>,
-    /// Wait to be added instead of bootstrapping.
-    pub join: bool,
+    /// What an empty data directory means: bootstrap a new cluster, or wait
+    /// to be added to an existing one.
+    pub initial_state: InitialClusterState,
     /// Raft timing.
     pub timing: RaftTiming,
     /// State machine options (watch history, identity garbage collection).
@@ -60,7 +61,7 @@ impl Default for ServeConfig {
             advertise: None,
             data_dir: PathBuf::from("leasehold-data"),
             peers: BTreeMap::new(),
-            join: false,
+            initial_state: InitialClusterState::New,
             timing: RaftTiming::default(),
             store: StoreOptions::default(),
             identity: Some(IdentityConfig::default()),
@@ -88,16 +89,16 @@ pub async fn serve_on(
     anyhow::ensure!(cfg.id > 0, "--id must be a positive integer");
     let local: SocketAddr = listener.local_addr()?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
-    let node = Node::start(NodeConfig {
+    let node_cfg = NodeConfig {
         id: cfg.id,
         advertise: advertise.clone(),
         data_dir: cfg.data_dir.clone(),
         peers: cfg.peers.clone(),
-        join: cfg.join,
+        initial_state: cfg.initial_state,
         timing: cfg.timing.clone(),
         store: cfg.store.clone(),
-    })
-    .await?;
+    };
+    let node = Node::start(node_cfg.clone()).await?;
     tracing::info!(id = cfg.id, %local, %advertise, data_dir = %cfg.data_dir.display(), "leasehold node serving");
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -110,19 +111,45 @@ pub async fn serve_on(
         .build_v1()?;
 
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let (bootstrap_tx, bootstrap_rx) = tokio::sync::oneshot::channel::<String>();
     let fatal_watch = tokio::spawn(watch_fatal(node.clone(), fatal_tx));
+    // Bootstrapping needs the other initial members to answer Status, so it
+    // runs while this node serves; a node that must not join (its data was
+    // lost) stops with the reason.
+    let bootstrap = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.bootstrap(&node_cfg).await {
+                tracing::error!("{e:#}");
+                let _ = bootstrap_tx.send(format!("{e:#}"));
+            }
+        })
+    };
     // Background work that lives exactly as long as the server.
     let mut background = tokio::task::JoinSet::new();
     background.spawn(sweeper::run(node.clone()));
     if let Some(identity) = cfg.identity.clone() {
-        let publisher = Publisher::new(advertise.clone(), cfg.id, identity)?;
+        let publisher = Publisher::new(
+            advertise.clone(),
+            cfg.id,
+            &node.meta.incarnation(),
+            identity,
+        )?;
         tracing::info!(holder = publisher.holder(), "publishing identity lease");
         background.spawn(publisher.run());
     }
     let stop = async move {
+        let bootstrap_failed = async {
+            match bootstrap_rx.await {
+                Ok(why) => why,
+                // Bootstrap finished without error: never resolve.
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown => None,
             r = fatal_rx => r.ok(),
+            why = bootstrap_failed => Some(why),
         }
     };
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<Option<String>>();
@@ -138,12 +165,13 @@ pub async fn serve_on(
         .add_service(LeasesServer::new(LeasesService::new(node.clone())))
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(
-            RaftServer::new(RaftService::new(node.raft.clone()))
+            RaftServer::new(RaftService::new(node.raft.clone(), node.meta.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await;
+    bootstrap.abort();
     background.shutdown().await;
     node.shutdown().await;
     // Nothing of this node may outlive the call (it holds the data

@@ -7,7 +7,7 @@ mod common;
 
 use common::{
     acquire_req, assert_status, expect_err, lease_of, release_req, renew_req, rv_holder_token,
-    Cluster, Deadline, Options,
+    Cluster, Deadline, Options, ELECTION_MAX_MS,
 };
 use leasehold::api::status::reason;
 use leasehold::client::Client;
@@ -417,7 +417,20 @@ async fn wiped_follower_catches_up_from_snapshot() {
     let f = follower_of(&c, leader);
     c.kill(f);
     c.wipe(f);
-    c.restart(f).await;
+    // Restarted empty in the bootstrap mode it was first started with, the
+    // node finds the cluster that lists its old data directory and refuses
+    // to start, naming what to do.
+    let (status, log) = c.start_expecting_exit(f, Duration::from_secs(20)).await;
+    assert!(!status.success(), "{status}");
+    assert!(
+        log.contains("member replace") && log.contains("initial-cluster-state existing"),
+        "{log}"
+    );
+    c.wipe(f);
+    // The documented procedure: start it empty as an existing member, then
+    // replace the member.
+    c.restart_wiped(f).await;
+    c.replace(f).await.expect("member replace");
 
     // A write after the wipe, so the lease the rejoined node must serve is
     // newer than anything it could have had. Retried within a deadline: the
@@ -481,6 +494,92 @@ async fn wiped_follower_catches_up_from_snapshot() {
         "rejoining wiped follower {f} crashed other nodes: {crashed:?} \
          (old leader {leader}, leader now {leader_now}){exit_0}"
     );
+}
+
+/// Regression (issue 10): a voter whose data directory was wiped used to
+/// rejoin with `--peers` and vote at once with an empty log and no memory of
+/// its vote, so it could help elect a leader that lacks acknowledged
+/// entries. Now it cannot answer as the member the cluster knows (every Raft
+/// message is addressed to the old incarnation) until it is put back with
+/// `member replace`: with the leader down, the remaining follower cannot be
+/// elected with the wiped node's vote.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_voter_does_not_vote_until_it_is_replaced() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let client = c.client();
+    let granted = client
+        .acquire(acquire_req("wipe", "l", "holder", 300))
+        .await
+        .expect("acquire");
+    let f1 = follower_of(&c, leader);
+    let f2 = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader && *i != f1)
+        .unwrap();
+    c.kill(f1);
+    c.wipe(f1);
+    c.restart_wiped(f1).await;
+    let s1 = c.status(f1).await.expect("status of the wiped node");
+    assert!(s1.cluster_id.is_empty(), "{s1:?}");
+
+    c.kill(leader);
+    // Several election rounds: f2 campaigns, f1 must refuse its votes.
+    let window = Deadline::new(
+        "the leaderless window",
+        Duration::from_millis(4 * ELECTION_MAX_MS + 1000),
+    );
+    while !window.expired() {
+        let s2 = c.status(f2).await.expect("status of f2");
+        assert_ne!(
+            s2.state, "LEADER",
+            "node {f2} was elected with the vote of wiped node {f1}: {s2:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The old leader comes back: a leader is elected among the nodes that
+    // kept their data, with everything acknowledged.
+    c.restart(leader).await;
+    let elected = Deadline::new(
+        "a leader among the nodes that kept their data",
+        LEADER_TIMEOUT,
+    );
+    let now = loop {
+        let mut found = None;
+        for id in [leader, f2] {
+            if let Ok(s) = c.status(id).await {
+                if s.state == "LEADER" {
+                    found = Some(id);
+                }
+            }
+        }
+        match found {
+            Some(id) => break id,
+            None => elected.check("no leader yet").await,
+        }
+    };
+    let read = client
+        .get(get_req("wipe", "l", false))
+        .await
+        .expect("read after the election");
+    assert_eq!(
+        rv_holder_token(&lease_of(read.lease)).2,
+        granted.fencing_token
+    );
+
+    // Replaced, it catches up and votes again as a new member.
+    let members = c.replace(f1).await.expect("member replace").members;
+    let new_inc = c.status(f1).await.expect("status").incarnation;
+    let m = members.iter().find(|m| m.id == f1).expect("f1 listed");
+    assert_eq!(m.incarnation, new_inc);
+    assert_eq!(m.role, pb::member::Role::Voter as i32);
+    let target = c.status(now).await.expect("leader status").applied_index;
+    c.wait_applied(f1, target, Duration::from_secs(30)).await;
+    let again = expect_err("replacing a node that kept its data", c.replace(f1).await);
+    assert!(again.message().contains("nothing to replace"), "{again:?}");
+    c.assert_no_crashes();
 }
 
 /// 6. Membership: a fourth node joins as a voter through a follower, serves

@@ -13,9 +13,7 @@ use leasehold::raft::types::{Entry, LogId, NodeId, StoredMembership};
 use leasehold::state::{EpochLeader, PageLimits};
 use leasehold::store::{self, LogStore, SmClock, StateMachineStore};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{
-    BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder, StorageHelper,
-};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder, StorageHelper};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tempfile::TempDir;
@@ -97,7 +95,7 @@ fn membership(term: u64, index: u64) -> Entry {
     }
 }
 
-fn members() -> Membership<NodeId, BasicNode> {
+fn members() -> Membership<NodeId, leasehold::raft::types::Member> {
     Membership::new(vec![BTreeSet::from([1, 2, 3])], None)
 }
 

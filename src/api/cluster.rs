@@ -42,6 +42,7 @@ pub async fn status(node: &Node) -> pb::StatusResponse {
                 .and_then(|r| r.get(id).cloned().flatten())
                 .map(|l| l.index)
                 .unwrap_or(0),
+            incarnation: n.incarnation.clone(),
         })
         .collect();
     let leader_address = m
@@ -67,6 +68,8 @@ pub async fn status(node: &Node) -> pb::StatusResponse {
         snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
         revision: node.sm.revision(),
         members,
+        incarnation: node.meta.incarnation(),
+        cluster_id: node.meta.cluster_id().unwrap_or_default(),
     }
 }
 
@@ -113,6 +116,33 @@ impl pb::cluster_server::Cluster for ClusterService {
                 })
             },
             |c, r| async move { ClusterClient::new(c).add_member(r).await },
+        )
+        .await
+    }
+
+    async fn replace_member(
+        &self,
+        req: Request<pb::ReplaceMemberRequest>,
+    ) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        let m = req.get_ref();
+        if m.id == 0 {
+            return Err(super::status::invalid("id", "must be a positive node id"));
+        }
+        if !m.address.is_empty() {
+            validate_address(&m.address)?;
+        }
+        let node = &self.node;
+        route(
+            node,
+            req,
+            |m: pb::ReplaceMemberRequest| async move {
+                let addr = (!m.address.is_empty()).then_some(m.address);
+                node.replace_member(m.id, addr).await?;
+                Ok::<_, NodeError>(pb::ReplaceMemberResponse {
+                    members: status(node).await.members,
+                })
+            },
+            |c, r| async move { ClusterClient::new(c).replace_member(r).await },
         )
         .await
     }

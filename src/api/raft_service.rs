@@ -1,25 +1,86 @@
-//! The internal `leasehold.internal.v1.Raft` service: decodes openraft
-//! messages from peers and hands them to the local Raft.
+//! The internal `leasehold.internal.v1.Raft` service: checks who a peer
+//! message is for, decodes it and hands it to the local Raft.
+//!
+//! Admission, before openraft sees anything:
+//! - a message addressed to another node id, or to another incarnation of
+//!   this node's data directory, is refused: the sender's membership means
+//!   a member whose data this node no longer has (it was wiped or replaced),
+//!   and answering as that member could vote twice in a term or count
+//!   entries it lost towards a commit;
+//! - a message from another cluster is refused;
+//! - a node that does not know its cluster yet (it started empty, waiting
+//!   to be added) never votes; the first append or snapshot its leader
+//!   sends it, addressed to its incarnation, tells it the cluster id, which
+//!   it records.
 
 use crate::proto::internal::raft_server::Raft as RaftRpc;
 use crate::proto::internal::RaftPayload;
 use crate::raft::types::Raft;
+use crate::store::node_meta::NodeMeta;
 use tonic::{Request, Response, Status};
 
 /// Serves peer Raft RPCs.
 pub struct RaftService {
     raft: Raft,
+    meta: NodeMeta,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
 }
 
 impl RaftService {
-    /// A service feeding `raft`.
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    /// A service feeding `raft`, admitting messages for the node `meta`
+    /// describes.
+    pub fn new(raft: Raft, meta: NodeMeta) -> Self {
+        RaftService { raft, meta }
+    }
+
+    fn admit(&self, p: &RaftPayload, kind: Kind) -> Result<(), Status> {
+        let me = self.meta.node_id();
+        if p.to_id != me {
+            return Err(Status::failed_precondition(format!(
+                "raft message for node {} reached node {me}: check the members' addresses",
+                p.to_id
+            )));
+        }
+        let incarnation = self.meta.incarnation();
+        if p.to_incarnation != incarnation {
+            return Err(Status::failed_precondition(format!(
+                "raft message for incarnation {} of node {me}, but this data directory is \
+                 incarnation {incarnation}: the node's data was wiped or replaced, so it must \
+                 not act as the member the cluster knows; run `leasehold member replace {me}`",
+                p.to_incarnation
+            )));
+        }
+        match self.meta.cluster_id() {
+            Some(mine) if p.cluster_id != mine => Err(Status::failed_precondition(format!(
+                "raft message from cluster {:?}, but this node belongs to cluster {mine}",
+                p.cluster_id
+            ))),
+            Some(_) => Ok(()),
+            None if kind == Kind::Vote => Err(Status::failed_precondition(
+                "this node has not joined a cluster yet and does not vote",
+            )),
+            None if p.cluster_id.is_empty() => Err(Status::failed_precondition(
+                "raft message without a cluster id",
+            )),
+            None => {
+                self.meta.set_cluster_id(&p.cluster_id).map_err(|e| {
+                    Status::internal(format!("cannot record the cluster id: {e:#}"))
+                })?;
+                tracing::info!(cluster_id = %p.cluster_id, "joined the cluster");
+                Ok(())
+            }
+        }
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    bincode::deserialize(&req.into_inner().data).map_err(|e| {
+fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    bincode::deserialize(&p.data).map_err(|e| {
         Status::invalid_argument(format!(
             "undecodable raft message (peer running another version?): {e}"
         ))
@@ -29,7 +90,10 @@ fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     let data = bincode::serialize(v)
         .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload { data }))
+    Ok(Response::new(RaftPayload {
+        data,
+        ..Default::default()
+    }))
 }
 
 #[tonic::async_trait]
@@ -38,20 +102,23 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
-        encode(&self.raft.append_entries(rpc).await)
+        let p = req.into_inner();
+        self.admit(&p, Kind::Append)?;
+        encode(&self.raft.append_entries(decode(&p)?).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
-        encode(&self.raft.vote(rpc).await)
+        let p = req.into_inner();
+        self.admit(&p, Kind::Vote)?;
+        encode(&self.raft.vote(decode(&p)?).await)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        let p = req.into_inner();
+        self.admit(&p, Kind::Snapshot)?;
+        encode(&self.raft.install_snapshot(decode(&p)?).await)
     }
 }

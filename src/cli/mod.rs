@@ -14,7 +14,7 @@ pub use lock::{ElectArgs, HeartbeatArgs, LockArgs};
 use crate::client::Client;
 use crate::identity::IdentityConfig;
 use crate::proto::v1 as pb;
-use crate::raft::node::RaftTiming;
+use crate::raft::node::{InitialClusterState, RaftTiming};
 use crate::server::{self, ServeConfig};
 use crate::store::StoreOptions;
 use clap::{Args, Parser, Subcommand};
@@ -205,8 +205,28 @@ pub enum MemberAction {
         /// Node id.
         id: u64,
     },
+    /// Put back a member whose data directory was lost or replaced: start
+    /// it empty with `--initial-cluster-state existing`, then run this. The
+    /// old incarnation leaves the voters, the new one joins as a learner,
+    /// catches up, and becomes a voter.
+    Replace {
+        /// Node id.
+        id: u64,
+        /// The replacement's HOST:PORT (default: the member's recorded address).
+        #[arg(long)]
+        address: Option<String>,
+    },
     /// List members.
     List,
+}
+
+/// `--initial-cluster-state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterStateArg {
+    /// Bootstrap a new cluster.
+    New,
+    /// Join an existing cluster.
+    Existing,
 }
 
 /// `leasehold serve` flags; each also from an environment variable.
@@ -227,7 +247,19 @@ pub struct ServeArgs {
     /// Initial cluster, ID=HOST:PORT comma-separated; used on first start only.
     #[arg(long, env = "LEASEHOLD_PEERS", default_value = "")]
     pub peers: String,
-    /// Do not bootstrap; wait to be added with `leasehold member add`.
+    /// What an empty data directory means: `new` bootstraps the cluster of
+    /// --peers (every initial member must answer first); `existing` waits to
+    /// be added with `leasehold member add` (a new node) or `leasehold member
+    /// replace` (a member whose data was lost). Ignored once the directory
+    /// holds a cluster.
+    #[arg(
+        long,
+        env = "LEASEHOLD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterStateArg,
+    /// Same as `--initial-cluster-state existing`.
     #[arg(long, env = "LEASEHOLD_JOIN")]
     pub join: bool,
     /// Raft heartbeat interval, ms.
@@ -268,6 +300,13 @@ pub struct ServeArgs {
         default_value_t = 3600
     )]
     pub identity_gc_age_seconds: u64,
+    /// Fault injection for the chaos suite's negative control, in debug
+    /// builds only (release builds do not have this flag): `Put` stores the
+    /// client's renewTime and acquireTime instead of the leader's stamp,
+    /// which breaks the lease timing guarantee on purpose.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub fault_put_trusts_client_times: bool,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -616,6 +655,16 @@ async fn client_command(
                         .members,
                     0,
                 ),
+                MemberAction::Replace { id, address } => (
+                    client
+                        .replace_member(pb::ReplaceMemberRequest {
+                            id: *id,
+                            address: address.clone().unwrap_or_default(),
+                        })
+                        .await?
+                        .members,
+                    0,
+                ),
                 MemberAction::List => {
                     let s = client.status().await?;
                     (s.members, s.leader_id)
@@ -681,7 +730,11 @@ async fn serve(args: ServeArgs) -> i32 {
         advertise: args.advertise,
         data_dir: args.data_dir,
         peers,
-        join: args.join,
+        initial_state: if args.join || args.initial_cluster_state == ClusterStateArg::Existing {
+            InitialClusterState::Existing
+        } else {
+            InitialClusterState::New
+        },
         timing: RaftTiming {
             heartbeat_ms: args.heartbeat_ms,
             election_timeout_min_ms: args.election_timeout_min_ms,
@@ -692,6 +745,9 @@ async fn serve(args: ServeArgs) -> i32 {
             history_max_events: args.history_revisions,
             history_max_age_micros: secs_to_micros(args.history_age_seconds),
             identity_gc_age_micros: secs_to_micros(args.identity_gc_age_seconds),
+            #[cfg(debug_assertions)]
+            fault_put_trusts_client_times: args.fault_put_trusts_client_times,
+            ..Default::default()
         },
         identity: (!args.no_identity_lease).then(|| IdentityConfig {
             hostname: args

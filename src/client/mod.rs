@@ -238,6 +238,17 @@ impl Client {
         .await
     }
 
+    /// Puts back a member whose data directory was lost or replaced.
+    pub async fn replace_member(
+        &self,
+        req: pb::ReplaceMemberRequest,
+    ) -> Result<pb::ReplaceMemberResponse, Status> {
+        self.call(req, |c, r| async move {
+            ClusterClient::new(c).replace_member(r).await
+        })
+        .await
+    }
+
     /// Removes a member.
     pub async fn remove_member(
         &self,

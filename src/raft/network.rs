@@ -5,10 +5,16 @@
 //! the client API. The reply payload is bincode of `Result<Response,
 //! RaftError>`, so a remote Raft error travels back as itself. One lazily
 //! connected channel per peer address is shared by every call.
+//!
+//! Every request carries this node's cluster id and the id and incarnation
+//! the membership records for the target (`raft::types::Member`); the
+//! target refuses a request meant for another cluster or another
+//! incarnation of itself (`api::raft_service`).
 
 use crate::proto::internal::raft_client::RaftClient;
 use crate::proto::internal::RaftPayload;
-use crate::raft::types::{NodeId, TypeConfig};
+use crate::raft::types::{Member, NodeId, TypeConfig};
+use crate::store::node_meta::NodeMeta;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -17,7 +23,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -54,23 +59,26 @@ impl Channels {
 #[derive(Clone)]
 pub struct Network {
     channels: Channels,
+    meta: NodeMeta,
 }
 
 impl Network {
-    /// A factory sharing `channels`.
-    pub fn new(channels: Channels) -> Self {
-        Network { channels }
+    /// A factory sharing `channels`, stamping requests with `meta`'s
+    /// cluster id.
+    pub fn new(channels: Channels, meta: NodeMeta) -> Self {
+        Network { channels, meta }
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            addr: node.addr.clone(),
+            member: node.clone(),
             channels: self.channels.clone(),
+            meta: self.meta.clone(),
         }
     }
 }
@@ -78,11 +86,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct PeerClient {
     target: NodeId,
-    addr: String,
+    member: Member,
     channels: Channels,
+    meta: NodeMeta,
 }
 
-type RpcErr<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+type RpcErr<E> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
@@ -99,12 +108,17 @@ impl PeerClient {
         let data = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let channel = self
             .channels
-            .get(&self.addr)
+            .get(&self.member.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            cluster_id: self.meta.cluster_id().unwrap_or_default(),
+            to_id: self.target,
+            to_incarnation: self.member.incarnation.clone(),
+        });
         request.set_timeout(timeout);
         let reply = match method {
             Method::Append => client.append_entries(request).await,

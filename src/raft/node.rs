@@ -6,12 +6,14 @@
 //! [`NodeError`]s.
 
 use super::network::{Channels, Network};
-use super::types::{NodeId, Raft};
+use super::types::{Member, NodeId, Raft};
 use crate::lease::validate::validate_command;
 use crate::lease::{Applied, Command, CommandResponse, LeaseError, Proposal, Timestamp};
+use crate::store::node_meta::{derive_cluster_id, NodeMeta};
 use crate::store::{self, StateMachineStore};
+use anyhow::bail;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,15 +53,32 @@ pub struct NodeConfig {
     /// Data directory.
     pub data_dir: PathBuf,
     /// The initial cluster; used once, when the data directory is new. Empty
-    /// means a single-node cluster of this node (unless `join`).
+    /// means a single-node cluster of this node (in state `New`).
     pub peers: BTreeMap<NodeId, String>,
-    /// Start empty and wait to be added with `member add` instead of
-    /// bootstrapping a cluster.
-    pub join: bool,
+    /// What an empty data directory means (etcd's
+    /// `--initial-cluster-state`).
+    pub initial_state: InitialClusterState,
     /// Raft timing.
     pub timing: RaftTiming,
     /// State machine options (watch history, garbage collection).
     pub store: store::StoreOptions,
+}
+
+/// What a node with an empty data directory does (etcd's
+/// `--initial-cluster-state`). Ignored once the directory holds a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialClusterState {
+    /// Bootstrap a new cluster of `peers` (or of this node alone). Every
+    /// initial member must answer first, so that the membership records
+    /// each one's data-directory incarnation; if the peers already form a
+    /// cluster that does not list this incarnation, the node refuses to
+    /// start (its data was lost: it must be put back with `member replace`).
+    #[default]
+    New,
+    /// Join an existing cluster: start empty and wait until the leader adds
+    /// this node (`leasehold member add` or `member replace`). The node
+    /// never bootstraps and never votes before that.
+    Existing,
 }
 
 /// Why a node-level operation failed. Mapped to gRPC in `api::status`.
@@ -107,6 +126,8 @@ pub struct Node {
     pub channels: Channels,
     /// What proposals are stamped with.
     pub clock: StampClock,
+    /// This data directory's identity (incarnation, cluster id).
+    pub meta: NodeMeta,
 }
 
 /// Longest accepted request id.
@@ -175,9 +196,17 @@ impl Default for StampClock {
 }
 
 impl Node {
-    /// Opens storage, starts Raft and bootstraps the cluster if the data
-    /// directory is new.
+    /// Opens storage and starts Raft. Bootstrapping a new cluster is a
+    /// separate step ([`Node::bootstrap`]), run once the node serves, since
+    /// it needs the other initial members to answer.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                cfg.data_dir.display()
+            )
+        })?;
+        let meta = NodeMeta::load_or_create(&cfg.data_dir, cfg.id)?;
         let (log, sm) = store::open_with(&cfg.data_dir, cfg.store.clone())?;
         let t = &cfg.timing;
         anyhow::ensure!(
@@ -208,56 +237,150 @@ impl Node {
         let raft = Raft::new(
             cfg.id,
             config,
-            Network::new(channels.clone()),
+            Network::new(channels.clone(), meta.clone()),
             log,
             sm.clone(),
         )
         .await?;
-        let node = Arc::new(Node {
+        Ok(Arc::new(Node {
             id: cfg.id,
             advertise: cfg.advertise.clone(),
             raft,
             sm,
             channels,
             clock: StampClock::new(),
-        });
-        if !cfg.join {
-            node.bootstrap(&cfg).await?;
-        }
-        Ok(node)
+            meta,
+        }))
     }
 
-    async fn bootstrap(&self, cfg: &NodeConfig) -> anyhow::Result<()> {
+    /// Bootstraps a new cluster if this data directory holds none and
+    /// `cfg.initial_state` is `New` (see [`InitialClusterState`]); returns
+    /// once the node is initialised, is known to belong to the cluster its
+    /// peers formed, or (state `Existing`) at once. Fails when the peers
+    /// already form a cluster that does not know this data directory.
+    pub async fn bootstrap(&self, cfg: &NodeConfig) -> anyhow::Result<()> {
         if self.raft.is_initialized().await? {
             return Ok(());
         }
-        let members: BTreeMap<NodeId, BasicNode> = if cfg.peers.is_empty() {
-            BTreeMap::from([(cfg.id, BasicNode::new(&cfg.advertise))])
-        } else {
-            anyhow::ensure!(
-                cfg.peers.contains_key(&cfg.id),
-                "--peers must include this node's id {}",
-                cfg.id
-            );
-            cfg.peers
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect()
-        };
-        if let Some((peer, addr)) = self.existing_cluster(cfg).await {
-            // A peer already belongs to an initialised cluster: this node is
-            // a member whose data directory is new (wiped or replaced). It
-            // must not start a cluster of its own; the leader brings it up to
-            // date by snapshot.
-            tracing::warn!(
-                peer,
-                %addr,
-                "data directory is empty but the cluster already exists: not bootstrapping, \
-                 waiting for the leader to replicate to this node"
-            );
+        if cfg.initial_state == InitialClusterState::Existing {
+            match self.meta.cluster_id() {
+                Some(c) => {
+                    tracing::info!(cluster_id = %c, "waiting for the leader to replicate to this node")
+                }
+                None => tracing::warn!(
+                    id = self.id,
+                    incarnation = %self.meta.incarnation(),
+                    "empty node waiting to be added to a cluster: run `leasehold member add {} {}` \
+                     (or `leasehold member replace {}` if it replaces a member whose data was lost)",
+                    self.id,
+                    self.advertise,
+                    self.id
+                ),
+            }
             return Ok(());
         }
-        tracing::info!(?members, "bootstrapping a new cluster");
+        let me = Member::new(&cfg.advertise, self.meta.incarnation());
+        if cfg.peers.is_empty() {
+            let members = BTreeMap::from([(cfg.id, me)]);
+            return self.initialize(members).await;
+        }
+        anyhow::ensure!(
+            cfg.peers.contains_key(&cfg.id),
+            "--peers must include this node's id {}",
+            cfg.id
+        );
+        let mut attempts = 0u64;
+        loop {
+            let mut members = BTreeMap::from([(cfg.id, me.clone())]);
+            let mut silent = Vec::new();
+            for (id, addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
+                let Some(s) = self.peer_status(addr).await else {
+                    silent.push(*id);
+                    continue;
+                };
+                if s.node_id != *id {
+                    bail!(
+                        "--peers names node {id} at {addr}, but node {} answers there",
+                        s.node_id
+                    );
+                }
+                if !s.cluster_id.is_empty() && !s.members.is_empty() {
+                    return self.adopt_existing(&s, addr);
+                }
+                if !s.cluster_id.is_empty() {
+                    // It is initialising right now: ask again.
+                    silent.push(*id);
+                    continue;
+                }
+                members.insert(*id, Member::new(addr, s.incarnation));
+            }
+            if silent.is_empty() {
+                return self.initialize(members).await;
+            }
+            if attempts % 20 == 0 {
+                tracing::info!(
+                    waiting_for = ?silent,
+                    "bootstrapping a new cluster (--initial-cluster-state new): waiting for \
+                     every initial member to answer"
+                );
+            }
+            attempts += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A peer already belongs to a cluster: this node joins it if that
+    /// cluster's membership lists this very data directory, and otherwise
+    /// refuses (the directory is new: the node's data was lost).
+    fn adopt_existing(
+        &self,
+        s: &crate::proto::v1::StatusResponse,
+        addr: &str,
+    ) -> anyhow::Result<()> {
+        let incarnation = self.meta.incarnation();
+        let listed = s
+            .members
+            .iter()
+            .find(|m| m.id == self.id)
+            .map(|m| m.incarnation.clone());
+        match listed {
+            Some(inc) if inc == incarnation => {
+                self.meta.set_cluster_id(&s.cluster_id)?;
+                tracing::info!(cluster_id = %s.cluster_id, "the initial members bootstrapped; joining");
+                Ok(())
+            }
+            Some(inc) => bail!(
+                "the cluster already exists (cluster {}, reported by {addr}) and lists node {} \
+                 with data directory incarnation {inc}, but this data directory is new \
+                 (incarnation {incarnation}): the node's data was lost. Start it with \
+                 --initial-cluster-state existing and run `leasehold member replace {}` against \
+                 the cluster",
+                s.cluster_id,
+                self.id,
+                self.id
+            ),
+            None => bail!(
+                "the cluster already exists (cluster {}, reported by {addr}) and node {} is not a \
+                 member: start it with --initial-cluster-state existing and run `leasehold member \
+                 add {} {}` against the cluster",
+                s.cluster_id,
+                self.id,
+                self.id,
+                self.advertise
+            ),
+        }
+    }
+
+    async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> anyhow::Result<()> {
+        let cluster_id = derive_cluster_id(
+            members
+                .iter()
+                .map(|(id, m)| (*id, m.addr.as_str(), m.incarnation.as_str())),
+        );
+        // Recorded before Raft is initialised: a crash in between leaves a
+        // node that bootstraps the same members again.
+        self.meta.set_cluster_id(&cluster_id)?;
+        tracing::info!(%cluster_id, ?members, "bootstrapping a new cluster");
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             // Another node's identical initialisation reached us first.
@@ -266,25 +389,17 @@ impl Node {
         }
     }
 
-    /// A peer (id, address) that reports an initialised cluster, if any
-    /// answers. Peers that are down or not initialised yet do not count: all
-    /// nodes of a new cluster then initialise the same membership, which
-    /// openraft allows.
-    async fn existing_cluster(&self, cfg: &NodeConfig) -> Option<(NodeId, String)> {
+    /// The Status of the node at `addr`, if it answers within a second.
+    async fn peer_status(&self, addr: &str) -> Option<crate::proto::v1::StatusResponse> {
         use crate::proto::v1::cluster_client::ClusterClient;
-        for (id, addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
-            let Ok(channel) = self.channels.get(addr) else {
-                continue;
-            };
-            let mut req = tonic::Request::new(crate::proto::v1::StatusRequest {});
-            req.set_timeout(Duration::from_millis(500));
-            if let Ok(s) = ClusterClient::new(channel).status(req).await {
-                if !s.get_ref().members.is_empty() {
-                    return Some((*id, addr.clone()));
-                }
-            }
-        }
-        None
+        let channel = self.channels.get(addr).ok()?;
+        let mut req = tonic::Request::new(crate::proto::v1::StatusRequest {});
+        req.set_timeout(Duration::from_secs(1));
+        ClusterClient::new(channel)
+            .status(req)
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// The current leader's id and address, if known.
@@ -384,7 +499,7 @@ impl Node {
         }
     }
 
-    fn not_leader(&self, id: Option<NodeId>, node: Option<BasicNode>) -> NodeError {
+    fn not_leader(&self, id: Option<NodeId>, node: Option<Member>) -> NodeError {
         let leader = match (id, node) {
             (Some(id), Some(n)) => Some((id, n.addr)),
             (Some(id), None) => self.leader().filter(|(lid, _)| *lid == id),
@@ -393,10 +508,11 @@ impl Node {
         NodeError::NotLeader { leader }
     }
 
-    /// Adds a node: first as a learner, waiting until it has caught up, then
-    /// as a voter. Leader only.
-    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<(), NodeError> {
-        let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+    fn membership_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+    ) -> NodeError {
+        match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                 self.not_leader(f.leader_id, f.leader_node)
             }
@@ -404,42 +520,140 @@ impl Node {
                 NodeError::Membership(e.to_string())
             }
             RaftError::Fatal(f) => NodeError::Unavailable(format!("raft stopped: {f}")),
-        };
+        }
+    }
+
+    /// Who serves at `addr` (node id, incarnation), checking that it is node
+    /// `id` and not a member of another cluster.
+    async fn candidate(&self, id: NodeId, addr: &str) -> Result<Member, NodeError> {
+        let s = self.peer_status(addr).await.ok_or_else(|| {
+            NodeError::Membership(format!(
+                "node {id} does not answer at {addr}: start it (with --initial-cluster-state \
+                 existing) before adding it"
+            ))
+        })?;
+        if s.node_id != id {
+            return Err(NodeError::Membership(format!(
+                "the node at {addr} is node {}, not node {id}",
+                s.node_id
+            )));
+        }
+        let ours = self.meta.cluster_id().unwrap_or_default();
+        if !s.cluster_id.is_empty() && s.cluster_id != ours {
+            return Err(NodeError::Membership(format!(
+                "the node at {addr} belongs to another cluster ({}); start it with an empty \
+                 data directory",
+                s.cluster_id
+            )));
+        }
+        Ok(Member::new(addr, s.incarnation))
+    }
+
+    fn members(&self) -> (BTreeMap<NodeId, Member>, BTreeSet<NodeId>) {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let nodes = m
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        (nodes, m.voter_ids().collect())
+    }
+
+    /// Adds `member` as a learner, waits until it has caught up, then makes
+    /// it a voter.
+    async fn add_and_promote(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
         self.raft
-            .add_learner(id, BasicNode::new(addr), true)
+            .add_learner(id, member, true)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.membership_error(e))?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.membership_error(e))?;
         Ok(())
+    }
+
+    /// Adds a node: first as a learner, waiting until it has caught up, then
+    /// as a voter. The node must be running (started with
+    /// `--initial-cluster-state existing`): its data-directory incarnation is
+    /// what the membership records. Leader only.
+    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<(), NodeError> {
+        if !self.is_leader() {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let (nodes, voters) = self.members();
+        let member = self.candidate(id, &addr).await?;
+        if let Some(existing) = nodes.get(&id) {
+            if voters.contains(&id) || existing.incarnation != member.incarnation {
+                return Err(NodeError::Membership(format!(
+                    "node {id} is already a member (at {}); if its data directory was lost or \
+                     replaced, use `leasehold member replace {id}`",
+                    existing.addr
+                )));
+            }
+        }
+        self.add_and_promote(id, member).await
+    }
+
+    /// Puts back member `id` whose data directory was lost or replaced: the
+    /// old incarnation leaves the voters (so the cluster never counts it
+    /// again), the node now serving at `addr` (default: the recorded
+    /// address) joins as a learner, catches up, and becomes a voter. Leader
+    /// only.
+    pub async fn replace_member(&self, id: NodeId, addr: Option<String>) -> Result<(), NodeError> {
+        if !self.is_leader() {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let (nodes, voters) = self.members();
+        let Some(old) = nodes.get(&id) else {
+            return Err(NodeError::Membership(format!(
+                "node {id} is not a member: use `leasehold member add`"
+            )));
+        };
+        if id == self.id {
+            return Err(NodeError::Membership(format!(
+                "node {id} is the leader and still has its data: nothing to replace"
+            )));
+        }
+        let addr = addr.unwrap_or_else(|| old.addr.clone());
+        let member = self.candidate(id, &addr).await?;
+        if member.incarnation == old.incarnation {
+            return Err(NodeError::Membership(format!(
+                "node {id} at {addr} still has the data directory the cluster knows \
+                 (incarnation {}): nothing to replace",
+                old.incarnation
+            )));
+        }
+        let removal = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(removal, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        tracing::info!(id, old = %old, new = %member, "replacing a member");
+        self.add_and_promote(id, member).await
     }
 
     /// Removes a node from the voters and forgets it. Leader only.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
-        let voters: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .voter_ids()
-            .collect();
+        let (_, voters) = self.members();
         let change = if voters.contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        match self.raft.change_membership(change, false).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(self.not_leader(f.leader_id, f.leader_node))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(NodeError::Membership(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
-        }
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
     }
 
     /// The committed log index as this node knows it.

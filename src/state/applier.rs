@@ -28,6 +28,13 @@ use std::sync::Arc;
 pub struct ApplyOptions {
     /// Watch history bounds.
     pub history: HistoryLimits,
+    /// Fault injection, debug builds only: a `Put` stores the client's
+    /// `renewTime` and `acquireTime` instead of the stamp, as before issue
+    /// 10. The chaos suite's negative control turns it on, on every node,
+    /// to show that its checker catches what this breaks (a holder whose
+    /// clock runs behind loses its lease early). Never in a release build.
+    #[cfg(debug_assertions)]
+    pub fault_put_trusts_client_times: bool,
 }
 
 /// Where a command entry sits in the log.
@@ -90,11 +97,14 @@ impl State {
             .leases
             .get_key_value(key)
             .map(|(k, v)| (k.clone(), v.clone()));
-        let (response, event) = match apply(
+        let result = apply(
             &proposal.command,
             current.as_ref().map(|(_, l)| l.as_ref()),
             &ctx,
-        ) {
+        );
+        #[cfg(debug_assertions)]
+        let result = fault_put_client_times(opts, &proposal.command, result);
+        let (response, event) = match result {
             Err(e) => (CommandResponse::Refused(e), None),
             Ok(effect) => {
                 let kind = effect.kind();
@@ -160,4 +170,30 @@ impl State {
         }
         (response, event)
     }
+}
+
+/// The negative control's fault (see
+/// [`ApplyOptions::fault_put_trusts_client_times`]).
+#[cfg(debug_assertions)]
+fn fault_put_client_times(
+    opts: &ApplyOptions,
+    command: &crate::lease::Command,
+    result: Result<Effect, LeaseError>,
+) -> Result<Effect, LeaseError> {
+    let (true, crate::lease::Command::Put { draft }) =
+        (opts.fault_put_trusts_client_times, command)
+    else {
+        return result;
+    };
+    result.map(|mut effect| {
+        if let Effect::Write { lease, .. } = &mut effect {
+            if draft.spec.renew_time.is_some() {
+                lease.spec.renew_time = draft.spec.renew_time;
+            }
+            if draft.spec.acquire_time.is_some() {
+                lease.spec.acquire_time = draft.spec.acquire_time;
+            }
+        }
+        effect
+    })
 }

@@ -17,6 +17,7 @@
 
 pub mod keys;
 pub mod log_store;
+pub mod node_meta;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -48,14 +49,22 @@ pub struct StoreOptions {
     pub history_max_age_micros: i64,
     /// Delete server identity leases this long after they expired.
     pub identity_gc_age_micros: i64,
+    /// Fault injection (debug builds only, for the chaos suite's negative
+    /// control): see [`crate::state::ApplyOptions::fault_put_trusts_client_times`].
+    #[cfg(debug_assertions)]
+    pub fault_put_trusts_client_times: bool,
 }
 
 impl StoreOptions {
-    /// The watch history bounds.
-    pub fn history_limits(&self) -> crate::state::HistoryLimits {
-        crate::state::HistoryLimits {
-            max_events: self.history_max_events,
-            max_age_micros: self.history_max_age_micros,
+    /// What the applier needs of these options.
+    pub fn apply_options(&self) -> crate::state::ApplyOptions {
+        crate::state::ApplyOptions {
+            history: crate::state::HistoryLimits {
+                max_events: self.history_max_events,
+                max_age_micros: self.history_max_age_micros,
+            },
+            #[cfg(debug_assertions)]
+            fault_put_trusts_client_times: self.fault_put_trusts_client_times,
         }
     }
 }
@@ -66,6 +75,8 @@ impl Default for StoreOptions {
             history_max_events: 10_000,
             history_max_age_micros: 3600 * crate::lease::time::MICROS_PER_SEC,
             identity_gc_age_micros: 3600 * crate::lease::time::MICROS_PER_SEC,
+            #[cfg(debug_assertions)]
+            fault_put_trusts_client_times: false,
         }
     }
 }

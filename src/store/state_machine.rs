@@ -136,9 +136,7 @@ impl StateMachineStore {
                 view: RwLock::new(view),
                 applied_tx,
                 events_tx,
-                apply_opts: ApplyOptions {
-                    history: opts.history_limits(),
-                },
+                apply_opts: opts.apply_options(),
                 identity_gc_age_micros,
                 current: Mutex::new(current),
                 snapshot_seq: Default::default(),

@@ -99,7 +99,8 @@ struct NodeProc {
     port: u16,
     /// `node-<id>`: holds `data/` and `node.log`.
     root: PathBuf,
-    /// `--peers ...` or `--join`.
+    /// `--peers ...`, or `--initial-cluster-state existing` for a node that
+    /// joins (or rejoins after its data was lost).
     membership_args: Vec<String>,
     child: Mutex<Option<Child>>,
     /// How the process ended when it exited without being killed by the
@@ -471,6 +472,49 @@ impl Cluster {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .unwrap_or_else(|e| panic!("cannot delete {}: {e}", dir.display()));
+        }
+    }
+
+    /// Starts node `id` again after its data directory was wiped, as an
+    /// operator must: empty, with `--initial-cluster-state existing`, so that
+    /// it waits to be put back with `member replace` (see [`Cluster::replace`]).
+    /// Waits until it answers Status.
+    pub async fn restart_wiped(&mut self, id: u64) {
+        self.node_mut(id).membership_args =
+            vec!["--initial-cluster-state".into(), "existing".into()];
+        self.restart(id).await;
+    }
+
+    /// `leasehold member replace id` through the client: puts node `id`'s new
+    /// data directory back in the cluster and waits until it is a voter.
+    pub async fn replace(&self, id: u64) -> Result<pb::ReplaceMemberResponse, tonic::Status> {
+        let live: Vec<u64> = self.live_ids().into_iter().filter(|n| *n != id).collect();
+        self.client_for(&live)
+            .replace_member(pb::ReplaceMemberRequest {
+                id,
+                address: String::new(),
+            })
+            .await
+    }
+
+    /// Starts node `id` with its current flags and waits (up to `timeout`)
+    /// for it to exit on its own; returns its exit status and the tail of
+    /// its log. For nodes that must refuse to start.
+    pub async fn start_expecting_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (ExitStatus, String) {
+        let opts = self.opts.clone();
+        self.node_mut(id).spawn(&opts);
+        let d = Deadline::new(format!("node {id} to exit by itself"), timeout);
+        loop {
+            if let Some(status) = self.node(id).exited() {
+                // Not a crash the other tests should report.
+                *lock(&self.node(id).crashed) = None;
+                return (status, self.node(id).log_tail(60));
+            }
+            d.check("still running").await;
         }
     }
 
