@@ -8,6 +8,7 @@
 
 use crate::api::cluster::ClusterService;
 use crate::api::leases::LeasesService;
+use crate::api::limits::MAX_MESSAGE_BYTES;
 use crate::api::raft_service::RaftService;
 use crate::identity::{IdentityConfig, Publisher};
 use crate::proto::internal::raft_server::RaftServer;
@@ -162,7 +163,11 @@ pub async fn serve_on(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(LeasesServer::new(LeasesService::new(node.clone())))
+        .add_service(
+            LeasesServer::new(LeasesService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(
             RaftServer::new(RaftService::new(node.raft.clone(), node.meta.clone()))

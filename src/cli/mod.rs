@@ -716,7 +716,26 @@ fn secs_to_micros(s: u64) -> i64 {
         .saturating_mul(1_000_000)
 }
 
+// In release builds the fault switch does not exist, so the update below
+// sets nothing there.
+#[allow(clippy::needless_update)]
+fn store_options(args: &ServeArgs) -> StoreOptions {
+    #[allow(unused_mut)]
+    let mut store = StoreOptions {
+        history_max_events: args.history_revisions,
+        history_max_age_micros: secs_to_micros(args.history_age_seconds),
+        identity_gc_age_micros: secs_to_micros(args.identity_gc_age_seconds),
+        ..Default::default()
+    };
+    #[cfg(debug_assertions)]
+    {
+        store.fault_put_trusts_client_times = args.fault_put_trusts_client_times;
+    }
+    store
+}
+
 async fn serve(args: ServeArgs) -> i32 {
+    let store = store_options(&args);
     let peers = match parse_peers(&args.peers) {
         Ok(p) => p,
         Err(e) => {
@@ -741,14 +760,7 @@ async fn serve(args: ServeArgs) -> i32 {
             election_timeout_max_ms: args.election_timeout_max_ms,
             snapshot_logs: args.snapshot_logs,
         },
-        store: StoreOptions {
-            history_max_events: args.history_revisions,
-            history_max_age_micros: secs_to_micros(args.history_age_seconds),
-            identity_gc_age_micros: secs_to_micros(args.identity_gc_age_seconds),
-            #[cfg(debug_assertions)]
-            fault_put_trusts_client_times: args.fault_put_trusts_client_times,
-            ..Default::default()
-        },
+        store,
         identity: (!args.no_identity_lease).then(|| IdentityConfig {
             hostname: args
                 .hostname

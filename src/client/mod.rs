@@ -15,7 +15,7 @@
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::cluster_client::ClusterClient;
-use crate::proto::v1::leases_client::LeasesClient;
+use crate::api::limits::leases_client;
 use crate::raft::network::Channels;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,7 +139,7 @@ impl Client {
         with_request_id(&mut req.request_id);
         self.call(
             req,
-            |c, r| async move { LeasesClient::new(c).acquire(r).await },
+            |c, r| async move { leases_client(c).acquire(r).await },
         )
         .await
     }
@@ -149,7 +149,7 @@ impl Client {
         with_request_id(&mut req.request_id);
         self.call(
             req,
-            |c, r| async move { LeasesClient::new(c).renew(r).await },
+            |c, r| async move { leases_client(c).renew(r).await },
         )
         .await
     }
@@ -162,14 +162,14 @@ impl Client {
         with_request_id(&mut req.request_id);
         self.call(
             req,
-            |c, r| async move { LeasesClient::new(c).release(r).await },
+            |c, r| async move { leases_client(c).release(r).await },
         )
         .await
     }
 
     /// Reads one lease.
     pub async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
-        self.call(req, |c, r| async move { LeasesClient::new(c).get(r).await })
+        self.call(req, |c, r| async move { leases_client(c).get(r).await })
             .await
     }
 
@@ -177,7 +177,7 @@ impl Client {
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
         self.call(
             req,
-            |c, r| async move { LeasesClient::new(c).list(r).await },
+            |c, r| async move { leases_client(c).list(r).await },
         )
         .await
     }
@@ -187,7 +187,7 @@ impl Client {
         with_request_id(&mut req.request_id);
         self.call(
             req,
-            |c, r| async move { LeasesClient::new(c).delete(r).await },
+            |c, r| async move { leases_client(c).delete(r).await },
         )
         .await
     }
@@ -195,7 +195,7 @@ impl Client {
     /// Creates or compare-and-swap updates a lease.
     pub async fn put(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(req, |c, r| async move { LeasesClient::new(c).put(r).await })
+        self.call(req, |c, r| async move { leases_client(c).put(r).await })
             .await
     }
 
@@ -216,7 +216,7 @@ impl Client {
             .get(addr)
             .map_err(|e| Status::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?;
         // No deadline: a watch lasts until the caller drops it.
-        Ok(LeasesClient::new(channel).watch(req).await?.into_inner())
+        Ok(leases_client(channel).watch(req).await?.into_inner())
     }
 
     /// The status of the first reachable endpoint's node.

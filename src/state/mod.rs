@@ -281,3 +281,131 @@ impl State {
         page
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::applier::EntryPosition;
+    use super::*;
+    use crate::lease::gc::GC_AFTER_EXPIRY_LABEL;
+    use crate::lease::{CommandResponse, Proposal};
+
+    const SEC: i64 = 1_000_000;
+
+    fn t(micros: i64) -> Timestamp {
+        Timestamp::from_micros(1_700_000_000 * SEC + micros)
+    }
+
+    fn run(s: &mut State, index: u64, leader: u64, at: i64, command: Command) -> CommandResponse {
+        let p = Proposal {
+            time: t(at),
+            clock_id: leader,
+            command,
+            request_id: None,
+        };
+        let at = EntryPosition {
+            index,
+            leader: EpochLeader {
+                term: leader,
+                node: leader,
+            },
+        };
+        s.apply_command(at, &p, &ApplyOptions::default()).0
+    }
+
+    /// Regression (issue 10): after a leader change the collector proposed
+    /// a `Delete` of a held, collectable lease every sweep (up to ~1,000
+    /// refused log entries per second), because a held lease cannot be
+    /// deleted before a full duration of the new epoch has passed. The
+    /// sweep now proposes only what the state machine will accept.
+    #[test]
+    fn the_sweep_proposes_only_commands_that_will_be_applied() {
+        let mut s = State::new(3600 * SEC);
+        let key = LeaseKey::new("ns", "gc");
+        let labels = [(GC_AFTER_EXPIRY_LABEL.to_string(), "1s".to_string())].into();
+        let acquire = Command::Acquire {
+            key: key.clone(),
+            holder: "a".into(),
+            duration_seconds: 10,
+            labels,
+        };
+        assert!(matches!(run(&mut s, 1, 1, 0, acquire), CommandResponse::Applied(_)));
+        // A new leader's epoch starts at 20 s: the tenure runs to 30 s and
+        // the lease may change hands (or be deleted) at 30.1 s.
+        run(
+            &mut s,
+            2,
+            2,
+            20 * SEC,
+            Command::Acquire {
+                key: LeaseKey::new("ns", "other"),
+                holder: "b".into(),
+                duration_seconds: 100,
+                labels: Default::default(),
+            },
+        );
+        let epoch = s.clock().epoch_start;
+        assert_eq!(epoch, t(20 * SEC));
+        for at in [11 * SEC, 25 * SEC, 29 * SEC] {
+            assert!(
+                s.sweep(t(at), epoch, 10).is_empty(),
+                "nothing is due at {at} µs: {:?}",
+                s.sweep(t(at), epoch, 10)
+            );
+        }
+        let at_30 = s.sweep(t(30 * SEC), epoch, 10);
+        assert!(
+            matches!(at_30.as_slice(), [Command::Expire { key: k, .. }] if *k == key),
+            "{at_30:?}"
+        );
+        let due = s.sweep(t(30 * SEC + SEC / 10), epoch, 10);
+        let delete = due
+            .iter()
+            .find(|c| matches!(c, Command::Delete { .. }))
+            .cloned()
+            .expect("the delete is due");
+        // Proposed at that time, it is applied (not refused).
+        assert!(matches!(
+            run(&mut s, 3, 2, 30 * SEC + SEC / 10, delete),
+            CommandResponse::Applied(_)
+        ));
+        assert!(s.get(&key).is_none());
+    }
+
+    #[test]
+    fn list_pages_stop_at_the_scan_budget_and_resume_after_the_last_key() {
+        let mut s = State::new(0);
+        for i in 0..10u64 {
+            let labels = if i == 7 {
+                [("pick".to_string(), "me".to_string())].into()
+            } else {
+                Default::default()
+            };
+            run(
+                &mut s,
+                i + 1,
+                1,
+                i as i64,
+                Command::Acquire {
+                    key: LeaseKey::new("ns", format!("l{i}")),
+                    holder: "h".into(),
+                    duration_seconds: 10,
+                    labels,
+                },
+            );
+        }
+        let sel: Selector = "pick=me".parse().unwrap();
+        let limits = PageLimits {
+            max_items: 100,
+            max_scanned: 4,
+        };
+        let p1 = s.list("ns", &sel, None, limits);
+        assert!(p1.items.is_empty());
+        assert_eq!(p1.next, Some(LeaseKey::new("ns", "l3")));
+        let p2 = s.list("ns", &sel, p1.next.as_ref(), limits);
+        assert_eq!(p2.items.len(), 1);
+        assert_eq!(p2.items[0].key.name, "l7");
+        let p3 = s.list("ns", &sel, p2.next.as_ref(), limits);
+        assert!(p3.items.is_empty());
+        assert_eq!(p3.next, None, "the end");
+    }
+}
