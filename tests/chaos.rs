@@ -1,12 +1,18 @@
 //! The chaos suite on local processes: three `leasehold serve` processes on
 //! loopback, killed, stopped, wiped and restarted (and clock-shifted when
-//! libfaketime is installed) under a lease workload; every history is
+//! libfaketime is installed) under a workload of lease clients,
+//! Kubernetes-style clients, deleters and watchers; every history is
 //! checked. The docker-compose variant with partitions is `cluster/chaos.sh`.
 //!
-//! The two runs share the machine's two cores, so they take turns.
+//! Three runs: the main one, which must be clean, and two negative
+//! controls, which must be caught: a register that ignores fencing tokens,
+//! and servers whose `Put` takes the client's `renewTime` (the debug-only
+//! `--fault-put-trusts-client-times`) with Kubernetes-style clients whose
+//! clocks run behind. The runs share the machine's two cores, so they take
+//! turns.
 
 use leasehold::chaos::backend::Backend;
-use leasehold::chaos::faults::FaultKind;
+use leasehold::chaos::faults::{FaultKind, FaultResult};
 use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
 use leasehold::chaos::run::{run, RunConfig, RunReport};
 use std::path::Path;
@@ -15,7 +21,11 @@ use std::time::Duration;
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn chaos(dir: &Path, cfg_of: impl FnOnce(&Path) -> RunConfig) -> RunReport {
+async fn chaos(
+    dir: &Path,
+    extra_args: &[&str],
+    cfg_of: impl FnOnce(&Path) -> RunConfig,
+) -> RunReport {
     let backend = LocalBackend::new(LocalOptions {
         bin: env!("CARGO_BIN_EXE_leasehold").into(),
         root: dir.join("nodes"),
@@ -23,6 +33,7 @@ async fn chaos(dir: &Path, cfg_of: impl FnOnce(&Path) -> RunConfig) -> RunReport
         heartbeat_ms: 100,
         election_timeout_ms: (300, 600),
         faketime: find_faketime(),
+        extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
     })
     .expect("local backend");
     backend.start_all().await.expect("start nodes");
@@ -34,21 +45,25 @@ async fn chaos(dir: &Path, cfg_of: impl FnOnce(&Path) -> RunConfig) -> RunReport
 }
 
 /// Every fault the local backend can inject, at least once each, with
-/// fencing on: the checker must find nothing.
+/// fencing on and the full workload: the checker must find nothing, and
+/// the run must have exercised what it claims to check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_chaos_run_finds_no_anomaly() {
     let _turn = TURN.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let report = chaos(tmp.path(), |dir| {
+    let report = chaos(tmp.path(), &[], |dir| {
         let mut cfg = RunConfig::new(Duration::from_secs(45), dir.join("out"));
         cfg.seed = 7;
         cfg
     })
     .await;
+    // Every expectation is collected first, so that a failure of any keeps
+    // the evidence (the temp dir would be deleted) and lists everything.
+    let mut problems: Vec<String> = Vec::new();
     let done: Vec<FaultKind> = report
         .faults
         .iter()
-        .filter(|f| f.result == leasehold::chaos::faults::FaultResult::Ok)
+        .filter(|f| f.result == FaultResult::Ok)
         .map(|f| f.kind)
         .collect();
     for must in [
@@ -60,33 +75,45 @@ async fn local_chaos_run_finds_no_anomaly() {
         FaultKind::PauseClient,
         FaultKind::WipeNode,
     ] {
-        assert!(
-            done.contains(&must),
-            "{must} did not happen: {:?}",
-            report.faults
-        );
+        if !done.contains(&must) {
+            problems.push(format!("{must} did not happen"));
+        }
     }
-    assert!(
-        report.durability.iter().all(|p| p.intact) && !report.durability.is_empty(),
-        "durability probes: {:?}",
-        report.durability
-    );
-    assert!(
-        report.counts.ok > 300,
-        "too little traffic: {:?}",
-        report.counts
-    );
+    if report.durability.is_empty() || !report.durability.iter().all(|p| p.intact) {
+        problems.push(format!("durability probes: {:?}", report.durability));
+    }
+    // What the checker judged must have happened, or a clean verdict would
+    // mean little.
+    let c = &report.counts;
+    let f = &report.findings;
+    if c.put_grants == 0 || c.put_renewals == 0 || c.put_releases == 0 || c.deleted == 0 {
+        problems.push(format!("too few Kubernetes-style writes or deletes: {c:?}"));
+    }
+    if f.cas.checked == 0 {
+        problems.push(format!("no compare-and-swap checked: {:?}", f.cas));
+    }
+    if f.request_ids.repeated_identical == 0 || f.request_ids.reused_refused == 0 {
+        problems.push(format!("request ids: {:?}", f.request_ids));
+    }
+    if f.watchers.len() != 4 || !f.watchers.iter().all(|w| w.required > 0 && w.streams > 1) {
+        problems.push(format!(
+            "every watcher must have had changes to deliver and resumed at least once: {:?}",
+            f.watchers
+        ));
+    }
     if !report.clean() {
-        let text =
-            std::fs::read_to_string(report.out_dir.join("anomalies.txt")).unwrap_or_default();
-        let logs = std::fs::read_dir(tmp.path().join("nodes"))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        problems.push(format!(
+            "the checker found anomalies:\n{}",
+            std::fs::read_to_string(report.out_dir.join("anomalies.txt")).unwrap_or_default()
+        ));
+    }
+    if !problems.is_empty() {
         // Keep the evidence: the temp dir would be deleted.
         let keep = tmp.keep();
         panic!(
-            "the checker found anomalies ({logs} node dirs kept in {}):\n{text}",
-            keep.display()
+            "the chaos run failed (report, history and node logs kept in {}):\n{}",
+            keep.display(),
+            problems.join("\n")
         );
     }
 }
@@ -99,11 +126,12 @@ async fn local_chaos_run_finds_no_anomaly() {
 async fn negative_control_without_fencing_is_caught() {
     let _turn = TURN.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let report = chaos(tmp.path(), |dir| {
+    let report = chaos(tmp.path(), &[], |dir| {
         let mut cfg = RunConfig::new(Duration::from_secs(20), dir.join("out"));
         cfg.seed = 11;
         cfg.fencing = false;
         cfg.faults = vec![FaultKind::PauseClient];
+        cfg.min_rate = 50.0;
         cfg
     })
     .await;
@@ -115,5 +143,48 @@ async fn negative_control_without_fencing_is_caught() {
     assert!(
         a.iter().all(|a| a.property == "register"),
         "only the unfenced register may fail: {a:?}"
+    );
+}
+
+/// The negative control of the Put path, as an A/B pair with one seed and
+/// one workload: Kubernetes-style clients whose clocks run 3 to 5 s
+/// behind, no faults. Without the fault the checker must find nothing;
+/// with every node storing the `renewTime` and `acquireTime` a Put sends
+/// (`--fault-put-trusts-client-times`, debug builds only) each of their
+/// renewals makes the lease look lapsed at once, a lease-API worker takes
+/// it over while the Put's sender still holds it by the client-side rule,
+/// and the checker must report lease-timing anomalies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_put_trusting_client_times_is_caught() {
+    let _turn = TURN.lock().await;
+    let cfg_of = |dir: &Path| {
+        let mut cfg = RunConfig::new(Duration::from_secs(15), dir.join("out"));
+        cfg.seed = 13;
+        cfg.faults = vec![];
+        cfg.kube_skews_ms = vec![-5_000, -3_000, -4_000];
+        // A short run without faults; its rate is not what it tests.
+        cfg.min_rate = 50.0;
+        cfg
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ordinary = chaos(tmp.path(), &[], cfg_of).await;
+    assert!(
+        ordinary.clean(),
+        "the same workload without the fault must be clean: {:?}",
+        ordinary.findings.anomalies
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let faulty = chaos(tmp.path(), &["--fault-put-trusts-client-times"], cfg_of).await;
+    for r in [&ordinary, &faulty] {
+        assert!(
+            r.counts.put_renewals > 0 && r.counts.put_grants > 0,
+            "the Put path was not exercised: {:?}",
+            r.counts
+        );
+    }
+    let a = &faulty.findings.anomalies;
+    assert!(
+        a.iter().any(|a| a.property == "lease-timing"),
+        "no lease-timing anomaly although Put trusted clocks that run behind: {a:?}"
     );
 }

@@ -62,18 +62,38 @@ struct RunArgs {
     /// Seed of the workload's and the scheduler's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Concurrent workers.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent lease-API workers (acquire, renew, release).
+    #[arg(long, default_value_t = RunConfig::DEFAULT_WORKERS)]
     workers: u32,
+    /// Concurrent Kubernetes-style workers (compare-and-swap Put, as
+    /// client-go's LeaseLock).
+    #[arg(long, default_value_t = RunConfig::DEFAULT_KUBE_WORKERS)]
+    kube_workers: u32,
+    /// Clock offsets of the Kubernetes-style workers, ms, comma-separated,
+    /// assigned in turn (negative: behind).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true,
+          default_values_t = RunConfig::DEFAULT_KUBE_SKEWS_MS)]
+    kube_skews_ms: Vec<i64>,
+    /// Concurrent deleters.
+    #[arg(long, default_value_t = RunConfig::DEFAULT_DELETERS)]
+    deleters: u32,
+    /// Watchers (0 to 4).
+    #[arg(long, default_value_t = RunConfig::DEFAULT_WATCHERS)]
+    watchers: u32,
     /// Leases they contend for.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_LEASES)]
     leases: u32,
     /// Lease duration, seconds.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_LEASE_SECONDS)]
     lease_seconds: i32,
     /// Minimum successful operations per second.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_MIN_RATE)]
     min_rate: f64,
+    /// One more argument for every `leasehold serve` of the local backend
+    /// (repeat for several), e.g. `--node-arg=--fault-put-trusts-client-times`
+    /// with a debug build for the Put negative control.
+    #[arg(long, allow_hyphen_values = true)]
+    node_arg: Vec<String>,
     /// Output directory (default target/chaos/<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -134,11 +154,21 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
     cfg.fencing = !a.no_fencing;
     cfg.seed = a.seed;
     cfg.workers = a.workers;
+    cfg.kube_workers = a.kube_workers;
+    cfg.kube_skews_ms = a.kube_skews_ms.clone();
+    cfg.deleters = a.deleters;
+    cfg.watchers = a.watchers;
     cfg.leases = a.leases;
     cfg.lease_seconds = a.lease_seconds;
     cfg.min_rate = a.min_rate;
-    if a.workers == 0 || a.leases == 0 || a.lease_seconds < 1 {
-        eprintln!("leasehold-chaos: --workers, --leases and --lease-seconds must be positive");
+    if cfg.workers + cfg.kube_workers == 0 || cfg.leases == 0 || cfg.lease_seconds < 1 {
+        eprintln!(
+            "leasehold-chaos: --workers plus --kube-workers, --leases and --lease-seconds must be positive"
+        );
+        return ExitCode::from(2);
+    }
+    if !a.node_arg.is_empty() && matches!(a.backend, BackendKind::Docker) {
+        eprintln!("leasehold-chaos: --node-arg is for the local backend only");
         return ExitCode::from(2);
     }
     let backend: Arc<dyn Backend> = match a.backend {
@@ -157,6 +187,7 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
                 heartbeat_ms: 100,
                 election_timeout_ms: (300, 600),
                 faketime: find_faketime(),
+                extra_args: a.node_arg.clone(),
             };
             let b = match LocalBackend::new(opts) {
                 Ok(b) => b,
@@ -196,7 +227,7 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
     match (report.clean(), a.expect_anomalies) {
         (true, false) => ExitCode::SUCCESS,
         (false, true) => {
-            println!("negative control: the checker caught the unfenced writes, as it must");
+            println!("negative control: the checker found anomalies, as it must");
             ExitCode::SUCCESS
         }
         (true, true) => {

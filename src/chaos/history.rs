@@ -8,12 +8,19 @@
 //! clocks never enter the history.
 //!
 //! An outcome is *definite* when the server said what happened (granted,
-//! held by X, lost because Y, the lease as read). Anything else that ends a
-//! write (a timeout, a broken connection, UNAVAILABLE after the request may
-//! have reached a leader) is [`Outcome::Unknown`]: the write may or may not
-//! have taken effect, and the checker must allow both.
+//! held by X, lost because Y, the lease as read, stored by a Put, deleted,
+//! a stale resourceVersion). Anything else that ends a write (a timeout, a
+//! broken connection, UNAVAILABLE after the request may have reached a
+//! leader) is [`Outcome::Unknown`]: the write may or may not have taken
+//! effect, and the checker must allow both.
+//!
+//! Besides the operations, a run records the deliberate reuses of request
+//! ids ([`IdReuse`]): a write sent again with the id of an answered one,
+//! either unchanged (it must get the first answer again) or as another
+//! command (it must be refused with INVALID_ARGUMENT naming `requestId`).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Nanoseconds since the start of the run, on the run's monotonic clock.
@@ -71,6 +78,35 @@ pub enum OpKind {
     },
     /// Read the lease (linearizable read).
     Get,
+    /// Kubernetes-style write of the whole lease: create (`base` 0) or
+    /// compare-and-swap update at resourceVersion `base`, as client-go's
+    /// LeaseLock does. The server stamps the times itself; the ones the
+    /// client sent (from its own, skewed clock) are recorded as `skew_ms`.
+    Put {
+        /// `spec.holderIdentity` sent; `None` for "" (a release, as
+        /// client-go releases on cancel).
+        holder: Option<String>,
+        /// `metadata.resourceVersion` sent: 0 creates.
+        base: u64,
+        /// The tenure (fencing token) the sender believed the lease was in
+        /// at `base` and held itself: what a renewal or release is of. 0
+        /// when it held none (create, takeover).
+        tenure: u64,
+        /// The labels the sender read at `base` (what a watcher's label
+        /// selector saw before this change); `None` for a create.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_labels: Option<BTreeMap<String, String>>,
+        /// How far the sender's clock, which stamped the `renewTime` and
+        /// `acquireTime` it sent, was ahead of real time (negative: behind),
+        /// ms.
+        skew_ms: i64,
+    },
+    /// Delete the lease, at exactly resourceVersion `base` if given.
+    Delete {
+        /// The resourceVersion sent, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<u64>,
+    },
 }
 
 impl OpKind {
@@ -85,7 +121,20 @@ impl OpKind {
             OpKind::Acquire { holder, .. }
             | OpKind::Renew { holder, .. }
             | OpKind::Release { holder, .. } => Some(holder),
-            OpKind::Get => None,
+            OpKind::Put { holder, .. } => holder.as_deref(),
+            OpKind::Get | OpKind::Delete { .. } => None,
+        }
+    }
+
+    /// A short name for counts, e.g. `acquire`, `put`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Acquire { .. } => "acquire",
+            OpKind::Renew { .. } => "renew",
+            OpKind::Release { .. } => "release",
+            OpKind::Get => "get",
+            OpKind::Put { .. } => "put",
+            OpKind::Delete { .. } => "delete",
         }
     }
 }
@@ -134,7 +183,7 @@ pub enum Outcome {
         /// A new tenure started.
         newly: bool,
     },
-    /// Acquire refused: `holder` holds the lease.
+    /// Acquire, Put or Delete refused: `holder` holds the lease.
     Held {
         /// The holder the server named.
         holder: String,
@@ -147,7 +196,24 @@ pub enum Outcome {
     Lost(Lost),
     /// Get answered with the lease.
     Read(LeaseView),
-    /// The lease does not exist (Get, Renew or Release).
+    /// Put succeeded; the lease as stored after it. Whether it started a
+    /// tenure follows from the token: a tenure's token is the revision that
+    /// granted it, so the Put granted one iff the token is the Put's own
+    /// revision ([`Op::revision`]).
+    Put {
+        /// The lease after the Put.
+        view: LeaseView,
+        /// The Put created the lease.
+        created: bool,
+    },
+    /// Delete succeeded; the lease as it was when deleted.
+    Deleted(LeaseView),
+    /// Put or Delete refused: the resourceVersion sent was not the current
+    /// one (ABORTED, reason CONFLICT).
+    Conflict,
+    /// Put with resourceVersion 0 refused: the lease exists.
+    AlreadyExists,
+    /// The lease does not exist (Get, Renew, Release, a Put update, Delete).
     NotFound,
     /// A definite failure that changed nothing (the request was refused
     /// before it could be applied, e.g. INVALID_ARGUMENT), or a read that
@@ -177,7 +243,12 @@ impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(
             self,
-            Outcome::Acquired { .. } | Outcome::Renewed | Outcome::Released | Outcome::Read(_)
+            Outcome::Acquired { .. }
+                | Outcome::Renewed
+                | Outcome::Released
+                | Outcome::Read(_)
+                | Outcome::Put { .. }
+                | Outcome::Deleted(_)
         )
     }
 }
@@ -207,6 +278,16 @@ pub struct Op {
     /// interval covers every attempt: the cluster applies a request id at
     /// most once and answers a retry with the first application's result.
     pub attempts: u32,
+    /// For a successful write: the revision of the change it made (every
+    /// successful write changes the lease, at one revision: the lease's new
+    /// resourceVersion, or for a Delete the revision of the deletion). For
+    /// a successful read: the resourceVersion it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// For a successful write: the lease's labels after it (for a Delete:
+    /// as it was), which decide what a watcher with a label selector sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl Op {
@@ -219,6 +300,60 @@ impl Op {
             self.complete
         }
     }
+}
+
+/// One answer of the cluster, reduced to what must repeat exactly when a
+/// request id is reused with the same command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// gRPC code name (`Ok` for a response).
+    pub code: String,
+    /// The ErrorInfo reason, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The ErrorInfo metadata, sorted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// The response in a canonical text form (maps sorted), or the status
+    /// message.
+    pub body: String,
+}
+
+impl Answer {
+    /// Whether the call succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.code == "Ok"
+    }
+}
+
+/// A request id deliberately reused after its call was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdReuse {
+    /// The history op whose request id was reused.
+    pub op: u64,
+    /// The worker.
+    pub worker: u32,
+    /// The lease.
+    pub lease: String,
+    /// `true`: the same command again (a retry: must get `first` again);
+    /// `false`: another command (must be refused with INVALID_ARGUMENT
+    /// naming `requestId`, and change nothing). The other command is in
+    /// the history as op `other_op`.
+    pub same_command: bool,
+    /// For `same_command == false`: the history op recording the other
+    /// command and its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_op: Option<u64>,
+    /// What was sent, in words.
+    pub sent: String,
+    /// When the reuse was sent (run clock).
+    pub invoke: Nanos,
+    /// When its answer arrived.
+    pub complete: Nanos,
+    /// The original op's answer.
+    pub first: Answer,
+    /// The reuse's answer; `None` when it stayed ambiguous (no verdict).
+    pub second: Option<Answer>,
 }
 
 /// Wall-time helpers for reports.

@@ -69,6 +69,9 @@ pub struct LocalOptions {
     pub election_timeout_ms: (u64, u64),
     /// libfaketime to preload, for clock offsets.
     pub faketime: Option<PathBuf>,
+    /// More arguments for every `leasehold serve` (e.g. the negative
+    /// control's `--fault-put-trusts-client-times`).
+    pub extra_args: Vec<String>,
 }
 
 struct Proc {
@@ -304,7 +307,8 @@ impl Backend for LocalBackend {
             .arg("--election-timeout-min-ms")
             .arg(self.opts.election_timeout_ms.0.to_string())
             .arg("--election-timeout-max-ms")
-            .arg(self.opts.election_timeout_ms.1.to_string());
+            .arg(self.opts.election_timeout_ms.1.to_string())
+            .args(&self.opts.extra_args);
         isolate_node_command(&mut cmd, log)?;
         if let Some(ft) = &self.opts.faketime {
             cmd.env("LD_PRELOAD", ft)

@@ -1,6 +1,7 @@
 //! One chaos run from start to verdict: wait for the cluster, start the
-//! workload, inject faults, heal, stop the workload, probe recovery, check,
-//! and write the report.
+//! watchers and the workload, inject faults until the duration is up, heal,
+//! stop the workload, probe recovery, let the watchers catch up, check, and
+//! write the report.
 
 use super::backend::Backend;
 use super::check::{self, Findings, RecoveryProbe, RunData};
@@ -8,7 +9,10 @@ use super::faults::{FaultKind, FaultRecord, FaultResult};
 use super::history::{Op, OpKind, Outcome, RunClock};
 use super::nemesis::{Nemesis, RECOVERY_TIMEOUT};
 use super::register::FencedRegister;
-use super::workload::{self, History, PauseControl, Shared, WorkloadConfig};
+use super::watcher::{WatchFilter, WatchLog, Watcher, WatcherSpec};
+use super::workload::{
+    self, History, PauseControl, Reply, Shared, WorkloadConfig, LABEL_GROUP, LABEL_KIND,
+};
 use crate::lease::apply::CLOCK_RATE_BOUND_PPM;
 use crate::proto::v1 as pb;
 use serde::Serialize;
@@ -32,14 +36,30 @@ pub struct RunConfig {
     pub fencing: bool,
     /// Seed of every random choice.
     pub seed: u64,
-    /// Concurrent workers.
+    /// Concurrent lease-API workers (acquire, renew, release).
     pub workers: u32,
+    /// Concurrent Kubernetes-style workers (compare-and-swap Put).
+    pub kube_workers: u32,
+    /// Their clock offsets, ms, assigned in turn.
+    pub kube_skews_ms: Vec<i64>,
+    /// Concurrent deleters.
+    pub deleters: u32,
+    /// Watchers (up to 4 different filters; 0: none).
+    pub watchers: u32,
     /// Number of leases they contend for.
     pub leases: u32,
     /// Lease duration, seconds.
     pub lease_seconds: i32,
-    /// Minimum successful operations per second.
+    /// Minimum successful operations per second (property 7).
     pub min_rate: f64,
+    /// Pause between a holder's rounds, ms (lowest, highest).
+    pub round_pause_ms: (u64, u64),
+    /// Chance that an answered write is sent again with its request id.
+    pub repeat_same_id: f64,
+    /// Chance that a holder reuses a renewal's request id for a release.
+    pub reuse_id_other: f64,
+    /// The nodes' `--history-revisions` (what explains a COMPACTED watch).
+    pub history_revisions: u64,
     /// The cluster's maximum election timeout (for the recovery bound).
     pub election_timeout_max: Duration,
     /// Linearizability search budget per lease (model steps).
@@ -49,17 +69,45 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Defaults: 8 workers on 4 leases of 2 s, fencing on, every fault.
+    /// Default lease-API workers.
+    pub const DEFAULT_WORKERS: u32 = 20;
+    /// Default Kubernetes-style workers.
+    pub const DEFAULT_KUBE_WORKERS: u32 = 12;
+    /// Default clock offsets of the Kubernetes-style workers, ms.
+    pub const DEFAULT_KUBE_SKEWS_MS: [i64; 4] = [-4_000, 3_000, -1_500, 1_000];
+    /// Default deleters.
+    pub const DEFAULT_DELETERS: u32 = 2;
+    /// Default watchers.
+    pub const DEFAULT_WATCHERS: u32 = 4;
+    /// Default number of leases.
+    pub const DEFAULT_LEASES: u32 = 16;
+    /// Default lease duration, seconds.
+    pub const DEFAULT_LEASE_SECONDS: i32 = 2;
+    /// Default minimum rate, successful operations per second.
+    pub const DEFAULT_MIN_RATE: f64 = 200.0;
+
+    /// Defaults: 20 lease-API workers, 12 Kubernetes-style workers (clocks
+    /// from 4 s behind to 3 s ahead) and 2 deleters on 16 leases of 2 s, 4
+    /// watchers, fencing on, every fault, at least 200 successful
+    /// operations per second.
     pub fn new(duration: Duration, out_dir: PathBuf) -> Self {
         RunConfig {
             duration,
             faults: FaultKind::ALL.to_vec(),
             fencing: true,
             seed: 1,
-            workers: 8,
-            leases: 4,
-            lease_seconds: 2,
-            min_rate: 10.0,
+            workers: Self::DEFAULT_WORKERS,
+            kube_workers: Self::DEFAULT_KUBE_WORKERS,
+            kube_skews_ms: Self::DEFAULT_KUBE_SKEWS_MS.to_vec(),
+            deleters: Self::DEFAULT_DELETERS,
+            watchers: Self::DEFAULT_WATCHERS,
+            leases: Self::DEFAULT_LEASES,
+            lease_seconds: Self::DEFAULT_LEASE_SECONDS,
+            min_rate: Self::DEFAULT_MIN_RATE,
+            round_pause_ms: (2, 20),
+            repeat_same_id: 0.03,
+            reuse_id_other: 0.03,
+            history_revisions: 10_000,
             election_timeout_max: Duration::from_millis(600),
             linear_budget: 20_000_000,
             out_dir,
@@ -82,6 +130,16 @@ pub struct Counts {
     pub resolved_after_retry: usize,
     /// Per operation kind: ok / total.
     pub by_kind: BTreeMap<String, (usize, usize)>,
+    /// Per operation kind: median latency of the definite answers, ms.
+    pub median_ms: BTreeMap<String, f64>,
+    /// Puts that started a tenure.
+    pub put_grants: usize,
+    /// Puts that renewed a tenure.
+    pub put_renewals: usize,
+    /// Puts that cleared the holder.
+    pub put_releases: usize,
+    /// Deletes that deleted.
+    pub deleted: usize,
 }
 
 /// What a run produced.
@@ -105,6 +163,8 @@ pub struct RunReport {
     pub recovery: Vec<RecoveryProbe>,
     /// Register operations (accepted, refused).
     pub register_ops: (usize, usize),
+    /// The highest revision the run acknowledged (watchers must reach it).
+    pub watch_target: u64,
     /// The verdict.
     pub findings: Findings,
     /// Where the files are.
@@ -139,7 +199,54 @@ impl RunReport {
             c.ok, c.refused, c.failed, c.ambiguous, c.resolved_after_retry, self.findings.ok_rate
         );
         for (k, (ok, all)) in &c.by_kind {
-            let _ = writeln!(s, "  {k:<8} {ok:>6} ok of {all:>6}");
+            let median = c.median_ms.get(k).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "  {k:<8} {ok:>6} ok of {all:>6}, median latency {median:.1} ms"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "kubernetes-style puts: {} grants, {} renewals, {} releases; {} conflicts; \
+             deletes: {} done; {} compare-and-swap writes checked",
+            c.put_grants,
+            c.put_renewals,
+            c.put_releases,
+            self.findings.cas.conflicts,
+            c.deleted,
+            self.findings.cas.checked
+        );
+        let ids = &self.findings.request_ids;
+        let _ = writeln!(
+            s,
+            "request ids: {} sent again unchanged ({} answered identically), {} reused for \
+             another command ({} refused naming requestId), {} without a verdict",
+            ids.repeated, ids.repeated_identical, ids.reused, ids.reused_refused, ids.inconclusive
+        );
+        for w in &self.findings.watchers {
+            let mut errors: Vec<String> =
+                w.errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+            errors.sort();
+            let _ = writeln!(
+                s,
+                "watcher {} ({}): {} events, {} progress, {} streams, {} of {} required changes \
+                 delivered once, {} revisions covered in {} interval(s), last {}{}",
+                w.watcher,
+                w.filter,
+                w.events,
+                w.progress,
+                w.streams,
+                w.delivered,
+                w.required,
+                w.covered_revisions,
+                w.intervals,
+                w.last.map_or("none".to_string(), |l| l.to_string()),
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stream errors: {}", errors.join(", "))
+                }
+            );
         }
         let _ = writeln!(
             s,
@@ -216,13 +323,15 @@ impl RunReport {
 
 fn count(ops: &[Op]) -> Counts {
     let mut c = Counts::default();
+    let mut latencies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for op in ops {
-        let name = match op.kind {
-            OpKind::Acquire { .. } => "acquire",
-            OpKind::Renew { .. } => "renew",
-            OpKind::Release { .. } => "release",
-            OpKind::Get => "get",
-        };
+        if !op.outcome.is_unknown() {
+            latencies
+                .entry(op.kind.name().to_string())
+                .or_default()
+                .push(op.complete.saturating_sub(op.invoke));
+        }
+        let name = op.kind.name();
         let e = c.by_kind.entry(name.to_string()).or_default();
         e.1 += 1;
         match &op.outcome {
@@ -236,6 +345,19 @@ fn count(ops: &[Op]) -> Counts {
         }
         if op.attempts > 1 && !op.outcome.is_unknown() {
             c.resolved_after_retry += 1;
+        }
+        match &op.outcome {
+            Outcome::Put { view, .. } if view.holder.is_none() => c.put_releases += 1,
+            Outcome::Put { view, .. } if op.revision == Some(view.token) => c.put_grants += 1,
+            Outcome::Put { .. } => c.put_renewals += 1,
+            Outcome::Deleted(_) => c.deleted += 1,
+            _ => {}
+        }
+    }
+    for (k, mut v) in latencies {
+        v.sort_unstable();
+        if let Some(m) = v.get(v.len() / 2) {
+            c.median_ms.insert(k, *m as f64 / 1e6);
         }
     }
     c
@@ -277,27 +399,40 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         cfg: WorkloadConfig {
-            endpoints,
+            endpoints: endpoints.clone(),
             namespace: namespace.clone(),
             leases: leases.clone(),
             workers: cfg.workers,
+            kube_workers: cfg.kube_workers,
+            kube_skews_ms: cfg.kube_skews_ms.clone(),
+            deleters: cfg.deleters,
             duration_seconds: cfg.lease_seconds,
             attempt_timeout: Duration::from_secs(2),
             resolve_for: Duration::from_secs(30),
             seed: cfg.seed,
+            repeat_same_id: cfg.repeat_same_id,
+            reuse_id_other: cfg.reuse_id_other,
+            round_pause_ms: cfg.round_pause_ms,
         },
         history: history.clone(),
         register: register.clone(),
         pauses: pauses.clone(),
         stop: stop.clone(),
+        leader: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
     });
+    let tracker = workload::track_leader(shared.clone());
+    // Watchers first, so that they cover the workload from its start.
+    let watchers = start_watchers(cfg, &leases, &endpoints, &namespace, clock)?;
     let mut workers =
         workload::spawn_workers(shared.clone()).map_err(|e| format!("workers: {}", e.message()))?;
     let workload_start = clock.now();
 
-    // Faults until the duration is up; then heal and recover.
+    // Faults until the duration is up (the workload runs that long even
+    // when no fault is planned or supported); then heal and recover.
     let until = workload_start + u64::try_from(cfg.duration.as_nanos()).unwrap_or(u64::MAX);
     let faults = nemesis.run(&cfg.faults, until).await;
+    let left = until.saturating_sub(clock.now());
+    tokio::time::sleep(Duration::from_nanos(left)).await;
     let mut setup_problem = None;
     if let Err(e) = nemesis.heal_all().await {
         setup_problem = Some(format!("final heal: {e}"));
@@ -318,6 +453,7 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
         setup_problem = Some("workers did not stop within 90 s".into());
     }
     let workload_span = clock.now().saturating_sub(workload_start);
+    tracker.abort();
 
     // Recovery: every lease can be acquired within d(1+ρ) plus an election
     // timeout (a healed partition may force one election), plus 250 ms for
@@ -344,24 +480,21 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
                     name: lease.clone(),
                     holder: holder.clone(),
                     lease_duration_seconds: shared.cfg.duration_seconds,
-                    labels: Default::default(),
+                    labels: shared.cfg.base_labels(&lease).into_iter().collect(),
                     request_id: uuid::Uuid::new_v4().to_string(),
                 };
                 let kind = OpKind::Acquire {
                     holder: holder.clone(),
                     duration_seconds: shared.cfg.duration_seconds,
                 };
-                let op = workload::write_op(&shared, 0, &lease, kind, || {
-                    let req = req.clone();
-                    let client = &client;
-                    async move {
-                        client.acquire(req).await.map(|r| Outcome::Acquired {
-                            token: r.fencing_token,
-                            newly: r.newly_acquired,
-                        })
-                    }
-                })
-                .await;
+                let op =
+                    workload::write_op(&shared, 0, &lease, kind, &req.request_id, false, || {
+                        let req = req.clone();
+                        let client = &client;
+                        async move { client.acquire(req).await.map(Reply::acquired) }
+                    })
+                    .await
+                    .op;
                 if matches!(op.outcome, Outcome::Acquired { .. }) {
                     return (lease, Some(op.complete));
                 }
@@ -384,7 +517,23 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
     }
     recovery.sort_by(|a, b| a.lease.cmp(&b.lease));
 
+    // The watchers must reach the last acknowledged change; then they stop.
+    let watch_target = history.max_revision();
+    let caught_up = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < caught_up
+        && !watchers
+            .iter()
+            .all(|w| w.last().is_some_and(|l| l >= watch_target))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut watches: Vec<WatchLog> = Vec::new();
+    for w in watchers {
+        watches.push(w.finish().await);
+    }
+
     let ops = history.ops();
+    let reuses = history.reuses();
     let reg_log = register.log();
     let data = RunData {
         lease_seconds: lease_secs,
@@ -397,6 +546,10 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
         recovery: recovery.clone(),
         min_rate: cfg.min_rate,
         linear_budget: cfg.linear_budget,
+        reuses: reuses.clone(),
+        watches: watches.clone(),
+        watch_target,
+        history_revisions: cfg.history_revisions,
     };
     let checking = tokio::task::spawn_blocking(move || check::check(&data));
     let mut findings = checking
@@ -418,11 +571,54 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
         durability: nemesis.durability.clone(),
         recovery,
         register_ops: (accepted, reg_log.len() - accepted),
+        watch_target,
         findings,
         out_dir: cfg.out_dir.clone(),
     };
     write_files(&report, &ops, &reg_log, backend.as_ref())?;
+    write_jsonl(&cfg.out_dir.join("request_ids.jsonl"), &reuses)?;
+    write_jsonl(&cfg.out_dir.join("watch.jsonl"), &watches)?;
     Ok(report)
+}
+
+/// The watchers of a run: up to four, each on its own node, following the
+/// whole namespace, the leases a Kubernetes-style Put labelled `kube`
+/// (which enter and leave that selection), one lease by name, and the
+/// `even` group.
+fn start_watchers(
+    cfg: &RunConfig,
+    leases: &[String],
+    endpoints: &[String],
+    namespace: &str,
+    clock: RunClock,
+) -> Result<Vec<Watcher>, String> {
+    let filters = [
+        WatchFilter::all(),
+        WatchFilter {
+            name: None,
+            label: Some((LABEL_KIND.to_string(), "kube".to_string())),
+        },
+        WatchFilter {
+            name: leases.first().cloned(),
+            label: None,
+        },
+        WatchFilter {
+            name: None,
+            label: Some((LABEL_GROUP.to_string(), "even".to_string())),
+        },
+    ];
+    let mut out = Vec::new();
+    for (i, filter) in filters.into_iter().enumerate().take(cfg.watchers as usize) {
+        let spec = WatcherSpec {
+            id: i as u32 + 1,
+            filter,
+            first_endpoint: i,
+        };
+        let w = Watcher::start(spec, endpoints.to_vec(), namespace.to_string(), clock)
+            .map_err(|e| format!("watcher: {}", e.message()))?;
+        out.push(w);
+    }
+    Ok(out)
 }
 
 fn write_jsonl<T: Serialize>(path: &std::path::Path, items: &[T]) -> Result<(), String> {

@@ -17,24 +17,37 @@
 //! # The model
 //! One lease: whether it exists, its holder, its fencing token, whether the
 //! leader recorded the tenure as expired (`marked`), and the highest token
-//! seen so far. Time never enters it: whether a tenure had lapsed when
+//! seen so far (which survives a Delete: a re-created lease gets a new,
+//! higher token). Time never enters it: whether a tenure had lapsed when
 //! another holder was granted the lease, or when a renew answered
 //! `Lost(Expired)`, is judged by other properties with the run's clock. The
 //! model only checks what must hold in any log order: tokens of new tenures
 //! grow, answers name the holder and token that were current, a renew never
-//! succeeds after a read showed the tenure marked expired, and so on.
+//! succeeds after a read showed the tenure marked expired, a create needs a
+//! missing lease and an update an existing one, a deleted lease is gone
+//! until something creates it, and so on.
 //!
-//! An acquire whose outcome is unknown may have started a tenure whose token
-//! nobody saw: the model then carries the token as `Unknown { gt }` (it is a
-//! log index, so greater than every token granted before) until an answer
-//! names it.
+//! Kubernetes-style Puts count exactly like the lease calls: a Put that
+//! stored the holder it named with a token equal to its own revision
+//! started a tenure (a grant, like a new acquire); one that kept an older
+//! token renewed that tenure (like an acquire by the holder, so it is
+//! refused after a read showed the tenure expired); one that cleared the
+//! holder released whatever tenure there was. Resource versions are not
+//! in the model: a `Conflict` only says the lease exists, and
+//! `check::revisions` checks the compare-and-swap itself.
+//!
+//! An acquire (or Put) whose outcome is unknown may have started a tenure
+//! whose token nobody saw: the model then carries the token as
+//! `Unknown { gt }` (it is a log index, so greater than every token
+//! granted before) until an answer names it.
 //!
 //! # Which operations the search sees
-//! - Failed operations changed nothing: dropped. So are unknown reads (reads
+//! - Failed operations changed nothing: dropped (this includes a request id
+//!   reused for another command and refused). So are unknown reads (reads
 //!   have no effect) and unknown renews (a renew only moves `renewTime`,
 //!   which the model does not track).
-//! - Unknown acquires and releases are *optional*: they may be linearized at
-//!   any point after their invocation, or never.
+//! - Unknown acquires, releases, Puts and Deletes are *optional*: they may
+//!   be linearized at any point after their invocation, or never.
 //! - Everything else is *required*: linearized exactly once, inside its
 //!   interval.
 //!
@@ -64,17 +77,21 @@
 //! Plain WGL is exponential in the concurrency, and unknown writes that may
 //! take effect at any later time make it worse. Four rules keep the search
 //! near-linear on valid histories and let it refute invalid ones quickly.
-//! The differential test at the bottom checks the result against an
-//! exhaustive search without any of them on thousands of small histories.
+//! The differential tests at the bottom check the result against an
+//! exhaustive search without any of them on thousands of small histories,
+//! with and without Puts and Deletes.
 //!
 //! 1. *Observers go first, alone.* If a required candidate is accepted
 //!    without changing the state (a read, `Held`, a `Lost` answer, a renew
-//!    of the current known token...), it is taken and no sibling is tried.
-//!    Any linearization from here that puts it later can put it first:
-//!    its real-time constraints allow it now, and it changes the state
-//!    nowhere it is accepted later either (a token it matches is known
-//!    here, so it cannot be an unknown one later: unknown tokens are above
-//!    every token granted before).
+//!    of the current known token, a `Conflict`...), it is taken and no
+//!    sibling is tried. Any linearization from here that puts it later can
+//!    put it first: its real-time constraints allow it now, and it changes
+//!    the state nowhere it is accepted later either (a token it matches is
+//!    known here, so it cannot be an unknown one later: unknown tokens are
+//!    above every token granted before). The one effect for which that last
+//!    point fails is a Put that clears the holder: a no-op on a lease that
+//!    has none, a release anywhere else; it is never taken as an observer
+//!    (`Effect::observer_when_unchanged`).
 //! 2. *An optional op only right before an op that needs it.* Take a
 //!    linearization with the fewest optional ops and, among those, with the
 //!    optional ops as late as possible. If optional `O` is followed by a
@@ -102,7 +119,7 @@
 //! model state there, the last ops linearized on the way, and every
 //! candidate at that point with the model's reason for refusing it.
 
-use crate::chaos::history::{secs, Lost, Nanos, Op, OpKind, Outcome};
+use crate::chaos::history::{secs, LeaseView, Lost, Nanos, Op, OpKind, Outcome};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
@@ -248,8 +265,54 @@ enum Effect {
         token: u64,
         expired: bool,
     },
+    /// Put answered with a new tenure of `holder`: the stored token is the
+    /// Put's own revision. `created`: the Put created the lease.
+    PutGranted {
+        holder: HolderId,
+        token: u64,
+        created: bool,
+    },
+    /// Put that cleared the holder (a release, allowed whoever holds the
+    /// lease; the compare-and-swap guards it), or created the lease
+    /// without one.
+    PutReleased { created: bool },
+    /// Put or Delete answered `Held { holder: by }`. No caller identity: a
+    /// Put naming the current holder is refused too when it would shorten
+    /// that holder's live tenure.
+    HeldBy { by: HolderId },
+    /// Put or Delete answered `Conflict` (stale resourceVersion), or a
+    /// create answered `AlreadyExists`: the lease exists. (The model does
+    /// not track resourceVersions; `check::revisions` checks the
+    /// compare-and-swap itself.)
+    Exists,
+    /// Delete succeeded; the lease as it was.
+    Deleted {
+        holder: Option<HolderId>,
+        token: u64,
+        expired: bool,
+    },
+    /// Put whose outcome is unknown (optional): a create (`create`) or an
+    /// update that set the holder to `holder` (a new tenure with a token
+    /// nobody saw, or a renewal, which the model cannot tell from not
+    /// linearizing it) or cleared it.
+    PutMaybe {
+        holder: Option<HolderId>,
+        create: bool,
+    },
+    /// Delete whose outcome is unknown (optional).
+    DeleteMaybe,
     /// An answer this operation cannot give (e.g. acquire -> renewed).
     Impossible,
+}
+
+impl Effect {
+    /// Whether the effect changes nothing wherever the model accepts it
+    /// without a change (pruning rule 1 relies on it). True of every
+    /// effect but `PutReleased`, which is a no-op on a lease that has no
+    /// holder and a release anywhere else.
+    fn observer_when_unchanged(&self) -> bool {
+        !matches!(self, Effect::PutReleased { .. })
+    }
 }
 
 /// Why the model refused a step. Rendered against the state it was refused
@@ -448,7 +511,97 @@ fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
             }
             Ok(n)
         }
+        Effect::PutGranted {
+            holder,
+            token,
+            created,
+        } => {
+            ensure_existence(s, created)?;
+            step(
+                s,
+                &Effect::Acquired {
+                    holder,
+                    token,
+                    newly: true,
+                },
+            )
+        }
+        Effect::PutReleased { created } => {
+            ensure_existence(s, created)?;
+            Ok(State {
+                exists: true,
+                holder: None,
+                token: Tok::Known(0),
+                marked: false,
+                max_token: s.max_token,
+            })
+        }
+        Effect::HeldBy { by } => {
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            if s.holder != Some(by) {
+                return Err(Refusal::Holder);
+            }
+            Ok(n)
+        }
+        Effect::Exists => {
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            Ok(n)
+        }
+        Effect::Deleted {
+            holder,
+            token,
+            expired,
+        } => {
+            // The lease as it was must be one a read could have returned.
+            let seen = step(
+                s,
+                &Effect::Read {
+                    holder,
+                    token,
+                    expired,
+                },
+            )?;
+            Ok(State {
+                exists: false,
+                holder: None,
+                token: Tok::Known(0),
+                marked: false,
+                max_token: seen.max_token,
+            })
+        }
+        Effect::PutMaybe { holder, create } => {
+            ensure_existence(s, create)?;
+            match holder {
+                Some(holder) => step(s, &Effect::AcquireMaybe { holder }),
+                None => step(s, &Effect::PutReleased { created: create }),
+            }
+        }
+        Effect::DeleteMaybe => {
+            if !s.exists {
+                return Err(Refusal::Missing);
+            }
+            Ok(State {
+                exists: false,
+                holder: None,
+                token: Tok::Known(0),
+                marked: false,
+                max_token: s.max_token,
+            })
+        }
         Effect::Impossible => Err(Refusal::Impossible),
+    }
+}
+
+/// A create needs a missing lease, an update an existing one.
+fn ensure_existence(s: &State, create: bool) -> Result<(), Refusal> {
+    match (create, s.exists) {
+        (true, true) => Err(Refusal::Exists),
+        (false, false) => Err(Refusal::Missing),
+        _ => Ok(()),
     }
 }
 
@@ -515,6 +668,34 @@ impl<'a> Names<'a> {
                     token: *token,
                 })
             }
+            (OpKind::Put { holder, base, .. }, Outcome::Unknown { .. }) => {
+                return Role::Optional(Effect::PutMaybe {
+                    holder: holder.as_deref().map(|h| self.id(h)),
+                    create: *base == 0,
+                })
+            }
+            (OpKind::Delete { .. }, Outcome::Unknown { .. }) => {
+                return Role::Optional(Effect::DeleteMaybe)
+            }
+            (
+                OpKind::Put {
+                    holder: sent, base, ..
+                },
+                Outcome::Put { view, created },
+            ) => self.put_effect(sent.as_deref(), *base, view, *created, op.revision),
+            (OpKind::Put { .. } | OpKind::Delete { .. }, Outcome::Held { holder: by }) => {
+                Effect::HeldBy { by: self.id(by) }
+            }
+            (OpKind::Put { base, .. }, Outcome::Conflict) if *base != 0 => Effect::Exists,
+            (OpKind::Delete { base: Some(_) }, Outcome::Conflict) => Effect::Exists,
+            (OpKind::Put { base: 0, .. }, Outcome::AlreadyExists) => Effect::Exists,
+            (OpKind::Put { base, .. }, Outcome::NotFound) if *base != 0 => Effect::NotFound,
+            (OpKind::Delete { .. }, Outcome::NotFound) => Effect::NotFound,
+            (OpKind::Delete { .. }, Outcome::Deleted(view)) => Effect::Deleted {
+                holder: view.holder.as_deref().map(|h| self.id(h)),
+                token: view.token,
+                expired: view.expired,
+            },
             (OpKind::Acquire { holder, .. }, Outcome::Acquired { token, newly }) => {
                 Effect::Acquired {
                     holder: self.id(holder),
@@ -558,6 +739,47 @@ impl<'a> Names<'a> {
             _ => Effect::Impossible,
         };
         Role::Required(effect)
+    }
+
+    /// The effect of a successful Put of `sent` at `base` that stored
+    /// `view` at `revision`. A Put stores the holder it names, never a
+    /// lease recorded expired, and a tenure's token is the revision that
+    /// granted it: so the Put granted a tenure iff the token is its own
+    /// revision, and otherwise renewed the holder's live one.
+    fn put_effect(
+        &mut self,
+        sent: Option<&'a str>,
+        base: u64,
+        view: &'a LeaseView,
+        created: bool,
+        revision: Option<u64>,
+    ) -> Effect {
+        if view.expired || created != (base == 0) {
+            return Effect::Impossible;
+        }
+        match (sent, view.holder.as_deref()) {
+            (None, None) if view.token == 0 => Effect::PutReleased { created },
+            (Some(s), Some(v)) if s == v => {
+                let holder = self.id(v);
+                if revision == Some(view.token) {
+                    Effect::PutGranted {
+                        holder,
+                        token: view.token,
+                        created,
+                    }
+                } else if created {
+                    // A created lease's tenure starts at its creation.
+                    Effect::Impossible
+                } else {
+                    Effect::Acquired {
+                        holder,
+                        token: view.token,
+                        newly: false,
+                    }
+                }
+            }
+            _ => Effect::Impossible,
+        }
     }
 
     fn token(&self, t: Tok) -> String {
@@ -625,6 +847,19 @@ fn describe(op: &Op) -> String {
         OpKind::Renew { holder, token } => format!("renew(holder={holder}, token={token})"),
         OpKind::Release { holder, token } => format!("release(holder={holder}, token={token})"),
         OpKind::Get => "get()".to_string(),
+        OpKind::Put {
+            holder,
+            base,
+            tenure,
+            ..
+        } => format!(
+            "put(holder={}, resourceVersion={base}, tenure={tenure})",
+            holder.as_deref().unwrap_or("\"\"")
+        ),
+        OpKind::Delete { base } => match base {
+            Some(rv) => format!("delete(resourceVersion={rv})"),
+            None => "delete()".to_string(),
+        },
     };
     let answer = match &op.outcome {
         Outcome::Acquired { token, newly } => {
@@ -645,6 +880,21 @@ fn describe(op: &Op) -> String {
             v.token,
             v.expired
         ),
+        Outcome::Put { view, created } => format!(
+            "put(holder={}, token={}, revision={}{})",
+            view.holder.as_deref().unwrap_or("none"),
+            view.token,
+            op.revision.map_or("?".to_string(), |r| r.to_string()),
+            if *created { ", created" } else { "" }
+        ),
+        Outcome::Deleted(v) => format!(
+            "deleted(was holder={}, token={}, expired={})",
+            v.holder.as_deref().unwrap_or("none"),
+            v.token,
+            v.expired
+        ),
+        Outcome::Conflict => "conflict".to_string(),
+        Outcome::AlreadyExists => "already exists".to_string(),
         Outcome::NotFound => "not found".to_string(),
         Outcome::Failed { code, .. } => format!("failed({code})"),
         Outcome::Unknown { code, .. } => format!("unknown({code})"),
@@ -1141,7 +1391,7 @@ impl<'a> Search<'a> {
             match step(&self.state, &effect) {
                 Err(_) => refused.push(c),
                 Ok(_) if before_optional.is_some_and(|b| step(&b, &effect).is_ok()) => {}
-                Ok(next) if next == self.state => {
+                Ok(next) if next == self.state && effect.observer_when_unchanged() => {
                     out.truncate(start);
                     out.push(c);
                     return Ok(());
@@ -1210,7 +1460,7 @@ impl<'a> Search<'a> {
         let _ = writeln!(
             text,
             "lease {lease:?}: no linearization of {} ops ({} required, {} optional unknown \
-             acquires/releases, {} ignored: failed ops and unknown renews)",
+             writes, {} ignored: failed ops, unknown reads and unknown renews)",
             self.ops.len(),
             self.req.len(),
             self.opt.len(),
@@ -1326,7 +1576,24 @@ mod tests {
                 complete,
                 outcome,
                 attempts: 1,
+                revision: None,
+                labels: None,
             });
+            id
+        }
+
+        /// Adds an op with the revision its answer carried.
+        fn add_rev(
+            &mut self,
+            worker: u32,
+            kind: OpKind,
+            invoke: Nanos,
+            complete: Nanos,
+            outcome: Outcome,
+            revision: u64,
+        ) -> u64 {
+            let id = self.add(worker, kind, invoke, complete, outcome);
+            self.ops[id as usize].revision = Some(revision);
             id
         }
     }
@@ -1702,7 +1969,7 @@ mod tests {
 
     /// The lease as the server keeps it, with time reduced to two flags set
     /// by a ticking clock: `lapsed` (the tenure's time ran out) and `marked`
-    /// (the leader recorded it).
+    /// (the leader recorded it), and its resourceVersion `rv`.
     #[derive(Default)]
     struct Server {
         exists: bool,
@@ -1711,52 +1978,143 @@ mod tests {
         lapsed: bool,
         marked: bool,
         revision: u64,
+        rv: u64,
+        /// Recording an expiry is a change with its own revision (as the
+        /// leader's Expire command is); off for the histories of the tests
+        /// written before Put and Delete, to keep them as they were.
+        expire_is_a_change: bool,
     }
 
     impl Server {
-        fn apply(&mut self, kind: &OpKind) -> Outcome {
+        fn view(&self) -> LeaseView {
+            LeaseView {
+                holder: self.holder.clone(),
+                token: self.token,
+                expired: self.marked,
+            }
+        }
+
+        /// A new tenure of `holder` at `rev`.
+        fn grant(&mut self, holder: &str, rev: u64) {
+            self.exists = true;
+            self.holder = Some(holder.to_string());
+            self.token = rev;
+            self.lapsed = false;
+            self.marked = false;
+            self.rv = rev;
+        }
+
+        /// Applies `kind`; the outcome and, for a change, its revision.
+        fn apply(&mut self, kind: &OpKind) -> (Outcome, Option<u64>) {
             self.revision += 1;
             let rev = self.revision;
-            match kind {
+            let outcome = match kind {
                 OpKind::Acquire { holder, .. } => {
                     let grant = match &self.holder {
                         None => true,
                         Some(h) if h == holder => self.lapsed || self.marked,
                         Some(_) if self.lapsed => true,
-                        Some(h) => return held(h),
+                        Some(h) => return (held(h), None),
                     };
                     if !grant {
-                        return acquired(self.token, false);
+                        self.rv = rev;
+                        return (acquired(self.token, false), Some(rev));
                     }
-                    self.exists = true;
-                    self.holder = Some(holder.clone());
-                    self.token = rev;
-                    self.lapsed = false;
-                    self.marked = false;
+                    self.grant(holder, rev);
                     acquired(rev, true)
                 }
                 OpKind::Renew { holder, token } => {
                     if let Err(lost) = self.check_tenure(holder, *token) {
-                        return lost;
+                        return (lost, None);
                     }
                     if self.lapsed || self.marked {
-                        return Outcome::Lost(Lost::Expired);
+                        return (Outcome::Lost(Lost::Expired), None);
                     }
+                    self.rv = rev;
                     Outcome::Renewed
                 }
                 OpKind::Release { holder, token } => {
                     if let Err(lost) = self.check_tenure(holder, *token) {
-                        return lost;
+                        return (lost, None);
                     }
-                    self.holder = None;
-                    self.token = 0;
-                    self.lapsed = false;
-                    self.marked = false;
+                    self.release(rev);
                     Outcome::Released
                 }
-                OpKind::Get if !self.exists => Outcome::NotFound,
-                OpKind::Get => read(self.holder.as_deref(), self.token, self.marked),
-            }
+                OpKind::Get if !self.exists => return (Outcome::NotFound, None),
+                OpKind::Get => {
+                    return (
+                        read(self.holder.as_deref(), self.token, self.marked),
+                        Some(self.rv),
+                    )
+                }
+                OpKind::Put { holder, base, .. } => {
+                    if !self.exists {
+                        if *base != 0 {
+                            return (Outcome::NotFound, None);
+                        }
+                        match holder {
+                            Some(h) => self.grant(h, rev),
+                            None => {
+                                self.exists = true;
+                                self.release(rev);
+                            }
+                        }
+                        return (
+                            Outcome::Put {
+                                view: self.view(),
+                                created: true,
+                            },
+                            Some(rev),
+                        );
+                    }
+                    if *base == 0 {
+                        return (Outcome::AlreadyExists, None);
+                    }
+                    if *base != self.rv {
+                        return (Outcome::Conflict, None);
+                    }
+                    let live = !(self.lapsed || self.marked);
+                    match (&self.holder, holder) {
+                        (_, None) => self.release(rev),
+                        (Some(c), Some(h)) if c == h && live => self.rv = rev,
+                        (Some(c), Some(h)) if c != h && !self.lapsed => {
+                            return (held(c), None);
+                        }
+                        (_, Some(h)) => self.grant(h, rev),
+                    }
+                    Outcome::Put {
+                        view: self.view(),
+                        created: false,
+                    }
+                }
+                OpKind::Delete { base } => {
+                    if !self.exists {
+                        return (Outcome::NotFound, None);
+                    }
+                    if base.is_some_and(|b| b != self.rv) {
+                        return (Outcome::Conflict, None);
+                    }
+                    if let (Some(h), false) = (&self.holder, self.lapsed) {
+                        return (held(h), None);
+                    }
+                    let was = self.view();
+                    *self = Server {
+                        revision: self.revision,
+                        expire_is_a_change: self.expire_is_a_change,
+                        ..Server::default()
+                    };
+                    Outcome::Deleted(was)
+                }
+            };
+            (outcome, Some(rev))
+        }
+
+        fn release(&mut self, rev: u64) {
+            self.holder = None;
+            self.token = 0;
+            self.lapsed = false;
+            self.marked = false;
+            self.rv = rev;
         }
 
         fn check_tenure(&self, holder: &str, token: u64) -> Result<(), Outcome> {
@@ -1780,6 +2138,10 @@ mod tests {
                 }
                 if self.lapsed && !self.marked && rng.chance(30) {
                     self.marked = true;
+                    if self.expire_is_a_change {
+                        self.revision += 1;
+                        self.rv = self.revision;
+                    }
                 }
             }
         }
@@ -1792,12 +2154,26 @@ mod tests {
         Tick,
     }
 
+    fn put(h: Option<&str>, base: u64) -> OpKind {
+        OpKind::Put {
+            holder: h.map(str::to_string),
+            base,
+            tenure: 0,
+            base_labels: None,
+            skew_ms: 0,
+        }
+    }
+
     /// A history of `n` ops by `workers` concurrent workers, produced by
     /// applying each op to [`Server`] at a random instant inside its
     /// interval: linearizable by construction. After the first third of the
     /// run `unknown_percent` of the writes end Unknown (at most `max_unknown`
-    /// acquires and releases; their effect lands, or not, at a random time
-    /// possibly after the client gave up) and a few reads fail.
+    /// acquires, releases, puts and deletes; their effect lands, or not, at
+    /// a random time possibly after the client gave up) and a few reads
+    /// fail. `put_percent` of the ops are Kubernetes-style Puts (creates,
+    /// compare-and-swap updates at the resourceVersion current when they
+    /// are invoked, which may be stale by the time they apply, releases)
+    /// and Deletes; with 0 the history is as it was before they existed.
     fn random_history(
         seed: u64,
         n: usize,
@@ -1805,9 +2181,23 @@ mod tests {
         max_unknown: usize,
         unknown_percent: u64,
     ) -> Vec<Op> {
+        random_history_with_puts(seed, n, workers, max_unknown, unknown_percent, 0)
+    }
+
+    fn random_history_with_puts(
+        seed: u64,
+        n: usize,
+        workers: usize,
+        max_unknown: usize,
+        unknown_percent: u64,
+        put_percent: u64,
+    ) -> Vec<Op> {
         const MS: u64 = 1_000_000;
         let mut rng = Rng(seed);
-        let mut server = Server::default();
+        let mut server = Server {
+            expire_is_a_change: put_percent > 0,
+            ..Server::default()
+        };
         let mut ops: Vec<Op> = Vec::new();
         // Workers 0 and `workers - 1` share an identity.
         let holders: Vec<String> = (0..workers)
@@ -1840,19 +2230,31 @@ mod tests {
                         continue;
                     }
                     let h = holders[w].as_str();
-                    let kind = match tokens[w] {
-                        Some(t) => match rng.below(100) {
-                            0..40 => renew(h, t),
-                            40..55 => release(h, t),
-                            55..70 => acquire(h),
-                            _ => OpKind::Get,
-                        },
-                        None => match rng.below(100) {
-                            0..45 => acquire(h),
-                            45..75 => OpKind::Get,
-                            75..90 => renew(h, last_token[w]),
-                            _ => release(h, last_token[w]),
-                        },
+                    let kind = if put_percent > 0 && rng.chance(put_percent) {
+                        let rv = server.rv;
+                        match rng.below(100) {
+                            0..40 => put(Some(h), rv),
+                            40..55 => put(None, rv),
+                            55..70 => put(Some(h), 0),
+                            70..75 => put(None, 0),
+                            75..88 => OpKind::Delete { base: Some(rv) },
+                            _ => OpKind::Delete { base: None },
+                        }
+                    } else {
+                        match tokens[w] {
+                            Some(t) => match rng.below(100) {
+                                0..40 => renew(h, t),
+                                40..55 => release(h, t),
+                                55..70 => acquire(h),
+                                _ => OpKind::Get,
+                            },
+                            None => match rng.below(100) {
+                                0..45 => acquire(h),
+                                45..75 => OpKind::Get,
+                                75..90 => renew(h, last_token[w]),
+                                _ => release(h, last_token[w]),
+                            },
+                        }
                     };
                     let id = ops.len();
                     let late = id > n / 3;
@@ -1865,10 +2267,11 @@ mod tests {
                         outcome: unknown(),
                         attempts: 1,
                         kind,
+                        revision: None,
+                        labels: None,
                     };
                     let is_get = op.kind == OpKind::Get;
-                    let optional =
-                        matches!(op.kind, OpKind::Acquire { .. } | OpKind::Release { .. });
+                    let optional = !matches!(op.kind, OpKind::Get | OpKind::Renew { .. });
                     if late && is_get && rng.chance(2) {
                         op.outcome = failed();
                         op.complete = now + rng.range(1, 2 * MS);
@@ -1899,7 +2302,7 @@ mod tests {
                     ops.push(op);
                 }
                 Event::Apply(id) => {
-                    let outcome = server.apply(&ops[id].kind);
+                    let (outcome, revision) = server.apply(&ops[id].kind);
                     let op = &mut ops[id];
                     if op.outcome.is_unknown() && op.complete != 0 {
                         // The effect of a write whose client gave up.
@@ -1911,10 +2314,18 @@ mod tests {
                             tokens[w] = Some(*token);
                             last_token[w] = *token;
                         }
-                        Outcome::Renewed | Outcome::Read(_) => {}
+                        Outcome::Put { view, .. } if view.holder.is_some() => {
+                            tokens[w] = Some(view.token);
+                            last_token[w] = view.token;
+                        }
+                        Outcome::Renewed
+                        | Outcome::Read(_)
+                        | Outcome::Conflict
+                        | Outcome::AlreadyExists => {}
                         _ => tokens[w] = None,
                     }
                     op.outcome = outcome;
+                    op.revision = revision;
                     op.complete = now + rng.range(1, 2 * MS);
                     schedule(
                         &mut queue,
@@ -2215,6 +2626,50 @@ mod tests {
                 },
                 _ => read(Some(&other(rng)), tok(rng), rng.chance(30)),
             },
+            (OpKind::Put { holder, .. }, _) => match (&op.outcome, rng.below(6)) {
+                (Outcome::Put { view, created }, 0) => Outcome::Put {
+                    view: view.clone(),
+                    created: !created,
+                },
+                (Outcome::Put { view, created }, 1) => {
+                    // Turn a renewal into a grant or the other way round.
+                    op.revision = Some(if op.revision == Some(view.token) {
+                        view.token + 1
+                    } else {
+                        view.token
+                    });
+                    Outcome::Put {
+                        view: view.clone(),
+                        created: *created,
+                    }
+                }
+                (_, 2) => Outcome::Conflict,
+                (_, 3) => Outcome::AlreadyExists,
+                (_, 4) => held(&other(rng)),
+                _ => {
+                    let token = if holder.is_some() { tok(rng) } else { 0 };
+                    if rng.chance(50) {
+                        op.revision = Some(token);
+                    }
+                    Outcome::Put {
+                        view: LeaseView {
+                            holder: holder.clone(),
+                            token,
+                            expired: false,
+                        },
+                        created: rng.chance(50),
+                    }
+                }
+            },
+            (OpKind::Delete { .. }, _) => match rng.below(3) {
+                0 => Outcome::Conflict,
+                1 => held(&other(rng)),
+                _ => Outcome::Deleted(LeaseView {
+                    holder: rng.chance(70).then(|| other(rng)),
+                    token: tok(rng),
+                    expired: rng.chance(30),
+                }),
+            },
         };
     }
 
@@ -2255,5 +2710,314 @@ mod tests {
             valid > 5_000 && invalid > 2_500,
             "{valid} valid, {invalid} invalid"
         );
+    }
+
+    #[test]
+    fn agrees_with_exhaustive_search_on_small_histories_with_puts_and_deletes() {
+        let mut rng = Rng(2025);
+        let (mut valid, mut invalid) = (0, 0);
+        for seed in 0..20_000 {
+            let n = 3 + (seed % 12) as usize;
+            let workers = 2 + (seed % 5) as usize;
+            let mut ops = random_history_with_puts(seed, n, workers, 4, 25, 50);
+            for op in &mut ops {
+                if op.kind.is_write() && rng.chance(20) {
+                    op.outcome = unknown();
+                }
+            }
+            if rng.chance(60) {
+                let i = rng.below(ops.len() as u64) as usize;
+                mutate(&mut ops[i], &mut rng);
+            }
+            let expected = brute_force(&ops);
+            let verdict = check_lease(&ops, 1_000_000);
+            assert_eq!(
+                verdict.is_linearizable(),
+                expected,
+                "seed {seed}: checker says {verdict}, exhaustive search says {expected}\n{}",
+                ops.iter().map(describe).collect::<Vec<_>>().join("\n")
+            );
+            if expected {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        eprintln!("differential test with puts: {valid} valid, {invalid} invalid histories");
+        assert!(
+            valid > 5_000 && invalid > 2_500,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
+    #[test]
+    fn random_histories_with_puts_and_deletes_are_linearizable() {
+        let mut puts = 0;
+        let mut deletes = 0;
+        let mut optional = 0;
+        for seed in 0..40 {
+            let ops = random_history_with_puts(seed, 1_500, 2 + (seed as usize % 9), 10, 2, 35);
+            puts += count(&ops, |op| matches!(op.outcome, Outcome::Put { .. }));
+            deletes += count(&ops, |op| matches!(op.outcome, Outcome::Deleted(_)));
+            optional += count(&ops, |op| {
+                op.outcome.is_unknown()
+                    && matches!(op.kind, OpKind::Put { .. } | OpKind::Delete { .. })
+            });
+            let verdict = check_lease(&ops, 1_000_000);
+            assert!(verdict.is_linearizable(), "seed {seed}: {verdict}");
+        }
+        assert!(
+            puts > 1_000 && deletes > 100 && optional > 20,
+            "{puts} puts, {deletes} deletes, {optional} unknown puts/deletes"
+        );
+    }
+
+    fn put_ok(holder: Option<&str>, token: u64, created: bool) -> Outcome {
+        Outcome::Put {
+            view: LeaseView {
+                holder: holder.map(str::to_string),
+                token,
+                expired: false,
+            },
+            created,
+        }
+    }
+
+    fn put_as(h: &str, base: u64, tenure: u64) -> OpKind {
+        OpKind::Put {
+            holder: Some(h.to_string()),
+            base,
+            tenure,
+            base_labels: None,
+            skew_ms: -3_000,
+        }
+    }
+
+    #[test]
+    fn kubernetes_style_history_is_linearizable() {
+        // client-go: create, renew by compare-and-swap, another candidate
+        // is refused, the holder releases by clearing the holder, the other
+        // takes over; a deleter removes the released lease and an acquire
+        // re-creates it with a higher token.
+        let mut h = History::default();
+        h.add(0, OpKind::Get, 0, 1, Outcome::NotFound);
+        h.add_rev(
+            0,
+            put_as("k1", 0, 0),
+            2,
+            3,
+            put_ok(Some("k1"), 10, true),
+            10,
+        );
+        h.add_rev(
+            0,
+            put_as("k1", 10, 10),
+            4,
+            5,
+            put_ok(Some("k1"), 10, false),
+            12,
+        );
+        h.add(1, put_as("k2", 10, 0), 6, 7, Outcome::Conflict);
+        h.add(1, put_as("k2", 12, 0), 8, 9, held("k1"));
+        h.add(1, acquire("w"), 10, 11, held("k1"));
+        h.add(2, OpKind::Delete { base: None }, 12, 13, held("k1"));
+        h.add_rev(0, put(None, 12), 14, 15, put_ok(None, 0, false), 15);
+        h.add_rev(
+            1,
+            put_as("k2", 15, 0),
+            16,
+            17,
+            put_ok(Some("k2"), 17, false),
+            17,
+        );
+        h.add_rev(1, put(None, 17), 18, 19, put_ok(None, 0, false), 19);
+        h.add_rev(
+            2,
+            OpKind::Delete { base: Some(19) },
+            20,
+            21,
+            Outcome::Deleted(LeaseView {
+                holder: None,
+                token: 0,
+                expired: false,
+            }),
+            20,
+        );
+        h.add(0, renew("k1", 10), 22, 23, Outcome::NotFound);
+        h.add(1, put_as("k2", 19, 0), 24, 25, Outcome::NotFound);
+        h.add(0, acquire("w"), 26, 27, acquired(30, true));
+        h.add(1, put_as("k2", 0, 0), 28, 29, Outcome::AlreadyExists);
+        h.add(2, OpKind::Get, 30, 31, read(Some("w"), 30, false));
+        assert_linearizable(&h.ops);
+    }
+
+    #[test]
+    fn kubernetes_style_violations_are_caught() {
+        // A Put renewal of a tenure that another holder's grant replaced.
+        let mut h = History::default();
+        h.add_rev(
+            0,
+            put_as("k1", 0, 0),
+            0,
+            1,
+            put_ok(Some("k1"), 10, true),
+            10,
+        );
+        h.add(1, acquire("w"), 2, 3, acquired(12, true));
+        h.add_rev(
+            0,
+            put_as("k1", 10, 10),
+            4,
+            5,
+            put_ok(Some("k1"), 10, false),
+            14,
+        );
+        let (text, ids) = assert_violation(&h.ops);
+        assert!(text.contains("lease is held by w with token 12"), "{text}");
+        assert!(ids.contains(&2), "{ids:?}");
+
+        // A re-created lease must not reuse (or go below) an earlier token.
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add(0, release("w", 10), 2, 3, Outcome::Released);
+        h.add_rev(
+            1,
+            OpKind::Delete { base: None },
+            4,
+            5,
+            Outcome::Deleted(LeaseView {
+                holder: None,
+                token: 0,
+                expired: false,
+            }),
+            13,
+        );
+        h.add_rev(
+            2,
+            put_as("k1", 0, 0),
+            6,
+            7,
+            put_ok(Some("k1"), 10, true),
+            10,
+        );
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("must exceed every token"), "{text}");
+
+        // A deleted lease cannot be read back.
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add_rev(
+            1,
+            OpKind::Delete { base: None },
+            2,
+            3,
+            Outcome::Deleted(LeaseView {
+                holder: Some("w".into()),
+                token: 10,
+                expired: true,
+            }),
+            13,
+        );
+        h.add(2, OpKind::Get, 4, 5, read(Some("w"), 10, true));
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("the lease does not exist"), "{text}");
+
+        // A create that succeeded while the lease existed.
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add_rev(
+            1,
+            put_as("k1", 0, 0),
+            2,
+            3,
+            put_ok(Some("k1"), 12, true),
+            12,
+        );
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("the lease exists"), "{text}");
+
+        // A Put storing another holder than it sent cannot happen.
+        let mut h = History::default();
+        h.add_rev(
+            1,
+            put_as("k1", 0, 0),
+            0,
+            1,
+            put_ok(Some("k2"), 12, true),
+            12,
+        );
+        let (text, _) = assert_violation(&h.ops);
+        assert!(text.contains("cannot give this answer"), "{text}");
+
+        // A Put that cleared the holder leaves nothing to renew.
+        let mut h = History::default();
+        h.add_rev(
+            0,
+            put_as("k1", 0, 0),
+            0,
+            1,
+            put_ok(Some("k1"), 10, true),
+            10,
+        );
+        h.add_rev(1, put(None, 10), 2, 3, put_ok(None, 0, false), 11);
+        h.add_rev(
+            0,
+            put_as("k1", 11, 10),
+            4,
+            5,
+            put_ok(Some("k1"), 10, false),
+            12,
+        );
+        assert_violation(&h.ops);
+    }
+
+    #[test]
+    fn unknown_puts_and_deletes_may_explain_later_answers() {
+        // An unknown takeover explains a later read of a token nobody saw.
+        let mut h = History::default();
+        h.add_rev(
+            0,
+            put_as("k1", 0, 0),
+            0,
+            1,
+            put_ok(Some("k1"), 10, true),
+            10,
+        );
+        h.add(1, put_as("k2", 10, 0), 2, 3, unknown());
+        h.add(2, OpKind::Get, 50, 51, read(Some("k2"), 44, false));
+        assert_linearizable(&h.ops);
+        // An unknown delete explains a later not-found; an unknown release
+        // Put a later no-holder read.
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add(1, OpKind::Delete { base: None }, 2, 3, unknown());
+        h.add(2, OpKind::Get, 50, 51, Outcome::NotFound);
+        assert_linearizable(&h.ops);
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add(1, put(None, 10), 2, 3, unknown());
+        h.add(2, OpKind::Get, 50, 51, read(None, 0, false));
+        assert_linearizable(&h.ops);
+        // An unknown create cannot explain a holder on a lease that existed
+        // already.
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(10, true));
+        h.add(1, put_as("k1", 0, 0), 2, 3, unknown());
+        h.add(2, OpKind::Get, 50, 51, read(Some("k1"), 44, false));
+        assert_violation(&h.ops);
+    }
+
+    #[test]
+    fn a_release_put_on_a_released_lease_is_not_taken_as_an_observer() {
+        // In the released state the release Put changes nothing, but it
+        // must still be free to go after the concurrent grant (pruning
+        // rule 1 must not put it first).
+        let mut h = History::default();
+        h.add(0, acquire("w"), 0, 1, acquired(3, true));
+        h.add(0, release("w", 3), 2, 3, Outcome::Released);
+        h.add(1, acquire("v"), 10, 20, acquired(7, true));
+        h.add_rev(2, put(None, 5), 11, 19, put_ok(None, 0, false), 9);
+        h.add(3, OpKind::Get, 21, 22, read(None, 0, false));
+        assert_linearizable(&h.ops);
     }
 }

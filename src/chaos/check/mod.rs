@@ -2,32 +2,43 @@
 //! Leasehold promises. Each property has its own module; this one gathers
 //! the run's data and the anomalies.
 //!
-//! 1. [`linear`]: each lease's acquire/renew/release/get history is
-//!    linearizable against the lease model (ambiguous writes may or may not
-//!    have taken effect; an undecided search is a failure).
+//! 1. [`linear`]: each lease's history (acquire, renew, release, get, put,
+//!    delete) is linearizable against the lease model (ambiguous writes may
+//!    or may not have taken effect; an undecided search is a failure).
 //! 2. [`tokens`]: fencing tokens are unique across the run (so across
-//!    restarts), and a grant that completed before another began has the
-//!    lower token, on any lease.
+//!    restarts and re-creations), and a grant that completed before another
+//!    began has the lower token, on any lease; Put grants included.
 //! 3. [`register`]: the fenced register saw no lost and no stale update.
-//! 4. [`timing`]: no new holder's grant completed before the previous
-//!    holder's last acknowledged acquire or renew was sent plus the lease
-//!    duration, unless that holder released.
+//! 4. [`timing`]: no new holder's grant (acquire or Put) completed before
+//!    the previous holder's last acknowledged acquire, renew or renewing
+//!    Put was sent plus the lease duration, unless that holder released.
 //! 5. durability: every probe acknowledged before all nodes were killed
 //!    read back intact after the restart.
 //! 6. recovery: after the last fault healed and the workload stopped, each
 //!    lease was acquired within its duration plus an election timeout.
 //! 7. faults and rate: every planned fault happened (was injected, verified
 //!    and healed) and the workload kept its minimum rate.
+//! 8. [`watch`]: every watcher got every acknowledged change it covers
+//!    exactly once, in revision order, across resumes, and caught up.
+//! 9. [`revisions`]: revisions are unique and follow real time, reads see
+//!    what was acknowledged before them, and a compare-and-swap succeeded
+//!    only if nothing changed the lease since the version it was based on.
+//! 10. [`request_ids`]: a request id sent again with the same command got
+//!     the first answer again; with another command it was refused.
 
 pub mod linear;
 pub mod register;
+pub mod request_ids;
+pub mod revisions;
 pub mod timing;
 pub mod tokens;
+pub mod watch;
 
 use super::faults::{FaultKind, FaultRecord, FaultResult};
-use super::history::{Nanos, Op};
+use super::history::{IdReuse, Nanos, Op};
 use super::nemesis::DurabilityProbe;
 use super::register::RegOp;
+use super::watcher::WatchLog;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -91,6 +102,16 @@ pub struct RunData {
     pub min_rate: f64,
     /// Search budget per lease for the linearizability check.
     pub linear_budget: u64,
+    /// Deliberate request-id reuses.
+    pub reuses: Vec<IdReuse>,
+    /// What the watchers received.
+    pub watches: Vec<WatchLog>,
+    /// The highest revision the run acknowledged, which every watcher must
+    /// have reached.
+    pub watch_target: u64,
+    /// How many changes a node's watch history keeps
+    /// (`--history-revisions`).
+    pub history_revisions: u64,
 }
 
 /// What the checker found, and how it spent its effort.
@@ -102,6 +123,12 @@ pub struct Findings {
     pub linear_steps: BTreeMap<String, u64>,
     /// Successful operations per second over the workload.
     pub ok_rate: f64,
+    /// What each watcher did.
+    pub watchers: Vec<watch::WatcherStats>,
+    /// Request-id reuses.
+    pub request_ids: request_ids::IdStats,
+    /// Compare-and-swap writes checked.
+    pub cas: revisions::CasStats,
 }
 
 /// Runs every check.
@@ -219,6 +246,23 @@ pub fn check(data: &RunData) -> Findings {
             ));
         }
     }
+    // 8. Watchers.
+    let (anomalies, stats) = watch::check(
+        &data.watches,
+        &data.ops,
+        data.watch_target,
+        data.history_revisions,
+    );
+    f.anomalies.extend(anomalies);
+    f.watchers = stats;
+    // 9. Revisions and compare-and-swap.
+    let (anomalies, cas) = revisions::check(&data.ops);
+    f.anomalies.extend(anomalies);
+    f.cas = cas;
+    // 10. Request ids.
+    let (anomalies, ids) = request_ids::check(&data.reuses);
+    f.anomalies.extend(anomalies);
+    f.request_ids = ids;
     let ok = data.ops.iter().filter(|o| o.outcome.is_ok()).count();
     let span = (data.workload_span as f64 / 1e9).max(1e-9);
     f.ok_rate = ok as f64 / span;

@@ -6,12 +6,25 @@
 //! acting) before s + d, unless the first holder released it (or may have:
 //! an ambiguous release counts, it may have taken effect).
 //!
+//! Grants and renewals are the same whichever call made them: an acquire
+//! (new tenure or renewal), a renew, or a Kubernetes-style Put that stored
+//! the holder it named (a new tenure when the stored token is the Put's own
+//! revision, otherwise a renewal of that token's tenure). Releases are a
+//! release of the token, or a Put that cleared the holder, of the tenure
+//! its sender held (the compare-and-swap made sure the lease was still in
+//! that tenure). A Delete is not a release: the cluster refuses to delete a
+//! held lease before it could be granted to someone else, so a grant after
+//! a Delete (a create) is judged like any other.
+//!
 //! Tenures are identified by token; the previous tenure of a grant is the
-//! one with the highest known token below it on the same lease. A new
-//! tenure of the same holder (re-acquired after its own lapsed) is not a
-//! hand-over and is not judged.
+//! one with the highest known token below it on the same lease (tokens are
+//! never reused, also across a Delete and re-create). A new tenure of the
+//! same holder (re-acquired after its own lapsed) is not a hand-over and is
+//! not judged.
 
 use super::Anomaly;
+#[cfg(test)]
+use crate::chaos::history::LeaseView;
 use crate::chaos::history::{Nanos, Op, OpKind, Outcome};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,32 +44,54 @@ struct Tenure {
 pub fn check(lease: &str, ops: &[Op], d: Duration) -> Vec<Anomaly> {
     let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
+    let mut ack = |token: u64, holder: &str, newly: bool, op: &Op| {
+        let t = tenures.entry(token).or_default();
+        t.holder = holder.to_string();
+        if newly && t.grant.is_none_or(|(_, c)| op.complete < c) {
+            t.grant = Some((op.id, op.complete));
+        }
+        if t.last_ack.is_none_or(|(s, _)| op.invoke > s) {
+            t.last_ack = Some((op.invoke, op.id));
+        }
+    };
+    let mut released: Vec<(u64, Nanos)> = Vec::new();
     for op in ops {
         match (&op.kind, &op.outcome) {
             (OpKind::Acquire { holder, .. }, Outcome::Acquired { token, newly }) => {
-                let t = tenures.entry(*token).or_default();
-                t.holder = holder.clone();
-                if *newly && t.grant.is_none_or(|(_, c)| op.complete < c) {
-                    t.grant = Some((op.id, op.complete));
-                }
-                if t.last_ack.is_none_or(|(s, _)| op.invoke > s) {
-                    t.last_ack = Some((op.invoke, op.id));
-                }
+                ack(*token, holder, *newly, op);
             }
             (OpKind::Renew { holder, token }, Outcome::Renewed) => {
-                let t = tenures.entry(*token).or_default();
-                t.holder = holder.clone();
-                if t.last_ack.is_none_or(|(s, _)| op.invoke > s) {
-                    t.last_ack = Some((op.invoke, op.id));
-                }
+                ack(*token, holder, false, op);
+            }
+            (
+                OpKind::Put {
+                    holder: Some(holder),
+                    ..
+                },
+                Outcome::Put { view, .. },
+            ) if view.holder.as_deref() == Some(holder.as_str()) => {
+                ack(view.token, holder, op.revision == Some(view.token), op);
             }
             (OpKind::Release { token, .. }, Outcome::Released | Outcome::Unknown { .. }) => {
-                let t = tenures.entry(*token).or_default();
-                if t.released.is_none_or(|r| op.invoke < r) {
-                    t.released = Some(op.invoke);
-                }
+                released.push((*token, op.invoke));
+            }
+            (
+                OpKind::Put {
+                    holder: None,
+                    tenure,
+                    ..
+                },
+                Outcome::Put { .. } | Outcome::Unknown { .. },
+            ) if *tenure > 0 => {
+                released.push((*tenure, op.invoke));
             }
             _ => {}
+        }
+    }
+    for (token, at) in released {
+        let t = tenures.entry(token).or_default();
+        if t.released.is_none_or(|r| at < r) {
+            t.released = Some(at);
         }
     }
     let mut out = Vec::new();
@@ -113,7 +148,34 @@ mod tests {
             complete,
             outcome,
             attempts: 1,
+            revision: None,
+            labels: None,
         }
+    }
+
+    fn put(id: u64, h: Option<&str>, at: u64, token: u64, rev: u64, tenure: u64) -> Op {
+        let mut o = op(
+            id,
+            OpKind::Put {
+                holder: h.map(str::to_string),
+                base: 1,
+                tenure,
+                base_labels: None,
+                skew_ms: -4_000,
+            },
+            at,
+            at + S / 100,
+            Outcome::Put {
+                view: LeaseView {
+                    holder: h.map(str::to_string),
+                    token,
+                    expired: false,
+                },
+                created: false,
+            },
+        );
+        o.revision = Some(rev);
+        o
     }
 
     fn acquire(id: u64, h: &str, at: u64, token: u64) -> Op {
@@ -181,6 +243,37 @@ mod tests {
             renew(1, "x", S, 5),
             rel,
             acquire(3, "y", S + S / 2, 9),
+        ];
+        assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
+    }
+
+    #[test]
+    fn put_grants_and_renewals_count_like_acquire_and_renew() {
+        // A Kubernetes-style holder took the lease with a Put (token 5 at
+        // revision 5) and renewed it with a Put at 1 s: an acquire by
+        // another holder completing at 2.5 s is too early.
+        let ops = vec![
+            put(0, Some("k"), 0, 5, 5, 0),
+            put(1, Some("k"), S, 5, 7, 5),
+            acquire(2, "w", 2 * S + S / 2, 9),
+        ];
+        let a = check("a", &ops, Duration::from_secs(2));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].ops, vec![1, 2]);
+        // The same with a Put takeover as the grant.
+        let ops = vec![
+            acquire(0, "w", 0, 5),
+            renew(1, "w", S, 5),
+            put(2, Some("k"), 2 * S, 9, 9, 0),
+        ];
+        let a = check("a", &ops, Duration::from_secs(2));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].ops, vec![1, 2]);
+        // A release Put of the tenure allows an immediate takeover.
+        let ops = vec![
+            put(0, Some("k"), 0, 5, 5, 0),
+            put(1, None, S, 0, 7, 5),
+            acquire(2, "w", S + S / 2, 9),
         ];
         assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
     }

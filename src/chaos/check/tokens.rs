@@ -1,10 +1,13 @@
 //! Property 2: fencing tokens.
 //!
 //! A token is the revision that granted a tenure, so across the whole run
-//! (which spans restarts of every node) no two tenures may share one, and
-//! if a grant completed before another was invoked, on any lease, the
-//! later grant's token must be higher. Only definite grants count; a grant
-//! of the same tenure again (`newly == false`) repeats its token.
+//! (which spans restarts of every node, and leases deleted and created
+//! again) no two tenures may share one, and if a grant completed before
+//! another was invoked, on any lease, the later grant's token must be
+//! higher. Only definite grants count: an acquire that started a tenure
+//! (`newly`), and a Put that stored the holder it named with a token equal
+//! to its own revision. A grant of the same tenure again (a renewal)
+//! repeats its token.
 
 use super::Anomaly;
 use crate::chaos::history::{Op, OpKind, Outcome};
@@ -27,6 +30,21 @@ pub fn check(ops: &[Op]) -> Vec<Anomaly> {
                 Some(Grant {
                     op,
                     token: *token,
+                    holder,
+                })
+            }
+            (
+                OpKind::Put {
+                    holder: Some(holder),
+                    ..
+                },
+                Outcome::Put { view, .. },
+            ) if view.holder.as_deref() == Some(holder.as_str())
+                && op.revision == Some(view.token) =>
+            {
+                Some(Grant {
+                    op,
+                    token: view.token,
                     holder,
                 })
             }
@@ -125,6 +143,8 @@ mod tests {
             complete,
             outcome: Outcome::Acquired { token, newly: true },
             attempts: 1,
+            revision: None,
+            labels: None,
         }
     }
 
@@ -157,5 +177,32 @@ mod tests {
         let a = check(&ops);
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].ops, vec![0, 1]);
+    }
+
+    #[test]
+    fn put_grants_are_grants() {
+        let mut put = grant(1, "b", "k", 20, 30, 40);
+        put.kind = OpKind::Put {
+            holder: Some("k".into()),
+            base: 0,
+            tenure: 0,
+            base_labels: None,
+            skew_ms: 0,
+        };
+        put.outcome = Outcome::Put {
+            view: crate::chaos::history::LeaseView {
+                holder: Some("k".into()),
+                token: 40,
+                expired: false,
+            },
+            created: true,
+        };
+        put.revision = Some(40);
+        let ops = vec![grant(0, "a", "x", 0, 10, 50), put.clone()];
+        let a = check(&ops);
+        assert_eq!(a.len(), 1, "{a:?}");
+        // A Put that renewed (token below its revision) is not a grant.
+        put.revision = Some(60);
+        assert!(check(&[grant(0, "a", "x", 0, 10, 50), put]).is_empty());
     }
 }
