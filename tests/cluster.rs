@@ -1193,3 +1193,120 @@ async fn retries_with_the_same_request_id_apply_once() {
     );
     c.assert_no_crashes();
 }
+
+/// A lease near the size limit: labels and annotations filling most of 512
+/// KiB.
+fn big_lease(ns: &str, name: &str) -> pb::PutRequest {
+    let labels: HashMap<String, String> = (0..2_000)
+        .map(|i| (format!("big.example.com/label-{i}"), "v".repeat(60)))
+        .collect();
+    let annotations: HashMap<String, String> = (0..2)
+        .map(|i| (format!("note-{i}"), "a".repeat(120 * 1024)))
+        .collect();
+    let mut m = meta(ns, name, 0).expect("meta");
+    m.labels = labels;
+    m.annotations = annotations;
+    put_req(
+        Some(m),
+        pb::LeaseSpec {
+            holder_identity: format!("holder-of-{name}"),
+            lease_duration_seconds: Some(60),
+            ..Default::default()
+        },
+    )
+}
+
+fn encoded_len(l: &pb::Lease) -> usize {
+    use prost::Message;
+    l.encoded_len()
+}
+
+/// Regression (issue 10): a lease with about 4 MiB of labels was accepted and
+/// could then never be read back (replies are bounded by the message limit).
+/// Now a lease over 512 KiB is refused naming the field, and every lease that
+/// is accepted can be read, listed (pages bounded by bytes), watched, and
+/// forwarded through a follower.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_accepted_lease_can_be_read_listed_watched_and_forwarded() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let via_follower = c.client_for(&[f]);
+
+    // Too big: refused, naming the largest part, through the follower.
+    let mut too_big = big_lease("big", "too-big");
+    let m = too_big.lease.as_mut().unwrap().metadata.as_mut().unwrap();
+    m.labels
+        .extend((0..4_000).map(|i| (format!("more.example.com/label-{i}"), "v".repeat(60))));
+    let s = expect_err("a lease over the limit", via_follower.put(too_big).await);
+    assert_invalid("too big", &s, "metadata.labels");
+    assert!(s.message().len() < 1024, "{} bytes", s.message().len());
+
+    let mut watch = via_follower
+        .watch_on(
+            0,
+            pb::WatchRequest {
+                namespace: "big".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("watch");
+
+    const N: usize = 9;
+    for i in 0..N {
+        let r = via_follower
+            .put(big_lease("big", &format!("l{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("put of a large lease through a follower: {e:?}"));
+        let l = lease_of(r.lease);
+        assert!(encoded_len(&l) > 400 * 1024, "{} bytes", encoded_len(&l));
+    }
+    // Read back, linearizable through the follower (forwarded) and stale.
+    for stale in [false, true] {
+        let g = via_follower
+            .get(get_req("big", "l0", stale))
+            .await
+            .expect("get a large lease");
+        assert_eq!(lease_of(g.lease).metadata.unwrap().labels.len(), 2_000);
+    }
+    // Listed in pages bounded by bytes: more than one page, every lease once.
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = via_follower
+            .list(pb::ListRequest {
+                namespace: "big".into(),
+                continue_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list large leases");
+        pages += 1;
+        let bytes: usize = page.items.iter().map(encoded_len).sum();
+        assert!(bytes <= 3 * 1024 * 1024, "page of {bytes} bytes");
+        names.extend(page.items.iter().map(|l| l.metadata.clone().unwrap().name));
+        if page.continue_token.is_empty() {
+            break;
+        }
+        token = page.continue_token;
+    }
+    assert!(pages > 1, "{pages} pages");
+    let expected: Vec<String> = (0..N).map(|i| format!("l{i}")).collect();
+    assert_eq!(names, expected);
+    // Watched: every one arrives.
+    let mut seen = Vec::new();
+    while seen.len() < N {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("watch event in time")
+            .expect("watch stream")
+            .expect("watch open");
+        if let Some(l) = e.lease {
+            seen.push(l.metadata.unwrap().name);
+        }
+    }
+    assert_eq!(seen, expected);
+    c.assert_no_crashes();
+}

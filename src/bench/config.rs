@@ -113,6 +113,17 @@ pub struct WatchOptions {
     pub watchers: usize,
 }
 
+/// Background scanners of the `renew` workload: clients that list every
+/// lease, page after page, with a selector, while the renewals are measured
+/// (a cluster-wide selector list matching nothing is the worst scan).
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Concurrent scanners (0: none).
+    pub scanners: usize,
+    /// Their label selector.
+    pub selector: String,
+}
+
 /// Options of the `failover` workload.
 #[derive(Debug, Clone)]
 pub struct FailoverOptions {
@@ -169,6 +180,8 @@ pub struct LoadConfig {
     pub series_interval: Duration,
     /// `watch` options.
     pub watch: WatchOptions,
+    /// `renew`: background scanners.
+    pub scan: ScanOptions,
     /// `failover` options.
     pub failover: FailoverOptions,
     /// `scale` options.

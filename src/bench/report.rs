@@ -103,6 +103,23 @@ pub struct Setup {
     pub seconds: f64,
 }
 
+/// Background scanners of the `renew` workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanReport {
+    /// Concurrent scanners.
+    pub scanners: usize,
+    /// Their selector.
+    pub selector: String,
+    /// Full scans completed in the measured window.
+    pub passes: u64,
+    /// List pages answered in the measured window.
+    pub pages: u64,
+    /// Latency of one page.
+    pub page_ms: Percentiles,
+    /// Failed pages.
+    pub errors: u64,
+}
+
 /// Figures of the `watch` workload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WatchReport {
@@ -274,6 +291,9 @@ pub struct Report {
     pub series: Vec<SeriesPoint>,
     /// `watch` figures.
     pub watch: Option<WatchReport>,
+    /// `renew` with background scanners.
+    #[serde(default)]
+    pub scan: Option<ScanReport>,
     /// `failover` figures.
     pub failover: Option<FailoverReport>,
     /// `scale` figures.
@@ -369,6 +389,7 @@ impl Report {
             series_interval_ms: interval_ms,
             series: series(&totals.series, interval_ms),
             watch: None,
+            scan: None,
             failover: None,
             scale: None,
         }
@@ -447,6 +468,14 @@ impl Report {
                 f(s.rss_mib_end, " MiB"),
                 f(s.rss_mib_max, " MiB")
             );
+        }
+        if let Some(sc) = &self.scan {
+            let _ = writeln!(
+                o,
+                "  scans      {} scanners ({:?}): {} full scans, {} pages, {} errors",
+                sc.scanners, sc.selector, sc.passes, sc.pages, sc.errors
+            );
+            let _ = writeln!(o, "  page       {}", sc.page_ms.line());
         }
         if let Some(w) = &self.watch {
             let _ = writeln!(

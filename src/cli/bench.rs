@@ -9,7 +9,9 @@
 
 use super::output::{self, Format};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE};
-use crate::bench::config::{parse_server_pids, FailoverOptions, ScaleOptions, WatchOptions};
+use crate::bench::config::{
+    parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions,
+};
 use crate::bench::{self, BenchError, LoadConfig, TargetKind, Workload};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -19,7 +21,20 @@ use std::time::Duration;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Each client keeps its own leases renewed (node heartbeats).
-    Renew(LoadArgs),
+    Renew {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Background clients that list every lease in every namespace,
+        /// page after page, with --scan-selector, while renewals are
+        /// measured (shows whether long scans stall writes).
+        #[arg(long, default_value_t = 0)]
+        scanners: usize,
+        /// Label selector of the scanners (default: one that matches
+        /// nothing, so every scan examines every lease).
+        #[arg(long, default_value = "leasehold.io/bench-scan=none")]
+        scan_selector: String,
+    },
     /// Candidates contend for a few leases: acquire, release when granted.
     Acquire(LoadArgs),
     /// 80% renew, 10% acquire/release, 8% get, 2% list.
@@ -163,6 +178,7 @@ pub fn config(
         progress: !a.quiet,
         series_interval: Duration::from_millis(a.series_ms.unwrap_or(series_ms)),
         watch: WatchOptions { watchers: 0 },
+        scan: ScanOptions::default(),
         failover: FailoverOptions {
             kill_after: Duration::ZERO,
         },
@@ -188,7 +204,7 @@ fn exit_code(e: &BenchError) -> i32 {
 /// Runs `leasehold bench ...`; returns the exit code.
 pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchCommand) -> i32 {
     let (workload, load) = match &cmd {
-        BenchCommand::Renew(l) => (Workload::Renew, l),
+        BenchCommand::Renew { load, .. } => (Workload::Renew, load),
         BenchCommand::Acquire(l) => (Workload::Acquire, l),
         BenchCommand::Mixed(l) => (Workload::Mixed, l),
         BenchCommand::Watch { load, .. } => (Workload::Watch, load),
@@ -206,6 +222,14 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
     };
     match &cmd {
         BenchCommand::Watch { watchers, .. } => cfg.watch.watchers = *watchers,
+        BenchCommand::Renew {
+            scanners,
+            scan_selector,
+            ..
+        } => {
+            cfg.scan.scanners = *scanners;
+            cfg.scan.selector = scan_selector.clone();
+        }
         BenchCommand::Failover { kill_after, .. } => match secs("kill-after", *kill_after) {
             Ok(d) => cfg.failover.kill_after = d,
             Err(e) => {

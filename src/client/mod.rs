@@ -13,9 +13,9 @@
 //! request id at most once and answers a retry with the first attempt's
 //! result.
 
+use crate::api::limits::leases_client;
 use crate::proto::v1 as pb;
 use crate::proto::v1::cluster_client::ClusterClient;
-use crate::api::limits::leases_client;
 use crate::raft::network::Channels;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,21 +137,15 @@ impl Client {
         mut req: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).acquire(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).acquire(r).await })
+            .await
     }
 
     /// Renews the caller's tenure.
     pub async fn renew(&self, mut req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).renew(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).renew(r).await })
+            .await
     }
 
     /// Releases the caller's tenure.
@@ -160,11 +154,8 @@ impl Client {
         mut req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).release(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).release(r).await })
+            .await
     }
 
     /// Reads one lease.
@@ -175,21 +166,15 @@ impl Client {
 
     /// Lists leases (one page).
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).list(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).list(r).await })
+            .await
     }
 
     /// Deletes a lease.
     pub async fn delete(&self, mut req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).delete(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).delete(r).await })
+            .await
     }
 
     /// Creates or compare-and-swap updates a lease.

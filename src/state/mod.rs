@@ -328,7 +328,10 @@ mod tests {
             duration_seconds: 10,
             labels,
         };
-        assert!(matches!(run(&mut s, 1, 1, 0, acquire), CommandResponse::Applied(_)));
+        assert!(matches!(
+            run(&mut s, 1, 1, 0, acquire),
+            CommandResponse::Applied(_)
+        ));
         // A new leader's epoch starts at 20 s: the tenure runs to 30 s and
         // the lease may change hands (or be deleted) at 30.1 s.
         run(

@@ -160,6 +160,37 @@ impl LeaseholdTarget {
             .map_err(|s| status_error(&s))
     }
 
+    /// Lists every lease of every namespace matching `selector`, following
+    /// continue tokens to the end; calls `page` with each page's latency.
+    pub async fn scan(
+        &self,
+        conn: usize,
+        selector: &str,
+        mut page: impl FnMut(std::time::Duration),
+    ) -> Result<usize, OpError> {
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let t0 = std::time::Instant::now();
+            let r = self
+                .client(conn)
+                .list(pb::ListRequest {
+                    namespace: String::new(),
+                    label_selector: selector.to_string(),
+                    continue_token: token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| status_error(&s))?;
+            page(t0.elapsed());
+            pages += 1;
+            if r.continue_token.is_empty() {
+                return Ok(pages);
+            }
+            token = r.continue_token;
+        }
+    }
+
     /// See [`super::Target::watch`]: stream `index` goes to endpoint
     /// `index % n`, so watchers spread over the nodes.
     pub async fn watch(&self, index: usize) -> Result<WatchStream, OpError> {

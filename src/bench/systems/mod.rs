@@ -200,6 +200,24 @@ impl Target {
         dispatch!(self, t => t.list(conn).await)
     }
 
+    /// One full scan of every lease with `selector` (Leasehold only); calls
+    /// `page` with each page's latency and returns the number of pages.
+    pub async fn scan(
+        &self,
+        conn: usize,
+        selector: &str,
+        page: impl FnMut(std::time::Duration),
+    ) -> Result<usize, OpError> {
+        match self {
+            Target::Leasehold(t) => t.scan(conn, selector, page).await,
+            #[cfg(feature = "etcd")]
+            Target::Etcd(_) => Err(OpError {
+                kind: "UNSUPPORTED".into(),
+                message: "background scans are implemented for Leasehold only".into(),
+            }),
+        }
+    }
+
     /// Opens watch stream number `index` on the namespace, from now.
     pub async fn watch(&self, index: usize) -> Result<WatchStream, OpError> {
         dispatch!(self, t => t.watch(index).await)
