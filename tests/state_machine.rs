@@ -629,57 +629,55 @@ async fn state_survives_a_restart() {
     assert_eq!(sm.clock().epoch_start, t(0));
 }
 
+/// The WAL segment of a data directory (there is one in these tests).
+fn wal_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a WAL segment")
+}
+
 #[tokio::test]
 async fn another_format_version_is_refused() {
     let dir = tempdir();
     {
-        let (_log, mut sm) = open(dir.path());
-        apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+        let (mut log, mut sm) = open(dir.path());
+        commit(&mut log, &mut sm, vec![normal(1, 1, 0, acquire("x", "a", 10))]).await;
     }
     // Reopening with the right version works.
     drop(open(dir.path()));
 
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let stored = db.get(b"format_version").unwrap().expect("version written");
-        assert_eq!(stored.as_ref(), &store::FORMAT_VERSION.to_be_bytes());
-        db.insert(
-            b"format_version",
-            &(store::FORMAT_VERSION + 1).to_be_bytes(),
-        )
-        .unwrap();
-        db.flush().unwrap();
-    }
+    // The version is in every segment's header (bytes 8..12, big-endian).
+    let seg = wal_segment(dir.path());
+    let mut data = std::fs::read(&seg).unwrap();
+    assert_eq!(&data[8..12], &store::FORMAT_VERSION.to_be_bytes());
+    data[8..12].copy_from_slice(&(store::FORMAT_VERSION + 1).to_be_bytes());
+    std::fs::write(&seg, &data).unwrap();
     let err = match store::open(dir.path()) {
-        Ok(_) => panic!("a database of another format version was opened"),
+        Ok(_) => panic!("a log of another format version was opened"),
         Err(e) => format!("{e:#}"),
     };
     assert!(
         err.contains(&format!("version {}", store::FORMAT_VERSION + 1)),
         "{err}"
     );
-
-    // A corrupt version is refused too.
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.insert(b"format_version", b"x".as_slice()).unwrap();
-        db.flush().unwrap();
-    }
-    assert!(store::open(dir.path()).is_err());
+    assert!(err.contains(&seg.display().to_string()), "{err}");
 }
 
 #[tokio::test]
-async fn data_without_a_format_version_is_refused() {
+async fn a_data_directory_of_the_sled_format_is_refused_with_what_to_do() {
     let dir = tempdir();
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.open_tree("something")
-            .unwrap()
-            .insert(b"k", b"v")
-            .unwrap();
-        db.flush().unwrap();
-    }
-    assert!(store::open(dir.path()).is_err());
+    std::fs::create_dir_all(dir.path().join("db")).unwrap();
+    std::fs::write(dir.path().join("db").join("conf"), b"segment_size: 524288").unwrap();
+    let err = match store::open(dir.path()) {
+        Ok(_) => panic!("a sled data directory was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("format version 4 or earlier"), "{err}");
+    assert!(err.contains("member replace"), "{err}");
 }
 
 #[tokio::test]
