@@ -990,6 +990,23 @@ async fn errors_follow_the_documented_model() {
     c.assert_no_crashes();
 }
 
+/// A client that reaches the leader through a follower sends its next calls
+/// to the leader directly (the follower names it in the forwarded reply).
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_learn_the_leader_from_a_forwarded_reply() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let client = c.client_for(&[f, leader]);
+    assert_eq!(client.preferred_endpoint(), c.endpoint(f));
+    client
+        .acquire(acquire_req("route", "a", "h", 30))
+        .await
+        .expect("acquire through the follower");
+    assert_eq!(client.preferred_endpoint(), c.endpoint(leader));
+    c.assert_no_crashes();
+}
+
 /// 8. Kubernetes-style compare-and-swap with Put.
 #[tokio::test(flavor = "multi_thread")]
 async fn put_is_compare_and_swap() {

@@ -25,6 +25,10 @@ use tonic::{Request, Response, Status};
 
 /// Request metadata marking a call forwarded by another node.
 pub const FORWARDED_HEADER: &str = "x-leasehold-forwarded";
+/// Response metadata naming the leader (`host:port`) that served a call this
+/// node forwarded: clients that can reach it send their next calls there
+/// directly, saving the hop.
+pub const LEADER_HEADER: &str = "x-leasehold-leader";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node without a known leader waits for an election before
 /// answering UNAVAILABLE.
@@ -75,7 +79,11 @@ where
                     .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
                 fwd.set_timeout(FORWARD_TIMEOUT);
                 tracing::debug!(leader = id, %addr, "forwarding to leader");
-                return remote(channel, fwd).await;
+                let mut resp = remote(channel, fwd).await?;
+                if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+                    resp.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                return Ok(resp);
             }
             Err(NodeError::NotLeader { leader: None }) if !waited => {
                 waited = true;

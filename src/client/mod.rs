@@ -1,7 +1,9 @@
 //! A Rust client for Leasehold with endpoint failover.
 //!
 //! Holds one lazily connected channel per endpoint. A call goes to the
-//! endpoint that answered last; when it is unreachable or answers
+//! endpoint that answered last, or to the leader once a node that forwarded
+//! a call named it (`x-leasehold-leader`) and it is one of the endpoints:
+//! writes then skip the extra hop through a follower. When it is unreachable or answers
 //! UNAVAILABLE (no leader known, leader unreachable, node shutting down), the
 //! call is retried on the next endpoint; after a round of failures it backs
 //! off (50 ms doubling to 1 s) and goes round again. Every call has one
@@ -75,6 +77,12 @@ impl Client {
         &self.endpoints
     }
 
+    /// The endpoint the next call goes to first: the one that answered
+    /// last, or the leader a forwarding node named.
+    pub fn preferred_endpoint(&self) -> &str {
+        &self.endpoints[self.preferred.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
     async fn call<T, R, F, Fut>(&self, msg: T, f: F) -> Result<R, Status>
     where
         T: Clone,
@@ -106,7 +114,12 @@ impl Client {
                 req.set_timeout(remaining);
                 match f(channel, req).await {
                     Ok(r) => {
-                        self.preferred.store(idx, Ordering::Relaxed);
+                        let leader = r
+                            .metadata()
+                            .get(crate::api::leases::LEADER_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|addr| self.endpoints.iter().position(|e| e == addr));
+                        self.preferred.store(leader.unwrap_or(idx), Ordering::Relaxed);
                         return Ok(r.into_inner());
                     }
                     Err(s) if s.code() == Code::Unavailable => {
