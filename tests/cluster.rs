@@ -382,12 +382,15 @@ async fn wiped_follower_catches_up_from_snapshot() {
     // openraft keeps `max_in_snapshot_log_to_keep` (1000, set in
     // src/raft/node.rs) entries behind the last snapshot, so the log is
     // purged past its start only once the snapshot index exceeds that.
-    // Ten holders renewing concurrently get there quickly.
+    // Ten holders renewing concurrently get there (their renewals share
+    // entries, so how many it takes depends on the batching): they renew
+    // until the leader's snapshot is far enough.
     const WRITERS: usize = 10;
-    const RENEWALS: usize = 110;
+    let far_enough = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let client = client.clone();
+        let stop = far_enough.clone();
         tasks.push(tokio::spawn(async move {
             let name = format!("w-{w}");
             let holder = format!("writer-{w}");
@@ -396,7 +399,7 @@ async fn wiped_follower_catches_up_from_snapshot() {
                 .await
                 .expect("acquire")
                 .fencing_token;
-            for _ in 0..RENEWALS {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 client
                     .renew(renew_req("snap", &name, &holder, token))
                     .await
@@ -404,15 +407,21 @@ async fn wiped_follower_catches_up_from_snapshot() {
             }
         }));
     }
+    let d = Deadline::new(
+        "the leader's snapshot to pass the 1000 kept entries",
+        Duration::from_secs(60),
+    );
+    loop {
+        let st = c.status(leader).await.expect("leader status");
+        if st.snapshot_index > 1000 + 20 {
+            break;
+        }
+        d.check(st.snapshot_index).await;
+    }
+    far_enough.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await.expect("writer");
     }
-    let st = c.status(leader).await.expect("leader status");
-    assert!(
-        st.snapshot_index > 1000 + 20,
-        "leader snapshot index {} should be past the 1000 kept entries, so the log start is purged",
-        st.snapshot_index
-    );
 
     let f = follower_of(&c, leader);
     c.kill(f);

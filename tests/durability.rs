@@ -49,9 +49,7 @@ fn wal_syncs(log: &str, wal_dir: &str) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_write_was_fdatasynced_first() {
     if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!(
-            "SKIPPED: strace is not installed (apt-get install strace); .ci/run installs it"
-        );
+        eprintln!("SKIPPED: strace is not installed (apt-get install strace); .ci/run installs it");
         return;
     }
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -60,10 +58,25 @@ async fn every_acknowledged_write_was_fdatasynced_first() {
     let port = free_ports(1)[0];
     let addr = format!("127.0.0.1:{port}");
     let mut node = Command::new("strace")
-        .args(["-f", "-ttt", "-yy", "-qq", "-e", "trace=fdatasync,fsync,sync_file_range", "-o"])
+        .args([
+            "-f",
+            "-ttt",
+            "-yy",
+            "-qq",
+            "-e",
+            "trace=fdatasync,fsync,sync_file_range",
+            "-o",
+        ])
         .arg(&trace)
         .arg(common::BIN)
-        .args(["serve", "--id", "1", "--listen", &addr, "--no-identity-lease"])
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--no-identity-lease",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .env("RUST_LOG", "warn")

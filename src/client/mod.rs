@@ -119,7 +119,8 @@ impl Client {
                             .get(crate::api::leases::LEADER_HEADER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|addr| self.endpoints.iter().position(|e| e == addr));
-                        self.preferred.store(leader.unwrap_or(idx), Ordering::Relaxed);
+                        self.preferred
+                            .store(leader.unwrap_or(idx), Ordering::Relaxed);
                         return Ok(r.into_inner());
                     }
                     Err(s) if s.code() == Code::Unavailable => {

@@ -153,6 +153,20 @@ impl State {
         }
     }
 
+    /// A copy for readers: everything but the request-id records, which
+    /// only the applier and snapshots use. (A reader's copy of them would
+    /// make the applier's next inserts copy the paths they touch.)
+    pub fn reader_view(&self) -> State {
+        State {
+            leases: self.leases.clone(),
+            clock: self.clock,
+            revision: self.revision,
+            history: self.history.clone(),
+            dedup: Dedup::default(),
+            indexes: self.indexes.clone(),
+        }
+    }
+
     /// The lease with `key`.
     pub fn get(&self, key: &LeaseKey) -> Option<&Arc<Lease>> {
         self.leases.get(key)
@@ -296,12 +310,7 @@ mod tests {
     }
 
     fn run(s: &mut State, index: u64, leader: u64, at: i64, command: Command) -> CommandResponse {
-        let p = Proposal {
-            time: t(at),
-            clock_id: leader,
-            command,
-            request_id: None,
-        };
+        let p = Proposal::single(t(at), leader, command, None);
         let at = EntryPosition {
             index,
             leader: EpochLeader {
@@ -309,7 +318,9 @@ mod tests {
                 node: leader,
             },
         };
-        s.apply_command(at, &p, &ApplyOptions::default()).0
+        s.apply_proposal(at, &p, &ApplyOptions::default())
+            .0
+            .remove(0)
     }
 
     /// Regression (issue 10): after a leader change the collector proposed

@@ -43,10 +43,7 @@ impl LogStore {
     ) -> Result<(), StorageError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.wal
-            .append(
-                entries.into_iter().collect(),
-                super::wal::Done::Notify(tx),
-            )
+            .append(entries.into_iter().collect(), super::wal::Done::Notify(tx))
             .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         rx.await
             .map_err(|_| {

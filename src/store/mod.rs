@@ -27,8 +27,8 @@ pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 
 use anyhow::{bail, Context};
-use wal::Wal;
 use std::path::Path;
+use wal::Wal;
 
 /// Version of everything this module writes. A node refuses to open a data
 /// directory written with another version rather than misread it.
@@ -40,7 +40,6 @@ use std::path::Path;
 ///   longer re-validates. Each WAL segment and snapshot file carries the
 ///   version; a directory of version 4 or earlier (`db/`) is refused.
 pub const FORMAT_VERSION: u32 = 5;
-
 
 /// Tunables of the state machine.
 #[derive(Debug, Clone)]

@@ -336,22 +336,22 @@ mod tests {
     fn state_with_leases(n: u64) -> State {
         let mut s = State::new(0);
         for i in 1..=n {
-            let p = Proposal {
-                time: Timestamp::from_micros(i as i64),
-                clock_id: 1,
-                command: Command::Acquire {
+            let p = Proposal::single(
+                Timestamp::from_micros(i as i64),
+                1,
+                Command::Acquire {
                     key: LeaseKey::new("ns", format!("l{i}")),
                     holder: "h".into(),
                     duration_seconds: 10,
                     labels: Default::default(),
                 },
-                request_id: Some(format!("r{i}")),
-            };
+                Some(format!("r{i}")),
+            );
             let at = EntryPosition {
                 index: i,
                 leader: EpochLeader { term: 1, node: 1 },
             };
-            s.apply_command(at, &p, &ApplyOptions::default());
+            s.apply_proposal(at, &p, &ApplyOptions::default());
         }
         s
     }

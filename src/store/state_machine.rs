@@ -16,7 +16,7 @@
 
 use super::{io_err, snapshot, StoreOptions};
 use crate::lease::selector::Selector;
-use crate::lease::{CommandResponse, Event, Lease, LeaseKey};
+use crate::lease::{EntryResponse, Event, Lease, LeaseKey};
 use crate::raft::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::applier::EntryPosition;
 use crate::state::{ApplyOptions, Compacted, EpochLeader, ListPage, PageLimits, SmClock, State};
@@ -128,7 +128,7 @@ impl StateMachineStore {
         }
         let (applied_tx, _) = watch::channel(writer.applied.map(|l| l.index).unwrap_or(0));
         let (events_tx, _) = broadcast::channel(WATCH_BUFFER_BATCHES);
-        let view = Arc::new(writer.state.clone());
+        let view = Arc::new(writer.state.reader_view());
         Ok(StateMachineStore {
             inner: Arc::new(Inner {
                 snapshot_dir,
@@ -156,7 +156,7 @@ impl StateMachineStore {
     }
 
     fn publish(&self, state: &State) {
-        let view = Arc::new(state.clone());
+        let view = Arc::new(state.reader_view());
         *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = view;
     }
 
@@ -263,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((w.applied, w.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -275,10 +275,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for entry in entries {
                 w.applied = Some(entry.log_id);
                 let response = match entry.payload {
-                    EntryPayload::Blank => CommandResponse::None,
+                    EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(m) => {
                         w.membership = StoredMembership::new(Some(entry.log_id), m);
-                        CommandResponse::None
+                        Vec::new()
                     }
                     EntryPayload::Normal(proposal) => {
                         let at = EntryPosition {
@@ -288,9 +288,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 node: entry.log_id.leader_id.node_id,
                             },
                         };
-                        let (response, event) =
-                            w.state.apply_command(at, &proposal, &self.inner.apply_opts);
-                        events.extend(event);
+                        let (response, changes) =
+                            w.state
+                                .apply_proposal(at, &proposal, &self.inner.apply_opts);
+                        events.extend(changes);
                         response
                     }
                 };

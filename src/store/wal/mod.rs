@@ -49,8 +49,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
-use writer::Op;
 pub use writer::Done;
+use writer::Op;
 
 pub use writer::MAX_BATCH_BYTES;
 
@@ -288,7 +288,8 @@ impl Wal {
             bytes,
             done: Done::Notify(tx),
         })?;
-        rx.await.map_err(|_| other("the WAL writer has stopped"))??;
+        rx.await
+            .map_err(|_| other("the WAL writer has stopped"))??;
         self.write_index().vote = Some(*vote);
         Ok(())
     }
@@ -413,7 +414,9 @@ impl Wal {
                             .ok_or_else(|| other(format!("segment of entry {i} is gone")))?;
                         Got::Disk(loc, f.file.clone())
                     }
-                    (None, None) => return Err(other(format!("entry {i} is neither cached nor written"))),
+                    (None, None) => {
+                        return Err(other(format!("entry {i} is neither cached nor written")))
+                    }
                 });
             }
             out

@@ -113,7 +113,9 @@ pub fn scan(data: &[u8], seq: u64) -> Result<(Vec<Found<'_>>, Tail), SegmentErro
         ));
     }
     if &data[..8] != MAGIC {
-        return Err(SegmentError::Header("not a Leasehold WAL segment (bad magic)".into()));
+        return Err(SegmentError::Header(
+            "not a Leasehold WAL segment (bad magic)".into(),
+        ));
     }
     let version = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
     if version != FORMAT_VERSION {

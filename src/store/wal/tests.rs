@@ -9,16 +9,16 @@ use openraft::{CommittedLeaderId, EntryPayload};
 fn entry(term: u64, index: u64, holder_len: usize) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            time: Timestamp::from_micros(index as i64),
-            clock_id: 1,
-            command: Command::Renew {
+        payload: EntryPayload::Normal(Proposal::single(
+            Timestamp::from_micros(index as i64),
+            1,
+            Command::Renew {
                 key: LeaseKey::new("ns", "a"),
                 holder: "h".repeat(holder_len),
                 fencing_token: 1,
             },
-            request_id: None,
-        }),
+            None,
+        )),
     }
 }
 
@@ -56,10 +56,7 @@ async fn appended_entries_are_readable_at_once_and_complete_only_after_a_sync() 
     let data = std::fs::read(newest_segment(dir.path())).unwrap();
     let (found, tail) = segment::scan(&data, 1).unwrap();
     assert_eq!(tail, segment::Tail::Clean);
-    assert_eq!(
-        found.iter().filter(|r| r.kind == Kind::Entry).count(),
-        2
-    );
+    assert_eq!(found.iter().filter(|r| r.kind == Kind::Entry).count(), 2);
     assert_eq!(wal.log_state().1.map(|l| l.index), Some(2));
 }
 
@@ -74,7 +71,8 @@ async fn everything_is_recovered_after_a_restart() {
         // A follower's conflict: 8.. replaced by entries of term 2.
         wal.truncate(8).await.unwrap();
         append(&wal, (8..=12).map(|i| entry(2, i, 4)).collect()).await;
-        wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 3)).unwrap();
+        wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .unwrap();
         wal.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 9)));
         append(&wal, vec![entry(2, 13, 4)]).await;
     }
@@ -157,7 +155,8 @@ async fn segments_rotate_and_purged_ones_are_removed_keeping_the_vote() {
         }
         let segments = segment::list(&dir.path().join("wal")).unwrap().len();
         assert!(segments > 3, "{segments} segments");
-        wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 35)).unwrap();
+        wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 35))
+            .unwrap();
         // Removal happens after the purge record is synced.
         append(&wal, vec![entry(1, 41, 200)]).await;
         let left = segment::list(&dir.path().join("wal")).unwrap().len();

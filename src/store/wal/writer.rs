@@ -114,7 +114,9 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, mut active: Active) {
             }
         }
         if let Some(why) = lock(&shared.failed).clone() {
-            let err = Err(io::Error::other(format!("the WAL stopped after an I/O error: {why}")));
+            let err = Err(io::Error::other(format!(
+                "the WAL stopped after an I/O error: {why}"
+            )));
             for op in batch {
                 done_of(op).complete(&err);
             }
