@@ -1336,3 +1336,83 @@ async fn every_accepted_lease_can_be_read_listed_watched_and_forwarded() {
     assert_eq!(seen, expected);
     c.assert_no_crashes();
 }
+
+/// `RenewStream`: one stream to the leader renews many leases, answers come
+/// in order, and a failed renewal is an answer (the same error a `Renew`
+/// call gets), not the end of the stream. A follower refuses the stream,
+/// naming the leader, and the client opens it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renew_stream_renews_many_leases_in_order() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let client = c.client_for(&[f, leader]);
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let r = client
+            .acquire(acquire_req("stream", &format!("l{i}"), "agent", 30))
+            .await
+            .expect("acquire");
+        tokens.push(r.fencing_token);
+    }
+
+    // Straight to the follower: refused with the leader's address.
+    let raw = leasehold::api::limits::leases_client(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.endpoint(f)))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect"),
+    )
+    .renew_stream(tokio_stream::iter(Vec::<pb::RenewRequest>::new()))
+    .await;
+    let s = expect_err("a renew stream on a follower", raw.map(|_| ()));
+    let m = assert_status(
+        "stream on a follower",
+        &s,
+        Code::Unavailable,
+        reason::NOT_LEADER,
+    );
+    assert_eq!(m.get("leaderAddress"), Some(&c.endpoint(leader)));
+
+    let mut stream = client.renew_stream().await.expect("open the stream");
+    for (i, t) in tokens.iter().enumerate() {
+        stream
+            .send(renew_req("stream", &format!("l{i}"), "agent", *t))
+            .await
+            .expect("send");
+    }
+    stream
+        .send(renew_req("stream", "l0", "agent", tokens[0] + 1000))
+        .await
+        .expect("send");
+    stream
+        .send(renew_req("stream", "Bad_Name", "agent", 1))
+        .await
+        .expect("send");
+    for (i, t) in tokens.iter().enumerate() {
+        let r = stream.next().await.expect("an answer").expect("renewed");
+        let (_, holder, token) = rv_holder_token(&lease_of(r.lease));
+        assert_eq!(
+            (holder.as_str(), token),
+            ("agent", *t),
+            "answer {i} in order"
+        );
+    }
+    let lost = stream.next().await.expect("an answer").unwrap_err();
+    assert_status(
+        "stale token in a stream",
+        &lost,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    let bad = stream.next().await.expect("an answer").unwrap_err();
+    assert_invalid("bad name in a stream", &bad, "metadata.name");
+    // The stream is still usable.
+    let again = stream
+        .renew(renew_req("stream", "l1", "agent", tokens[1]))
+        .await
+        .expect("renew after errors");
+    assert_eq!(rv_holder_token(&lease_of(again.lease)).2, tokens[1]);
+    c.assert_no_crashes();
+}

@@ -162,6 +162,54 @@ impl Client {
             .await
     }
 
+    /// Opens a stream of renewals to the leader (`RenewStream`): one stream
+    /// renews any number of leases, each renewal replicated and durable like
+    /// [`Client::renew`]. Tries the endpoints from the preferred one; a node
+    /// that is not the leader names it, and the stream is opened there.
+    pub async fn renew_stream(&self) -> Result<RenewStream, Status> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let n = self.endpoints.len();
+        let mut idx = self.preferred.load(Ordering::Relaxed) % n;
+        let mut backoff = Duration::from_millis(50);
+        let mut tried = 0usize;
+        loop {
+            let endpoint = &self.endpoints[idx];
+            let channel = self.channels.get(endpoint).map_err(|e| {
+                Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"))
+            })?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            // No deadline on the call: it would end the stream.
+            let req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            match leases_client(channel).renew_stream(req).await {
+                Ok(r) => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    return Ok(RenewStream {
+                        tx,
+                        rx: r.into_inner(),
+                    });
+                }
+                Err(s) if s.code() == Code::Unavailable => {
+                    let named = crate::api::status::error_info(&s)
+                        .and_then(|(_, m)| m.get("leaderAddress").cloned())
+                        .and_then(|a| self.endpoints.iter().position(|e| *e == a));
+                    tried += 1;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(s);
+                    }
+                    idx = match named {
+                        Some(l) if l != idx => l,
+                        _ => (idx + 1) % n,
+                    };
+                    if tried % n == 0 {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
     /// Releases the caller's tenure.
     pub async fn release(
         &self,
@@ -257,6 +305,47 @@ impl Client {
             ClusterClient::new(c).remove_member(r).await
         })
         .await
+    }
+}
+
+/// A stream of renewals to the leader ([`Client::renew_stream`]). Answers
+/// come in the order the renewals were sent.
+pub struct RenewStream {
+    tx: tokio::sync::mpsc::Sender<pb::RenewRequest>,
+    rx: tonic::Streaming<pb::RenewStreamResponse>,
+}
+
+impl RenewStream {
+    /// Sends a renewal (with a new request id if it has none); its answer
+    /// comes from [`RenewStream::next`], in order.
+    pub async fn send(&self, mut req: pb::RenewRequest) -> Result<(), Status> {
+        with_request_id(&mut req.request_id);
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| Status::unavailable("the renew stream is closed"))
+    }
+
+    /// The next answer: the renewed lease, or the error a `Renew` call would
+    /// have returned (typed errors work on it). `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<pb::RenewResponse, Status>> {
+        match self.rx.message().await {
+            Ok(Some(a)) => Some(match (a.renewed, a.error) {
+                (Some(r), _) => Ok(r),
+                (None, Some(e)) => Err(crate::api::status::from_stream_error(&e)),
+                (None, None) => Err(Status::internal("an empty renew stream answer")),
+            }),
+            Ok(None) => None,
+            Err(s) => Some(Err(s)),
+        }
+    }
+
+    /// Sends one renewal and waits for its answer.
+    pub async fn renew(&mut self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+        self.send(req).await?;
+        self.next()
+            .await
+            .unwrap_or_else(|| Err(Status::unavailable("the renew stream ended")))
     }
 }
 
