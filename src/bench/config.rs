@@ -44,6 +44,10 @@ pub enum Workload {
     Failover,
     /// Many leases: load, memory, disk, restart.
     Scale,
+    /// Each client renews its leases over a stream: Leasehold's
+    /// `RenewStream` (replicated, durable) against etcd's `LeaseKeepAlive`
+    /// (leader-local, not replicated).
+    Keepalive,
 }
 
 impl Workload {
@@ -56,6 +60,7 @@ impl Workload {
             Workload::Watch => "watch",
             Workload::Failover => "failover",
             Workload::Scale => "scale",
+            Workload::Keepalive => "keepalive",
         }
     }
 }

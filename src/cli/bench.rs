@@ -58,6 +58,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5.0)]
         kill_after: f64,
     },
+    /// Each client renews its own leases over a stream (Leasehold's
+    /// RenewStream, replicated; etcd's LeaseKeepAlive, leader-local).
+    /// Default: one lease per client.
+    Keepalive(LoadArgs),
     /// Load many leases; memory, disk, disk after renewals, restart time.
     Scale {
         /// Load flags.
@@ -156,6 +160,7 @@ pub fn config(
         Workload::Acquire => (10, 15, 10.0, 2.0, 1000),
         Workload::Failover => (10_000, 40, 15.0, 0.0, 100),
         Workload::Scale => (1_000_000, 3600, 10.0, 0.0, 1000),
+        Workload::Keepalive => (a.clients, 40, 10.0, 2.0, 1000),
         _ => (10_000, 40, 10.0, 2.0, 1000),
     };
     let cfg = LoadConfig {
@@ -207,6 +212,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
         BenchCommand::Renew { load, .. } => (Workload::Renew, load),
         BenchCommand::Acquire(l) => (Workload::Acquire, l),
         BenchCommand::Mixed(l) => (Workload::Mixed, l),
+        BenchCommand::Keepalive(l) => (Workload::Keepalive, l),
         BenchCommand::Watch { load, .. } => (Workload::Watch, load),
         BenchCommand::Failover { load, .. } => (Workload::Failover, load),
         BenchCommand::Scale { load, .. } => (Workload::Scale, load),

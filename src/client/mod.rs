@@ -9,11 +9,13 @@
 //! off (50 ms doubling to 1 s) and goes round again. Every call has one
 //! deadline covering all attempts (default 10 s).
 //!
-//! Every write carries a request id (a UUID chosen once per call, unless the
-//! caller set one), so retrying after an ambiguous failure (the connection
-//! broke after the leader got the request) is safe: the cluster applies a
-//! request id at most once and answers a retry with the first attempt's
-//! result.
+//! Every write but a renewal carries a request id (a UUID chosen once per
+//! call, unless the caller set one), so retrying after an ambiguous failure
+//! (the connection broke after the leader got the request) is safe: the
+//! cluster applies a request id at most once and answers a retry with the
+//! first attempt's result. A renewal needs none: applied twice it renews the
+//! same tenure twice, and once the tenure ended a retry is refused
+//! `LEASE_LOST`, which is the truth (callers may still set one).
 
 use crate::api::limits::leases_client;
 use crate::proto::v1 as pb;
@@ -156,8 +158,7 @@ impl Client {
     }
 
     /// Renews the caller's tenure.
-    pub async fn renew(&self, mut req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
-        with_request_id(&mut req.request_id);
+    pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
         self.call(req, |c, r| async move { leases_client(c).renew(r).await })
             .await
     }
@@ -316,10 +317,9 @@ pub struct RenewStream {
 }
 
 impl RenewStream {
-    /// Sends a renewal (with a new request id if it has none); its answer
-    /// comes from [`RenewStream::next`], in order.
-    pub async fn send(&self, mut req: pb::RenewRequest) -> Result<(), Status> {
-        with_request_id(&mut req.request_id);
+    /// Sends a renewal; its answer comes from [`RenewStream::next`], in
+    /// order. (No request id is added: see the module doc.)
+    pub async fn send(&self, req: pb::RenewRequest) -> Result<(), Status> {
         self.tx
             .send(req)
             .await

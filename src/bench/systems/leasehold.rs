@@ -21,6 +21,30 @@ pub struct LeaseholdTarget {
     namespace: String,
 }
 
+/// One client's renew stream.
+pub struct LeaseholdKeepAlive {
+    stream: crate::client::RenewStream,
+    namespace: String,
+}
+
+impl LeaseholdKeepAlive {
+    /// Renews `name` (held by a holder of the same name) with `token` over
+    /// the stream and waits for the answer.
+    pub async fn renew(&mut self, name: &str, token: u64) -> Result<(), OpError> {
+        self.stream
+            .renew(pb::RenewRequest {
+                namespace: self.namespace.clone(),
+                name: name.to_string(),
+                holder: name.to_string(),
+                fencing_token: token,
+                request_id: String::new(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| status_error(&s))
+    }
+}
+
 /// `CODE/REASON` of a status.
 pub fn status_error(s: &tonic::Status) -> OpError {
     let kind = match error_info(s) {
@@ -145,6 +169,19 @@ impl LeaseholdTarget {
             .await
             .map(|_| ())
             .map_err(|s| status_error(&s))
+    }
+
+    /// Opens a renew stream on connection `conn` (to the leader).
+    pub async fn keepalive_open(&self, conn: usize) -> Result<LeaseholdKeepAlive, OpError> {
+        let stream = self
+            .client(conn)
+            .renew_stream()
+            .await
+            .map_err(|s| status_error(&s))?;
+        Ok(LeaseholdKeepAlive {
+            stream,
+            namespace: self.namespace.clone(),
+        })
     }
 
     /// See [`super::Target::list`].
