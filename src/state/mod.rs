@@ -47,10 +47,13 @@ use std::sync::Arc;
 /// How many index entries a sweep examines per command it may propose.
 const SWEEP_SCAN_FACTOR: usize = 8;
 
+/// The leases by key.
+pub type LeaseMap = OrdMap<Arc<LeaseKey>, Arc<Lease>>;
+
 /// The replicated state.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    leases: OrdMap<Arc<LeaseKey>, Arc<Lease>>,
+    leases: LeaseMap,
     clock: SmClock,
     revision: u64,
     history: History,
@@ -126,6 +129,30 @@ impl State {
         }
         State {
             leases,
+            clock: parts.clock,
+            revision: parts.revision,
+            history: History::from_parts(parts.history_compacted, parts.events),
+            dedup: Dedup::from_records(parts.dedup),
+            indexes,
+        }
+    }
+
+    /// A state rebuilt from a snapshot whose leases were already put in a
+    /// map while it was read.
+    pub fn from_map(
+        identity_gc_age_micros: i64,
+        parts: Parts<
+            LeaseMap,
+            impl IntoIterator<Item = Event>,
+            impl IntoIterator<Item = dedup::Record>,
+        >,
+    ) -> Self {
+        let mut indexes = Indexes::new(identity_gc_age_micros);
+        for (key, lease) in parts.leases.iter() {
+            indexes.insert(key, lease);
+        }
+        State {
+            leases: parts.leases,
             clock: parts.clock,
             revision: parts.revision,
             history: History::from_parts(parts.history_compacted, parts.events),

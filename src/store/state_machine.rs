@@ -108,9 +108,7 @@ impl StateMachineStore {
         };
         let mut current = None;
         if let Some(path) = snapshot::latest(&snapshot_dir)? {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read snapshot {}: {e}", path.display()))?;
-            let (meta, state) = snapshot::decode(&bytes, identity_gc_age_micros).map_err(|e| {
+            let (meta, state) = snapshot::load(&path, identity_gc_age_micros).map_err(|e| {
                 anyhow::anyhow!(
                     "snapshot {} cannot be loaded: {e}. The node cannot rebuild its state \
                      without it (the log before it may be purged): move the data directory \
