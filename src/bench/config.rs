@@ -148,6 +148,8 @@ pub struct ScaleOptions {
     pub restart_cmd: Option<String>,
     /// Which node to restart (default: a follower).
     pub restart_node: Option<u64>,
+    /// Acquisitions in flight while loading.
+    pub load_concurrency: usize,
 }
 
 /// Everything one run needs.

@@ -227,6 +227,18 @@ pub struct ScaleReport {
     pub restart_to_serving_ms: Option<f64>,
     /// RSS of the restarted node once serving, MiB.
     pub rss_mib_after_restart: Option<f64>,
+    /// Snapshot builds seen (on any node) during the renew phase.
+    #[serde(default)]
+    pub snapshots_seen: u64,
+    /// Latency of the renewals sent or answered while a snapshot was being
+    /// written on some node.
+    #[serde(default)]
+    pub renew_during_snapshot_ms: Percentiles,
+    /// Per data directory after the renew phase: (path, WAL MiB, snapshot
+    /// MiB). The snapshot is the live data; the WAL is what a restart
+    /// replays on top of it.
+    #[serde(default)]
+    pub disk_parts_mib_after_renew: Vec<(String, f64, f64)>,
 }
 
 /// The result of one run.
@@ -557,6 +569,18 @@ impl Report {
                 rss(&s.rss_mib_after_renew),
                 disk(&s.disk_mib_after_renew)
             );
+            let _ = writeln!(
+                o,
+                "  snapshots  {} seen while renewing; renewals meanwhile: {}",
+                s.snapshots_seen,
+                s.renew_during_snapshot_ms.line()
+            );
+            for (p, wal, snap) in &s.disk_parts_mib_after_renew {
+                let _ = writeln!(
+                    o,
+                    "  disk parts {p}: wal {wal:.1} MiB, snapshot {snap:.1} MiB"
+                );
+            }
             if let Some(id) = s.restarted_id {
                 let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
                 let _ = writeln!(

@@ -81,6 +81,9 @@ pub enum BenchCommand {
         /// Node to kill and restart (default: a follower).
         #[arg(long)]
         restart_node: Option<u64>,
+        /// Acquisitions in flight while loading.
+        #[arg(long, default_value_t = 512)]
+        load_concurrency: usize,
     },
     /// Print the side-by-side table (ours / etcd) of JSON reports.
     Table {
@@ -192,6 +195,7 @@ pub fn config(
             renew_for: Duration::ZERO,
             restart_cmd: None,
             restart_node: None,
+            load_concurrency: 512,
         },
     };
     cfg.validate()?;
@@ -248,6 +252,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
             renew_minutes,
             restart_cmd,
             restart_node,
+            load_concurrency,
             ..
         } => {
             cfg.scale = ScaleOptions {
@@ -261,6 +266,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
                 },
                 restart_cmd: restart_cmd.clone(),
                 restart_node: *restart_node,
+                load_concurrency: (*load_concurrency).max(1),
             }
         }
         _ => {}

@@ -126,10 +126,16 @@ impl<'de> Deserialize<'de> for LeaseMap {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a sequence of leases")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<LeaseMap, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LeaseMap, A::Error> {
                 let mut map = crate::state::LeaseMap::new();
                 while let Some(lease) = seq.next_element::<Lease>()? {
-                    map.insert(std::sync::Arc::new(lease.key.clone()), std::sync::Arc::new(lease));
+                    map.insert(
+                        std::sync::Arc::new(lease.key.clone()),
+                        std::sync::Arc::new(lease),
+                    );
                 }
                 Ok(LeaseMap(map))
             }
@@ -236,9 +242,9 @@ fn read_body<T: DeserializeOwned>(r: impl io::Read, len: u64) -> Result<T, Snaps
     io::copy(&mut body, &mut io::sink())?;
     let computed = r.crc.clone().finalize();
     let mut trailer = [0u8; TRAILER];
-    r.inner.read_exact(&mut trailer).map_err(|_| {
-        SnapshotError::Corrupt("cut short before its checksum".into())
-    })?;
+    r.inner
+        .read_exact(&mut trailer)
+        .map_err(|_| SnapshotError::Corrupt("cut short before its checksum".into()))?;
     if computed != u32::from_be_bytes(trailer) {
         return Err(SnapshotError::Corrupt(format!(
             "checksum mismatch over {} bytes (cut short or damaged)",
@@ -270,7 +276,10 @@ pub fn decode_from(
 }
 
 /// Decodes a snapshot held in memory.
-pub fn decode(bytes: &[u8], identity_gc_age_micros: i64) -> Result<(SnapshotMeta, State), SnapshotError> {
+pub fn decode(
+    bytes: &[u8],
+    identity_gc_age_micros: i64,
+) -> Result<(SnapshotMeta, State), SnapshotError> {
     decode_from(bytes, bytes.len() as u64, identity_gc_age_micros)
 }
 
@@ -286,10 +295,17 @@ pub fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
 }
 
 /// Loads the snapshot file at `path`.
-pub fn load(path: &Path, identity_gc_age_micros: i64) -> Result<(SnapshotMeta, State), SnapshotError> {
+pub fn load(
+    path: &Path,
+    identity_gc_age_micros: i64,
+) -> Result<(SnapshotMeta, State), SnapshotError> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
-    decode_from(io::BufReader::with_capacity(1 << 20, f), len, identity_gc_age_micros)
+    decode_from(
+        io::BufReader::with_capacity(1 << 20, f),
+        len,
+        identity_gc_age_micros,
+    )
 }
 
 /// The snapshot directory of a data directory.

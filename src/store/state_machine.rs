@@ -66,6 +66,8 @@ struct Inner {
     identity_gc_age_micros: i64,
     current: Mutex<Option<Current>>,
     snapshot_seq: std::sync::atomic::AtomicU64,
+    /// A snapshot file is being written.
+    snapshot_building: std::sync::atomic::AtomicBool,
     /// Serialises storing snapshots (built and installed ones race).
     snapshot_lock: tokio::sync::Mutex<()>,
 }
@@ -138,6 +140,7 @@ impl StateMachineStore {
                 identity_gc_age_micros,
                 current: Mutex::new(current),
                 snapshot_seq: Default::default(),
+                snapshot_building: Default::default(),
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -232,6 +235,13 @@ impl StateMachineStore {
             view.list(&namespace, &selector, after.as_ref(), limits)
         })
         .await?)
+    }
+
+    /// Whether a snapshot file is being written now.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.inner
+            .snapshot_building
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of leases stored.
@@ -424,9 +434,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .as_ref()
             .is_some_and(|c| c.meta.last_log_id > meta.last_log_id);
         if !newer_exists {
+            inner
+                .snapshot_building
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let dir = inner.snapshot_dir.clone();
-            let path = tokio::task::spawn_blocking(move || snapshot::write_file(&dir, &state, &m))
-                .await
+            let written =
+                tokio::task::spawn_blocking(move || snapshot::write_file(&dir, &state, &m)).await;
+            inner
+                .snapshot_building
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            let path = written
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?;
             self.store.store_current(&meta, path);
