@@ -259,7 +259,7 @@ async fn applies_a_sequence_and_reads_it_back() {
     assert_eq!(sm.revision(), 1);
     let (stored, rev) = sm.get(&key("x"));
     let stored = stored.map(|l| l.as_ref().clone());
-    assert_eq!(stored.as_ref(), Some(&a.lease));
+    assert_eq!(stored.as_ref(), Some(a.lease.as_ref()));
     assert_eq!(rev, 1);
 
     // Another holder is refused: nothing changes but the applied index.
@@ -312,7 +312,7 @@ async fn applies_a_sequence_and_reads_it_back() {
     );
     assert_eq!(sm.revision(), 4);
     assert_eq!(sm.applied_index(), 8);
-    assert_eq!(get(&sm, "x").as_ref(), Some(&taken.lease));
+    assert_eq!(get(&sm, "x").as_ref(), Some(taken.lease.as_ref()));
 
     // Put and delete.
     let draft = LeaseDraft {

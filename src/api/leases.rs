@@ -174,8 +174,10 @@ async fn renew_in_stream(node: Arc<Node>, m: pb::RenewRequest) -> pb::RenewStrea
         .await;
     match result {
         Ok(a) => {
-            answer.renewed = Some(pb::RenewResponse {
-                lease: Some(lease_to_proto(&a.lease)),
+            answer.renewed = Some(pb::RenewStreamResult {
+                resource_version: a.lease.resource_version,
+                fencing_token: a.lease.fencing_token,
+                expire_time_micros: a.lease.expire_time().map_or(0, |t| t.as_micros()),
             })
         }
         Err(e) => answer.error = Some(super::status::to_stream_error(&Status::from(e))),

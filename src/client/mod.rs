@@ -326,9 +326,10 @@ impl RenewStream {
             .map_err(|_| Status::unavailable("the renew stream is closed"))
     }
 
-    /// The next answer: the renewed lease, or the error a `Renew` call would
-    /// have returned (typed errors work on it). `None` when the stream ended.
-    pub async fn next(&mut self) -> Option<Result<pb::RenewResponse, Status>> {
+    /// The next answer: the renewal's result, or the error a `Renew` call
+    /// would have returned (typed errors work on it). `None` when the stream
+    /// ended.
+    pub async fn next(&mut self) -> Option<Result<pb::RenewStreamResult, Status>> {
         match self.rx.message().await {
             Ok(Some(a)) => Some(match (a.renewed, a.error) {
                 (Some(r), _) => Ok(r),
@@ -341,7 +342,7 @@ impl RenewStream {
     }
 
     /// Sends one renewal and waits for its answer.
-    pub async fn renew(&mut self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+    pub async fn renew(&mut self, req: pb::RenewRequest) -> Result<pb::RenewStreamResult, Status> {
         self.send(req).await?;
         self.next()
             .await

@@ -159,8 +159,9 @@ pub struct LeaseDraft {
 /// What a successfully applied command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// The lease after the command (for Delete: as it was when deleted).
-    pub lease: Lease,
+    /// The lease after the command (for Delete: as it was when deleted);
+    /// shared with the state, not copied.
+    pub lease: std::sync::Arc<Lease>,
     /// The revision of this change (the cluster revision after it).
     pub revision: u64,
     /// The lease object was created by this command.

@@ -169,7 +169,7 @@ impl State {
                 });
                 self.history.push(event.clone(), &opts.history);
                 let applied = Applied {
-                    lease: lease.as_ref().clone(),
+                    lease: lease.clone(),
                     revision,
                     created,
                     newly_acquired,
