@@ -10,7 +10,7 @@
 #   --warmup S          warmup seconds per run (default 2)
 #   --repeats N         runs of each system per configuration (default 1)
 #   --clients "A B"     concurrencies (default "1 16 64")
-#   --workloads "W..."  load workloads (default "renew acquire mixed")
+#   --workloads "W..."  load workloads (default "renew acquire mixed keepalive")
 #   --no-watch          skip the watch run (16 clients, 4 watchers)
 #   --no-failover       skip the failover run (16 clients, leader SIGKILLed)
 #   --no-build          use the binary built last time (target/bench/bin)
@@ -33,7 +33,7 @@ duration=8
 warmup=2
 repeats=1
 clients="1 16 64"
-workloads="renew acquire mixed"
+workloads="renew acquire mixed keepalive"
 watch=1
 failover=1
 build=1

@@ -382,12 +382,15 @@ async fn wiped_follower_catches_up_from_snapshot() {
     // openraft keeps `max_in_snapshot_log_to_keep` (1000, set in
     // src/raft/node.rs) entries behind the last snapshot, so the log is
     // purged past its start only once the snapshot index exceeds that.
-    // Ten holders renewing concurrently get there quickly.
+    // Ten holders renewing concurrently get there (their renewals share
+    // entries, so how many it takes depends on the batching): they renew
+    // until the leader's snapshot is far enough.
     const WRITERS: usize = 10;
-    const RENEWALS: usize = 110;
+    let far_enough = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let client = client.clone();
+        let stop = far_enough.clone();
         tasks.push(tokio::spawn(async move {
             let name = format!("w-{w}");
             let holder = format!("writer-{w}");
@@ -396,7 +399,7 @@ async fn wiped_follower_catches_up_from_snapshot() {
                 .await
                 .expect("acquire")
                 .fencing_token;
-            for _ in 0..RENEWALS {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 client
                     .renew(renew_req("snap", &name, &holder, token))
                     .await
@@ -404,15 +407,21 @@ async fn wiped_follower_catches_up_from_snapshot() {
             }
         }));
     }
+    let d = Deadline::new(
+        "the leader's snapshot to pass the 1000 kept entries",
+        Duration::from_secs(60),
+    );
+    loop {
+        let st = c.status(leader).await.expect("leader status");
+        if st.snapshot_index > 1000 + 20 {
+            break;
+        }
+        d.check(st.snapshot_index).await;
+    }
+    far_enough.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await.expect("writer");
     }
-    let st = c.status(leader).await.expect("leader status");
-    assert!(
-        st.snapshot_index > 1000 + 20,
-        "leader snapshot index {} should be past the 1000 kept entries, so the log start is purged",
-        st.snapshot_index
-    );
 
     let f = follower_of(&c, leader);
     c.kill(f);
@@ -990,6 +999,23 @@ async fn errors_follow_the_documented_model() {
     c.assert_no_crashes();
 }
 
+/// A client that reaches the leader through a follower sends its next calls
+/// to the leader directly (the follower names it in the forwarded reply).
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_learn_the_leader_from_a_forwarded_reply() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let client = c.client_for(&[f, leader]);
+    assert_eq!(client.preferred_endpoint(), c.endpoint(f));
+    client
+        .acquire(acquire_req("route", "a", "h", 30))
+        .await
+        .expect("acquire through the follower");
+    assert_eq!(client.preferred_endpoint(), c.endpoint(leader));
+    c.assert_no_crashes();
+}
+
 /// 8. Kubernetes-style compare-and-swap with Put.
 #[tokio::test(flavor = "multi_thread")]
 async fn put_is_compare_and_swap() {
@@ -1191,5 +1217,203 @@ async fn retries_with_the_same_request_id_apply_once() {
         Code::FailedPrecondition,
         reason::LEASE_LOST,
     );
+    c.assert_no_crashes();
+}
+
+/// A lease near the size limit: labels and annotations filling most of 512
+/// KiB.
+fn big_lease(ns: &str, name: &str) -> pb::PutRequest {
+    let labels: HashMap<String, String> = (0..2_000)
+        .map(|i| (format!("big.example.com/label-{i}"), "v".repeat(60)))
+        .collect();
+    let annotations: HashMap<String, String> = (0..2)
+        .map(|i| (format!("note-{i}"), "a".repeat(120 * 1024)))
+        .collect();
+    let mut m = meta(ns, name, 0).expect("meta");
+    m.labels = labels;
+    m.annotations = annotations;
+    put_req(
+        Some(m),
+        pb::LeaseSpec {
+            holder_identity: format!("holder-of-{name}"),
+            lease_duration_seconds: Some(60),
+            ..Default::default()
+        },
+    )
+}
+
+fn encoded_len(l: &pb::Lease) -> usize {
+    use prost::Message;
+    l.encoded_len()
+}
+
+/// Regression (issue 10): a lease with about 4 MiB of labels was accepted and
+/// could then never be read back (replies are bounded by the message limit).
+/// Now a lease over 512 KiB is refused naming the field, and every lease that
+/// is accepted can be read, listed (pages bounded by bytes), watched, and
+/// forwarded through a follower.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_accepted_lease_can_be_read_listed_watched_and_forwarded() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let via_follower = c.client_for(&[f]);
+
+    // Too big: refused, naming the largest part, through the follower.
+    let mut too_big = big_lease("big", "too-big");
+    let m = too_big.lease.as_mut().unwrap().metadata.as_mut().unwrap();
+    m.labels
+        .extend((0..4_000).map(|i| (format!("more.example.com/label-{i}"), "v".repeat(60))));
+    let s = expect_err("a lease over the limit", via_follower.put(too_big).await);
+    assert_invalid("too big", &s, "metadata.labels");
+    assert!(s.message().len() < 1024, "{} bytes", s.message().len());
+
+    let mut watch = via_follower
+        .watch_on(
+            0,
+            pb::WatchRequest {
+                namespace: "big".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("watch");
+
+    const N: usize = 9;
+    for i in 0..N {
+        let r = via_follower
+            .put(big_lease("big", &format!("l{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("put of a large lease through a follower: {e:?}"));
+        let l = lease_of(r.lease);
+        assert!(encoded_len(&l) > 400 * 1024, "{} bytes", encoded_len(&l));
+    }
+    // Read back, linearizable through the follower (forwarded) and stale.
+    for stale in [false, true] {
+        let g = via_follower
+            .get(get_req("big", "l0", stale))
+            .await
+            .expect("get a large lease");
+        assert_eq!(lease_of(g.lease).metadata.unwrap().labels.len(), 2_000);
+    }
+    // Listed in pages bounded by bytes: more than one page, every lease once.
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = via_follower
+            .list(pb::ListRequest {
+                namespace: "big".into(),
+                continue_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list large leases");
+        pages += 1;
+        let bytes: usize = page.items.iter().map(encoded_len).sum();
+        assert!(bytes <= 3 * 1024 * 1024, "page of {bytes} bytes");
+        names.extend(page.items.iter().map(|l| l.metadata.clone().unwrap().name));
+        if page.continue_token.is_empty() {
+            break;
+        }
+        token = page.continue_token;
+    }
+    assert!(pages > 1, "{pages} pages");
+    let expected: Vec<String> = (0..N).map(|i| format!("l{i}")).collect();
+    assert_eq!(names, expected);
+    // Watched: every one arrives.
+    let mut seen = Vec::new();
+    while seen.len() < N {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("watch event in time")
+            .expect("watch stream")
+            .expect("watch open");
+        if let Some(l) = e.lease {
+            seen.push(l.metadata.unwrap().name);
+        }
+    }
+    assert_eq!(seen, expected);
+    c.assert_no_crashes();
+}
+
+/// `RenewStream`: one stream to the leader renews many leases, answers come
+/// in order, and a failed renewal is an answer (the same error a `Renew`
+/// call gets), not the end of the stream. A follower refuses the stream,
+/// naming the leader, and the client opens it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renew_stream_renews_many_leases_in_order() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    let f = follower_of(&c, leader);
+    let client = c.client_for(&[f, leader]);
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let r = client
+            .acquire(acquire_req("stream", &format!("l{i}"), "agent", 30))
+            .await
+            .expect("acquire");
+        tokens.push(r.fencing_token);
+    }
+
+    // Straight to the follower: refused with the leader's address.
+    let raw = leasehold::api::limits::leases_client(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.endpoint(f)))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect"),
+    )
+    .renew_stream(tokio_stream::iter(Vec::<pb::RenewRequest>::new()))
+    .await;
+    let s = expect_err("a renew stream on a follower", raw.map(|_| ()));
+    let m = assert_status(
+        "stream on a follower",
+        &s,
+        Code::Unavailable,
+        reason::NOT_LEADER,
+    );
+    assert_eq!(m.get("leaderAddress"), Some(&c.endpoint(leader)));
+
+    let mut stream = client.renew_stream().await.expect("open the stream");
+    for (i, t) in tokens.iter().enumerate() {
+        stream
+            .send(renew_req("stream", &format!("l{i}"), "agent", *t))
+            .await
+            .expect("send");
+    }
+    stream
+        .send(renew_req("stream", "l0", "agent", tokens[0] + 1000))
+        .await
+        .expect("send");
+    stream
+        .send(renew_req("stream", "Bad_Name", "agent", 1))
+        .await
+        .expect("send");
+    for (i, t) in tokens.iter().enumerate() {
+        let r = stream.next().await.expect("an answer").expect("renewed");
+        assert_eq!(r.fencing_token, *t, "answer {i} in order");
+        let read = client
+            .get(get_req("stream", &format!("l{i}"), false))
+            .await
+            .expect("get");
+        assert_eq!(rv_holder_token(&lease_of(read.lease)).0, r.resource_version);
+        assert!(r.expire_time_micros > 0);
+    }
+    let lost = stream.next().await.expect("an answer").unwrap_err();
+    assert_status(
+        "stale token in a stream",
+        &lost,
+        Code::FailedPrecondition,
+        reason::LEASE_LOST,
+    );
+    let bad = stream.next().await.expect("an answer").unwrap_err();
+    assert_invalid("bad name in a stream", &bad, "metadata.name");
+    // The stream is still usable.
+    let again = stream
+        .renew(renew_req("stream", "l1", "agent", tokens[1]))
+        .await
+        .expect("renew after errors");
+    assert_eq!(again.fencing_token, tokens[1]);
     c.assert_no_crashes();
 }

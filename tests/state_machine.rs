@@ -63,12 +63,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn normal(term: u64, index: u64, at_micros: i64, command: Command) -> Entry {
     Entry {
         log_id: log_id(term, term, index),
-        payload: EntryPayload::Normal(Proposal {
-            time: t(at_micros),
-            clock_id: term,
-            command,
-            request_id: None,
-        }),
+        payload: EntryPayload::Normal(Proposal::single(t(at_micros), term, command, None)),
     }
 }
 
@@ -135,16 +130,19 @@ fn delete(name: &str, resource_version: Option<u64>) -> Command {
     }
 }
 
-fn applied(r: &CommandResponse) -> &Applied {
+/// The answer to an entry's single op; `None` for a Raft-internal entry.
+type Resp = Option<CommandResponse>;
+
+fn applied(r: &Resp) -> &Applied {
     match r {
-        CommandResponse::Applied(a) => a,
+        Some(CommandResponse::Applied(a)) => a,
         other => panic!("expected Applied, got {other:?}"),
     }
 }
 
-fn refused(r: &CommandResponse) -> &LeaseError {
+fn refused(r: &Resp) -> &LeaseError {
     match r {
-        CommandResponse::Refused(e) => e,
+        Some(CommandResponse::Refused(e)) => e,
         other => panic!("expected Refused, got {other:?}"),
     }
 }
@@ -160,24 +158,25 @@ fn tempdir() -> TempDir {
         .expect("temp dir")
 }
 
-async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) -> Vec<CommandResponse> {
+async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) -> Vec<Resp> {
     let n = entries.len();
     let out = sm.apply(entries).await.expect("apply");
     assert_eq!(out.len(), n, "one response per entry");
-    out
+    out.into_iter()
+        .map(|mut r| {
+            assert!(r.len() <= 1, "one op per entry in these tests");
+            r.pop()
+        })
+        .collect()
 }
 
-async fn apply1(sm: &mut StateMachineStore, entry: Entry) -> CommandResponse {
+async fn apply1(sm: &mut StateMachineStore, entry: Entry) -> Resp {
     apply(sm, vec![entry]).await.remove(0)
 }
 
 /// Appends `entries` to the log, marks them committed, and applies them:
 /// what a node does, so that a restart can replay them.
-async fn commit(
-    log: &mut LogStore,
-    sm: &mut StateMachineStore,
-    entries: Vec<Entry>,
-) -> Vec<CommandResponse> {
+async fn commit(log: &mut LogStore, sm: &mut StateMachineStore, entries: Vec<Entry>) -> Vec<Resp> {
     let last = entries.last().map(|e| e.log_id);
     if log.is_empty() && entries.first().is_some_and(|e| e.log_id.index == 1) {
         // openraft's logs start at index 0 (the initial membership); these
@@ -240,27 +239,28 @@ async fn applies_a_sequence_and_reads_it_back() {
 
     // Raft-internal entries: no command, no revision, but applied.
     let r = apply(&mut sm, vec![membership(1, 1), blank(1, 2)]).await;
-    assert_eq!(r, vec![CommandResponse::None, CommandResponse::None]);
+    assert_eq!(r, vec![None, None]);
     assert_eq!(sm.revision(), 0);
     assert_eq!(sm.applied_index(), 2);
     let (last, mem) = sm.applied_state().await.unwrap();
     assert_eq!(last, Some(log_id(1, 1, 2)));
     assert_eq!(mem, StoredMembership::new(Some(log_id(1, 1, 1)), members()));
 
-    // Acquire creates.
+    // Acquire creates: the first change is revision 1 (revisions count
+    // changes; they are not log indexes).
     let r = apply1(&mut sm, normal(1, 3, 0, acquire("x", "a", 10))).await;
     let a = applied(&r);
-    assert_eq!(a.revision, 3);
+    assert_eq!(a.revision, 1);
     assert!(a.created);
     assert!(a.newly_acquired);
-    assert_eq!(a.lease.fencing_token, 3);
-    assert_eq!(a.lease.resource_version, 3);
+    assert_eq!(a.lease.fencing_token, 1);
+    assert_eq!(a.lease.resource_version, 1);
     assert_eq!(a.lease.spec.renew_time, Some(t(0)));
-    assert_eq!(sm.revision(), 3);
+    assert_eq!(sm.revision(), 1);
     let (stored, rev) = sm.get(&key("x"));
     let stored = stored.map(|l| l.as_ref().clone());
-    assert_eq!(stored.as_ref(), Some(&a.lease));
-    assert_eq!(rev, 3);
+    assert_eq!(stored.as_ref(), Some(a.lease.as_ref()));
+    assert_eq!(rev, 1);
 
     // Another holder is refused: nothing changes but the applied index.
     let r = apply1(&mut sm, normal(1, 4, SEC, acquire("x", "b", 10))).await;
@@ -273,33 +273,33 @@ async fn applies_a_sequence_and_reads_it_back() {
             remaining_millis: 9_100,
         }
     );
-    assert_eq!(sm.revision(), 3, "a refusal is not a revision");
+    assert_eq!(sm.revision(), 1, "a refusal is not a revision");
     assert_eq!(sm.applied_index(), 4);
-    assert_eq!(get(&sm, "x").unwrap().resource_version, 3);
+    assert_eq!(get(&sm, "x").unwrap().resource_version, 1);
 
     // Several entries in one call, touching the same lease: each sees the
     // one before it.
     let r = apply(
         &mut sm,
         vec![
-            normal(1, 5, 2 * SEC, renew("x", "a", 3)),
-            normal(1, 6, 3 * SEC, release("x", "a", 3)),
+            normal(1, 5, 2 * SEC, renew("x", "a", 1)),
+            normal(1, 6, 3 * SEC, release("x", "a", 1)),
             normal(1, 7, 3 * SEC, acquire("x", "b", 10)),
-            normal(1, 8, 4 * SEC, renew("x", "a", 3)),
+            normal(1, 8, 4 * SEC, renew("x", "a", 1)),
         ],
     )
     .await;
     let renewed = applied(&r[0]);
-    assert_eq!(renewed.revision, 5);
+    assert_eq!(renewed.revision, 2);
     assert!(!renewed.newly_acquired);
-    assert_eq!(renewed.lease.fencing_token, 3);
+    assert_eq!(renewed.lease.fencing_token, 1);
     assert_eq!(renewed.lease.spec.renew_time, Some(t(2 * SEC)));
     let released = applied(&r[1]);
     assert_eq!(released.lease.holder(), None);
     assert_eq!(released.lease.fencing_token, 0);
     let taken = applied(&r[2]);
     assert!(taken.newly_acquired);
-    assert_eq!(taken.lease.fencing_token, 7);
+    assert_eq!(taken.lease.fencing_token, 4);
     assert_eq!(taken.lease.spec.lease_transitions, Some(1));
     assert_eq!(
         refused(&r[3]),
@@ -310,9 +310,9 @@ async fn applies_a_sequence_and_reads_it_back() {
             },
         }
     );
-    assert_eq!(sm.revision(), 7);
+    assert_eq!(sm.revision(), 4);
     assert_eq!(sm.applied_index(), 8);
-    assert_eq!(get(&sm, "x").as_ref(), Some(&taken.lease));
+    assert_eq!(get(&sm, "x").as_ref(), Some(taken.lease.as_ref()));
 
     // Put and delete.
     let draft = LeaseDraft {
@@ -340,27 +340,27 @@ async fn applies_a_sequence_and_reads_it_back() {
     .await;
     let put = applied(&r);
     assert!(put.created);
-    assert_eq!(put.lease.fencing_token, 9);
-    let r = apply1(&mut sm, normal(1, 10, 5 * SEC, delete("y", Some(8)))).await;
+    assert_eq!(put.lease.fencing_token, 5);
+    let r = apply1(&mut sm, normal(1, 10, 5 * SEC, delete("y", Some(4)))).await;
     assert_eq!(
         refused(&r),
         &LeaseError::Conflict {
             key: key("y"),
-            expected: 8,
-            actual: 9
+            expected: 4,
+            actual: 5
         }
     );
     // Deleting a held lease waits until it could be granted to someone else
     // (created at 5 s for 40 s, plus the 1 % margin).
-    let r = apply1(&mut sm, normal(1, 11, 50 * SEC, delete("y", Some(9)))).await;
+    let r = apply1(&mut sm, normal(1, 11, 50 * SEC, delete("y", Some(5)))).await;
     let deleted = applied(&r);
-    assert_eq!(deleted.revision, 11);
+    assert_eq!(deleted.revision, 6);
     assert_eq!(
         deleted.lease, put.lease,
         "Delete returns the lease as it was"
     );
     assert_eq!(get(&sm, "y"), None);
-    assert_eq!(sm.revision(), 11);
+    assert_eq!(sm.revision(), 6);
     let r = apply1(&mut sm, normal(1, 12, 5 * SEC, delete("y", None))).await;
     assert_eq!(refused(&r), &LeaseError::NotFound { key: key("y") });
 
@@ -370,7 +370,7 @@ async fn applies_a_sequence_and_reads_it_back() {
     // command the edge would refuse is applied by the lease rules alone.
     let r = apply1(&mut sm, normal(1, 13, 50 * SEC, acquire("x", "a", 0))).await;
     assert_eq!(applied(&r).lease.spec.lease_duration_seconds, Some(0));
-    assert_eq!(sm.revision(), 13);
+    assert_eq!(sm.revision(), 7);
     assert_eq!(sm.applied_index(), 13);
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1, 13)));
     assert_eq!(sm.lease_count(), 1);
@@ -567,12 +567,12 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
     let a = applied(&r);
     assert!(a.newly_acquired);
     assert_eq!(a.lease.holder(), Some("b"));
-    assert_eq!(a.lease.fencing_token, 7);
+    assert_eq!(a.lease.fencing_token, 4, "the fourth change");
     assert_eq!(sm.clock().epoch_start, t(e));
 
     // A new leader whose clock is behind: the epoch starts at the monotonic
     // time, not at its stamp ...
-    apply1(&mut sm, normal(3, 8, 5 * SEC, renew("x", "b", 7))).await;
+    apply1(&mut sm, normal(3, 8, 5 * SEC, renew("x", "b", 4))).await;
     assert_eq!(
         sm.clock(),
         SmClock {
@@ -585,7 +585,7 @@ async fn a_new_leader_starts_an_epoch_and_waits_a_full_duration() {
     );
     // ... and time then advances by that leader's elapsed time, without
     // waiting for its clock to catch up.
-    apply1(&mut sm, normal(3, 9, 7 * SEC, renew("x", "b", 7))).await;
+    apply1(&mut sm, normal(3, 9, 7 * SEC, renew("x", "b", 4))).await;
     assert_eq!(sm.clock().now, t(free + 2 * SEC));
 }
 
@@ -600,7 +600,7 @@ async fn state_survives_a_restart() {
             membership(1, 1),
             normal(1, 2, 0, acquire_in(NS, "x", "a", 10, &[("app", "web")])),
             normal(1, 3, SEC, acquire("y", "b", 10)),
-            normal(1, 4, 2 * SEC, renew("x", "a", 2)),
+            normal(1, 4, 2 * SEC, renew("x", "a", 1)),
             normal(1, 5, 2 * SEC, acquire("x", "c", 10)),
         ],
     )
@@ -616,7 +616,7 @@ async fn state_survives_a_restart() {
     let (_log, mut sm) = reopen(dir.path()).await;
     assert_eq!(sm.applied_state().await.unwrap(), state);
     assert_eq!(sm.applied_index(), 5);
-    assert_eq!(sm.revision(), 4);
+    assert_eq!(sm.revision(), 3);
     assert_eq!(sm.clock(), clock);
     assert_eq!(
         sm.list("", &Selector::everything(), None, lim(0)).items,
@@ -624,62 +624,65 @@ async fn state_survives_a_restart() {
     );
     // And it carries on: the same leader's next entry stays in its epoch,
     // and the old token still renews.
-    let r = apply1(&mut sm, normal(1, 6, 3 * SEC, renew("x", "a", 2))).await;
-    assert_eq!(applied(&r).lease.fencing_token, 2);
+    let r = apply1(&mut sm, normal(1, 6, 3 * SEC, renew("x", "a", 1))).await;
+    assert_eq!(applied(&r).lease.fencing_token, 1);
     assert_eq!(sm.clock().epoch_start, t(0));
+}
+
+/// The WAL segment of a data directory (there is one in these tests).
+fn wal_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a WAL segment")
 }
 
 #[tokio::test]
 async fn another_format_version_is_refused() {
     let dir = tempdir();
     {
-        let (_log, mut sm) = open(dir.path());
-        apply1(&mut sm, normal(1, 1, 0, acquire("x", "a", 10))).await;
+        let (mut log, mut sm) = open(dir.path());
+        commit(
+            &mut log,
+            &mut sm,
+            vec![normal(1, 1, 0, acquire("x", "a", 10))],
+        )
+        .await;
     }
     // Reopening with the right version works.
     drop(open(dir.path()));
 
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let stored = db.get(b"format_version").unwrap().expect("version written");
-        assert_eq!(stored.as_ref(), &store::FORMAT_VERSION.to_be_bytes());
-        db.insert(
-            b"format_version",
-            &(store::FORMAT_VERSION + 1).to_be_bytes(),
-        )
-        .unwrap();
-        db.flush().unwrap();
-    }
+    // The version is in every segment's header (bytes 8..12, big-endian).
+    let seg = wal_segment(dir.path());
+    let mut data = std::fs::read(&seg).unwrap();
+    assert_eq!(&data[8..12], &store::FORMAT_VERSION.to_be_bytes());
+    data[8..12].copy_from_slice(&(store::FORMAT_VERSION + 1).to_be_bytes());
+    std::fs::write(&seg, &data).unwrap();
     let err = match store::open(dir.path()) {
-        Ok(_) => panic!("a database of another format version was opened"),
+        Ok(_) => panic!("a log of another format version was opened"),
         Err(e) => format!("{e:#}"),
     };
     assert!(
         err.contains(&format!("version {}", store::FORMAT_VERSION + 1)),
         "{err}"
     );
-
-    // A corrupt version is refused too.
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.insert(b"format_version", b"x".as_slice()).unwrap();
-        db.flush().unwrap();
-    }
-    assert!(store::open(dir.path()).is_err());
+    assert!(err.contains(&seg.display().to_string()), "{err}");
 }
 
 #[tokio::test]
-async fn data_without_a_format_version_is_refused() {
+async fn a_data_directory_of_the_sled_format_is_refused_with_what_to_do() {
     let dir = tempdir();
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.open_tree("something")
-            .unwrap()
-            .insert(b"k", b"v")
-            .unwrap();
-        db.flush().unwrap();
-    }
-    assert!(store::open(dir.path()).is_err());
+    std::fs::create_dir_all(dir.path().join("db")).unwrap();
+    std::fs::write(dir.path().join("db").join("conf"), b"segment_size: 524288").unwrap();
+    let err = match store::open(dir.path()) {
+        Ok(_) => panic!("a sled data directory was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("format version 4 or earlier"), "{err}");
+    assert!(err.contains("member replace"), "{err}");
 }
 
 #[tokio::test]
@@ -738,7 +741,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_a_restart() {
         assert_eq!(leases, src_leases);
         assert_eq!(sm.get(&key("stale")).0, None);
         assert_eq!(sm.get(&key("late")).0, None);
-        assert_eq!(sm.revision(), 5);
+        assert_eq!(sm.revision(), 3);
         assert_eq!(
             sm.clock(),
             SmClock {
@@ -779,8 +782,8 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_a_restart() {
             remaining_millis: 7_100,
         }
     );
-    let r = apply1(&mut dst, normal(2, 8, 9 * SEC, renew("x", "a", 2))).await;
-    assert_eq!(applied(&r).lease.fencing_token, 2);
+    let r = apply1(&mut dst, normal(2, 8, 9 * SEC, renew("x", "a", 1))).await;
+    assert_eq!(applied(&r).lease.fencing_token, 1);
 }
 
 #[tokio::test]
@@ -845,7 +848,7 @@ async fn refused_commands_leave_the_expiry_index_alone() {
 
 fn with_id(mut e: Entry, id: &str) -> Entry {
     if let EntryPayload::Normal(p) = &mut e.payload {
-        p.request_id = Some(id.to_string());
+        p.ops[0].request_id = Some(id.to_string());
     }
     e
 }
@@ -906,7 +909,7 @@ async fn a_request_id_is_applied_at_most_once() {
     .await
     .remove(0);
     assert_eq!(retry, first);
-    assert_eq!(sm.revision(), 4);
+    assert_eq!(sm.revision(), 3);
     assert_eq!(
         get(&sm, "x")
             .and_then(|l| l.holder().map(String::from))
@@ -924,7 +927,7 @@ async fn a_request_id_is_applied_at_most_once() {
     )
     .await;
     assert_eq!(rs[0], rs[1]);
-    assert_eq!(get(&sm, "y").map(|l| l.resource_version), Some(6));
+    assert_eq!(get(&sm, "y").map(|l| l.resource_version), Some(4));
 
     // Remembered across a restart (the records are rebuilt by replaying the
     // log) ...
@@ -1085,11 +1088,11 @@ async fn the_same_log_gives_the_same_answers_and_state_however_it_is_batched() {
     let (_, answers, state) = &results[0];
     // The boundary cases came out as intended.
     let acq = |i: usize| match &answers[i] {
-        CommandResponse::Applied(a) => a.lease.fencing_token,
+        Some(CommandResponse::Applied(a)) => a.lease.fencing_token,
         other => panic!("entry {i}: {other:?}"),
     };
-    assert_eq!(acq(1), 2, "r-x granted at 2");
-    assert_eq!(acq(4), 5, "r-x expired: applied anew, a new tenure");
+    assert_eq!(acq(1), 1, "r-x granted at revision 1");
+    assert_eq!(acq(4), 4, "r-x expired: applied anew, a new tenure");
     assert_eq!(answers[5], answers[2], "r-y still remembered");
     assert_eq!(answers[6], answers[2], "r-y still remembered");
     assert_ne!(answers[7], answers[2], "r-y forgotten a microsecond later");
@@ -1158,4 +1161,51 @@ async fn a_restarted_leader_resuming_its_term_starts_a_new_epoch() {
     )
     .await;
     assert!(matches!(refused(&r), LeaseError::Held { .. }), "{r:?}");
+}
+
+/// A leader batches concurrent writes into one entry: its ops are applied
+/// in order, each seeing the ones before it, each change with its own
+/// revision (revisions count changes, so tokens stay unique), each request
+/// id deduplicated on its own.
+#[tokio::test]
+async fn the_ops_of_one_entry_apply_in_order_each_with_its_own_revision() {
+    let dir = tempdir();
+    let (_log, mut sm) = open(dir.path());
+    let op = |command: Command, id: Option<&str>| leasehold::lease::Op {
+        command,
+        request_id: id.map(String::from),
+    };
+    let entry = Entry {
+        log_id: log_id(1, 1, 1),
+        payload: EntryPayload::Normal(Proposal {
+            time: t(0),
+            clock_id: 1,
+            ops: vec![
+                op(acquire("x", "a", 10), Some("r1")),
+                op(acquire("x", "b", 10), None), // refused: held by a
+                op(release("x", "a", 1), None),
+                op(acquire("x", "b", 10), Some("r2")),
+                op(acquire("x", "a", 10), Some("r1")), // a retry of the first
+            ],
+        }),
+    };
+    let mut out = sm.apply(vec![entry]).await.expect("apply");
+    let r = out.remove(0);
+    assert_eq!(r.len(), 5);
+    let tokens: Vec<Option<u64>> = r
+        .iter()
+        .map(|x| match x {
+            CommandResponse::Applied(a) => Some(a.lease.fencing_token),
+            CommandResponse::Refused(_) => None,
+        })
+        .collect();
+    assert_eq!(tokens, vec![Some(1), None, Some(0), Some(3), Some(1)]);
+    assert_eq!(r[4], r[0], "the retry gets the first answer");
+    assert_eq!(sm.revision(), 3, "three changes; the refusal is none");
+    assert_eq!(
+        get(&sm, "x")
+            .and_then(|l| l.holder().map(String::from))
+            .as_deref(),
+        Some("b")
+    );
 }

@@ -1246,3 +1246,87 @@ async fn watcher_on_a_follower_that_installs_a_snapshot() {
         "the follower caught up from a snapshot: {st:?}"
     );
 }
+
+/// Regression (issue 10): a lease that stopped matching a watch's label
+/// selector (through a Put that changed its labels) was never reported to
+/// that watcher, which then kept a lease that no longer matched. As in
+/// Kubernetes, it is DELETED for that watcher (carrying the lease as it
+/// was), and ADDED when it matches again; replay from history agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_leaving_a_selection_is_deleted_for_that_watcher() {
+    let c = Cluster::start(1).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let client = c.client();
+    let watch = |start: u64| {
+        let client = &client;
+        async move {
+            client
+                .watch_on(
+                    0,
+                    pb::WatchRequest {
+                        namespace: "sel".into(),
+                        label_selector: "app=web".into(),
+                        start_revision: start,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("watch")
+        }
+    };
+    let acquired = client
+        .acquire(pb::AcquireRequest {
+            namespace: "sel".into(),
+            name: "x".into(),
+            holder: "h".into(),
+            lease_duration_seconds: 30,
+            labels: HashMap::from([("app".into(), "web".into())]),
+            request_id: String::new(),
+        })
+        .await
+        .expect("acquire");
+    let first = acquired.lease.clone().unwrap();
+    let start = first.metadata.as_ref().unwrap().resource_version;
+    let mut live = watch(start).await;
+    let relabel = |l: &pb::Lease, app: &str| {
+        let mut l = l.clone();
+        l.metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("app".into(), app.into());
+        pb::PutRequest {
+            lease: Some(l),
+            request_id: String::new(),
+        }
+    };
+    let moved = lease_of(client.put(relabel(&first, "db")).await.expect("put").lease);
+    let back = lease_of(client.put(relabel(&moved, "web")).await.expect("put").lease);
+    let rv = |l: &pb::Lease| l.metadata.as_ref().unwrap().resource_version;
+    let app = |e: &pb::WatchEvent| {
+        e.lease.as_ref().unwrap().metadata.as_ref().unwrap().labels["app"].clone()
+    };
+    let expected = [
+        (Type::Added, start, "web"),
+        (Type::Deleted, rv(&moved), "web"),
+        (Type::Added, rv(&back), "web"),
+    ];
+    for (name, stream) in [("live", &mut live), ("replayed", &mut watch(start).await)] {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let e = next_msg(stream, EVENT_TIMEOUT, name)
+                .await
+                .expect("stream")
+                .expect("open");
+            if type_of(&e) != Type::Progress {
+                got.push((type_of(&e), e.revision, app(&e)));
+            }
+        }
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(t, r, a)| (*t, *r, a.to_string()))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+    c.assert_no_crashes();
+}

@@ -70,6 +70,7 @@ pub async fn status(node: &Node) -> pb::StatusResponse {
         members,
         incarnation: node.meta.incarnation(),
         cluster_id: node.meta.cluster_id().unwrap_or_default(),
+        snapshot_in_progress: node.sm.snapshot_in_progress(),
     }
 }
 

@@ -25,6 +25,10 @@ use tonic::{Request, Response, Status};
 
 /// Request metadata marking a call forwarded by another node.
 pub const FORWARDED_HEADER: &str = "x-leasehold-forwarded";
+/// Response metadata naming the leader (`host:port`) that served a call this
+/// node forwarded: clients that can reach it send their next calls there
+/// directly, saving the hop.
+pub const LEADER_HEADER: &str = "x-leasehold-leader";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node without a known leader waits for an election before
 /// answering UNAVAILABLE.
@@ -75,7 +79,11 @@ where
                     .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
                 fwd.set_timeout(FORWARD_TIMEOUT);
                 tracing::debug!(leader = id, %addr, "forwarding to leader");
-                return remote(channel, fwd).await;
+                let mut resp = remote(channel, fwd).await?;
+                if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+                    resp.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                return Ok(resp);
             }
             Err(NodeError::NotLeader { leader: None }) if !waited => {
                 waited = true;
@@ -105,6 +113,76 @@ fn non_empty(s: &str) -> Option<String> {
 
 fn storage(e: anyhow::Error) -> NodeError {
     NodeError::Storage(format!("{e:#}"))
+}
+
+/// The answers of a `RenewStream`.
+pub type RenewStreamOut =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::RenewStreamResponse, Status>> + Send>>;
+
+/// Renewals a stream may have in flight at once; past this the server stops
+/// reading the stream until answers are taken (back-pressure).
+const STREAM_IN_FLIGHT: usize = 1024;
+
+/// Runs the renewals of one stream: each request is proposed like a Renew
+/// (so renewals of all streams and calls share log entries), and answered
+/// in request order.
+fn renew_stream(
+    node: Arc<Node>,
+    mut inbound: tonic::Streaming<pb::RenewRequest>,
+) -> RenewStreamOut {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+    tokio::spawn(async move {
+        let mut pending = futures::stream::FuturesOrdered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                m = inbound.message(), if open && pending.len() < STREAM_IN_FLIGHT => match m {
+                    Ok(Some(r)) => pending.push_back(renew_in_stream(node.clone(), r)),
+                    Ok(None) => open = false,
+                    // The client went away or broke the stream.
+                    Err(_) => return,
+                },
+                Some(answer) = pending.next(), if !pending.is_empty() => {
+                    if tx.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                else => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+async fn renew_in_stream(node: Arc<Node>, m: pb::RenewRequest) -> pb::RenewStreamResponse {
+    let mut answer = pb::RenewStreamResponse {
+        namespace: m.namespace.clone(),
+        name: m.name.clone(),
+        request_id: m.request_id.clone(),
+        ..Default::default()
+    };
+    let result = node
+        .propose_once(
+            Command::Renew {
+                key: LeaseKey::new(m.namespace, m.name),
+                holder: m.holder,
+                fencing_token: m.fencing_token,
+            },
+            non_empty(&m.request_id),
+        )
+        .await;
+    match result {
+        Ok(a) => {
+            answer.renewed = Some(pb::RenewStreamResult {
+                resource_version: a.lease.resource_version,
+                fencing_token: a.lease.fencing_token,
+                expire_time_micros: a.lease.expire_time().map_or(0, |t| t.as_micros()),
+            })
+        }
+        Err(e) => answer.error = Some(super::status::to_stream_error(&Status::from(e))),
+    }
+    answer
 }
 
 /// Converts a page's leases until the encoded items reach
@@ -314,6 +392,28 @@ impl pb::leases_server::Leases for LeasesService {
             |c, r| async move { leases_client(c).delete(r).await },
         )
         .await
+    }
+
+    type RenewStreamStream = RenewStreamOut;
+
+    async fn renew_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::RenewRequest>>,
+    ) -> Result<Response<Self::RenewStreamStream>, Status> {
+        let node = self.node.clone();
+        if !node.is_leader() {
+            // Served by the leader only; give a starting cluster a moment.
+            if node.leader().is_none() {
+                node.wait_for_leader(LEADER_WAIT).await;
+            }
+            if !node.is_leader() {
+                return Err(NodeError::NotLeader {
+                    leader: node.leader(),
+                }
+                .into());
+            }
+        }
+        Ok(Response::new(renew_stream(node, req.into_inner())))
     }
 
     type WatchStream = super::watch::WatchStream;

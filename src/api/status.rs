@@ -267,6 +267,35 @@ impl From<LeaseError> for Status {
     }
 }
 
+/// A status as an error inside a stream (`RenewStream`).
+pub fn to_stream_error(s: &Status) -> crate::proto::v1::StreamError {
+    let (reason, metadata) = error_info(s).unwrap_or_default();
+    crate::proto::v1::StreamError {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        reason,
+        metadata: metadata.into_iter().collect(),
+    }
+}
+
+/// The status an error inside a stream stands for, with its ErrorInfo, so
+/// that clients handle it exactly as a unary call's status.
+pub fn from_stream_error(e: &crate::proto::v1::StreamError) -> Status {
+    let meta: Vec<(&str, String)> = e
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let field = e.metadata.get("field").map(String::as_str);
+    status(
+        Code::from_i32(e.code),
+        e.message.clone(),
+        &e.reason,
+        &meta,
+        field.map(|f| (f, e.message.as_str())),
+    )
+}
+
 /// The ErrorInfo of a status, if it has one from Leasehold.
 pub fn error_info(s: &Status) -> Option<(String, HashMap<String, String>)> {
     let d = s.get_error_details();

@@ -44,6 +44,10 @@ pub enum Workload {
     Failover,
     /// Many leases: load, memory, disk, restart.
     Scale,
+    /// Each client renews its leases over a stream: Leasehold's
+    /// `RenewStream` (replicated, durable) against etcd's `LeaseKeepAlive`
+    /// (leader-local, not replicated).
+    Keepalive,
 }
 
 impl Workload {
@@ -56,6 +60,7 @@ impl Workload {
             Workload::Watch => "watch",
             Workload::Failover => "failover",
             Workload::Scale => "scale",
+            Workload::Keepalive => "keepalive",
         }
     }
 }
@@ -113,6 +118,17 @@ pub struct WatchOptions {
     pub watchers: usize,
 }
 
+/// Background scanners of the `renew` workload: clients that list every
+/// lease, page after page, with a selector, while the renewals are measured
+/// (a cluster-wide selector list matching nothing is the worst scan).
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Concurrent scanners (0: none).
+    pub scanners: usize,
+    /// Their label selector.
+    pub selector: String,
+}
+
 /// Options of the `failover` workload.
 #[derive(Debug, Clone)]
 pub struct FailoverOptions {
@@ -132,6 +148,8 @@ pub struct ScaleOptions {
     pub restart_cmd: Option<String>,
     /// Which node to restart (default: a follower).
     pub restart_node: Option<u64>,
+    /// Acquisitions in flight while loading.
+    pub load_concurrency: usize,
 }
 
 /// Everything one run needs.
@@ -169,6 +187,8 @@ pub struct LoadConfig {
     pub series_interval: Duration,
     /// `watch` options.
     pub watch: WatchOptions,
+    /// `renew`: background scanners.
+    pub scan: ScanOptions,
     /// `failover` options.
     pub failover: FailoverOptions,
     /// `scale` options.

@@ -60,5 +60,6 @@ pub async fn run(workload: Workload, cfg: LoadConfig) -> Result<Report, BenchErr
         Workload::Watch => workload::watch::run(&cfg, target).await,
         Workload::Failover => workload::failover::run(&cfg, target).await,
         Workload::Scale => workload::scale::run(&cfg, target).await,
+        Workload::Keepalive => workload::keepalive::run(&cfg, target).await,
     }
 }

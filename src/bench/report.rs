@@ -103,6 +103,23 @@ pub struct Setup {
     pub seconds: f64,
 }
 
+/// Background scanners of the `renew` workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanReport {
+    /// Concurrent scanners.
+    pub scanners: usize,
+    /// Their selector.
+    pub selector: String,
+    /// Full scans completed in the measured window.
+    pub passes: u64,
+    /// List pages answered in the measured window.
+    pub pages: u64,
+    /// Latency of one page.
+    pub page_ms: Percentiles,
+    /// Failed pages.
+    pub errors: u64,
+}
+
 /// Figures of the `watch` workload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WatchReport {
@@ -210,6 +227,18 @@ pub struct ScaleReport {
     pub restart_to_serving_ms: Option<f64>,
     /// RSS of the restarted node once serving, MiB.
     pub rss_mib_after_restart: Option<f64>,
+    /// Snapshot builds seen (on any node) during the renew phase.
+    #[serde(default)]
+    pub snapshots_seen: u64,
+    /// Latency of the renewals sent or answered while a snapshot was being
+    /// written on some node.
+    #[serde(default)]
+    pub renew_during_snapshot_ms: Percentiles,
+    /// Per data directory after the renew phase: (path, WAL MiB, snapshot
+    /// MiB). The snapshot is the live data; the WAL is what a restart
+    /// replays on top of it.
+    #[serde(default)]
+    pub disk_parts_mib_after_renew: Vec<(String, f64, f64)>,
 }
 
 /// The result of one run.
@@ -274,6 +303,9 @@ pub struct Report {
     pub series: Vec<SeriesPoint>,
     /// `watch` figures.
     pub watch: Option<WatchReport>,
+    /// `renew` with background scanners.
+    #[serde(default)]
+    pub scan: Option<ScanReport>,
     /// `failover` figures.
     pub failover: Option<FailoverReport>,
     /// `scale` figures.
@@ -369,6 +401,7 @@ impl Report {
             series_interval_ms: interval_ms,
             series: series(&totals.series, interval_ms),
             watch: None,
+            scan: None,
             failover: None,
             scale: None,
         }
@@ -447,6 +480,14 @@ impl Report {
                 f(s.rss_mib_end, " MiB"),
                 f(s.rss_mib_max, " MiB")
             );
+        }
+        if let Some(sc) = &self.scan {
+            let _ = writeln!(
+                o,
+                "  scans      {} scanners ({:?}): {} full scans, {} pages, {} errors",
+                sc.scanners, sc.selector, sc.passes, sc.pages, sc.errors
+            );
+            let _ = writeln!(o, "  page       {}", sc.page_ms.line());
         }
         if let Some(w) = &self.watch {
             let _ = writeln!(
@@ -528,6 +569,18 @@ impl Report {
                 rss(&s.rss_mib_after_renew),
                 disk(&s.disk_mib_after_renew)
             );
+            let _ = writeln!(
+                o,
+                "  snapshots  {} seen while renewing; renewals meanwhile: {}",
+                s.snapshots_seen,
+                s.renew_during_snapshot_ms.line()
+            );
+            for (p, wal, snap) in &s.disk_parts_mib_after_renew {
+                let _ = writeln!(
+                    o,
+                    "  disk parts {p}: wal {wal:.1} MiB, snapshot {snap:.1} MiB"
+                );
+            }
             if let Some(id) = s.restarted_id {
                 let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
                 let _ = writeln!(

@@ -9,7 +9,9 @@
 
 use super::output::{self, Format};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE};
-use crate::bench::config::{parse_server_pids, FailoverOptions, ScaleOptions, WatchOptions};
+use crate::bench::config::{
+    parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions,
+};
 use crate::bench::{self, BenchError, LoadConfig, TargetKind, Workload};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -19,7 +21,20 @@ use std::time::Duration;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Each client keeps its own leases renewed (node heartbeats).
-    Renew(LoadArgs),
+    Renew {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Background clients that list every lease in every namespace,
+        /// page after page, with --scan-selector, while renewals are
+        /// measured (shows whether long scans stall writes).
+        #[arg(long, default_value_t = 0)]
+        scanners: usize,
+        /// Label selector of the scanners (default: one that matches
+        /// nothing, so every scan examines every lease).
+        #[arg(long, default_value = "leasehold.io/bench-scan=none")]
+        scan_selector: String,
+    },
     /// Candidates contend for a few leases: acquire, release when granted.
     Acquire(LoadArgs),
     /// 80% renew, 10% acquire/release, 8% get, 2% list.
@@ -43,6 +58,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5.0)]
         kill_after: f64,
     },
+    /// Each client renews its own leases over a stream (Leasehold's
+    /// RenewStream, replicated; etcd's LeaseKeepAlive, leader-local).
+    /// Default: one lease per client.
+    Keepalive(LoadArgs),
     /// Load many leases; memory, disk, disk after renewals, restart time.
     Scale {
         /// Load flags.
@@ -62,6 +81,9 @@ pub enum BenchCommand {
         /// Node to kill and restart (default: a follower).
         #[arg(long)]
         restart_node: Option<u64>,
+        /// Acquisitions in flight while loading.
+        #[arg(long, default_value_t = 512)]
+        load_concurrency: usize,
     },
     /// Print the side-by-side table (ours / etcd) of JSON reports.
     Table {
@@ -141,6 +163,7 @@ pub fn config(
         Workload::Acquire => (10, 15, 10.0, 2.0, 1000),
         Workload::Failover => (10_000, 40, 15.0, 0.0, 100),
         Workload::Scale => (1_000_000, 3600, 10.0, 0.0, 1000),
+        Workload::Keepalive => (a.clients, 40, 10.0, 2.0, 1000),
         _ => (10_000, 40, 10.0, 2.0, 1000),
     };
     let cfg = LoadConfig {
@@ -163,6 +186,7 @@ pub fn config(
         progress: !a.quiet,
         series_interval: Duration::from_millis(a.series_ms.unwrap_or(series_ms)),
         watch: WatchOptions { watchers: 0 },
+        scan: ScanOptions::default(),
         failover: FailoverOptions {
             kill_after: Duration::ZERO,
         },
@@ -171,6 +195,7 @@ pub fn config(
             renew_for: Duration::ZERO,
             restart_cmd: None,
             restart_node: None,
+            load_concurrency: 512,
         },
     };
     cfg.validate()?;
@@ -188,9 +213,10 @@ fn exit_code(e: &BenchError) -> i32 {
 /// Runs `leasehold bench ...`; returns the exit code.
 pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchCommand) -> i32 {
     let (workload, load) = match &cmd {
-        BenchCommand::Renew(l) => (Workload::Renew, l),
+        BenchCommand::Renew { load, .. } => (Workload::Renew, load),
         BenchCommand::Acquire(l) => (Workload::Acquire, l),
         BenchCommand::Mixed(l) => (Workload::Mixed, l),
+        BenchCommand::Keepalive(l) => (Workload::Keepalive, l),
         BenchCommand::Watch { load, .. } => (Workload::Watch, load),
         BenchCommand::Failover { load, .. } => (Workload::Failover, load),
         BenchCommand::Scale { load, .. } => (Workload::Scale, load),
@@ -206,6 +232,14 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
     };
     match &cmd {
         BenchCommand::Watch { watchers, .. } => cfg.watch.watchers = *watchers,
+        BenchCommand::Renew {
+            scanners,
+            scan_selector,
+            ..
+        } => {
+            cfg.scan.scanners = *scanners;
+            cfg.scan.selector = scan_selector.clone();
+        }
         BenchCommand::Failover { kill_after, .. } => match secs("kill-after", *kill_after) {
             Ok(d) => cfg.failover.kill_after = d,
             Err(e) => {
@@ -218,6 +252,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
             renew_minutes,
             restart_cmd,
             restart_node,
+            load_concurrency,
             ..
         } => {
             cfg.scale = ScaleOptions {
@@ -231,6 +266,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
                 },
                 restart_cmd: restart_cmd.clone(),
                 restart_node: *restart_node,
+                load_concurrency: (*load_concurrency).max(1),
             }
         }
         _ => {}

@@ -1,21 +1,25 @@
 //! A Rust client for Leasehold with endpoint failover.
 //!
 //! Holds one lazily connected channel per endpoint. A call goes to the
-//! endpoint that answered last; when it is unreachable or answers
+//! endpoint that answered last, or to the leader once a node that forwarded
+//! a call named it (`x-leasehold-leader`) and it is one of the endpoints:
+//! writes then skip the extra hop through a follower. When it is unreachable or answers
 //! UNAVAILABLE (no leader known, leader unreachable, node shutting down), the
 //! call is retried on the next endpoint; after a round of failures it backs
 //! off (50 ms doubling to 1 s) and goes round again. Every call has one
 //! deadline covering all attempts (default 10 s).
 //!
-//! Every write carries a request id (a UUID chosen once per call, unless the
-//! caller set one), so retrying after an ambiguous failure (the connection
-//! broke after the leader got the request) is safe: the cluster applies a
-//! request id at most once and answers a retry with the first attempt's
-//! result.
+//! Every write but a renewal carries a request id (a UUID chosen once per
+//! call, unless the caller set one), so retrying after an ambiguous failure
+//! (the connection broke after the leader got the request) is safe: the
+//! cluster applies a request id at most once and answers a retry with the
+//! first attempt's result. A renewal needs none: applied twice it renews the
+//! same tenure twice, and once the tenure ended a retry is refused
+//! `LEASE_LOST`, which is the truth (callers may still set one).
 
+use crate::api::limits::leases_client;
 use crate::proto::v1 as pb;
 use crate::proto::v1::cluster_client::ClusterClient;
-use crate::api::limits::leases_client;
 use crate::raft::network::Channels;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,6 +79,12 @@ impl Client {
         &self.endpoints
     }
 
+    /// The endpoint the next call goes to first: the one that answered
+    /// last, or the leader a forwarding node named.
+    pub fn preferred_endpoint(&self) -> &str {
+        &self.endpoints[self.preferred.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
     async fn call<T, R, F, Fut>(&self, msg: T, f: F) -> Result<R, Status>
     where
         T: Clone,
@@ -106,7 +116,13 @@ impl Client {
                 req.set_timeout(remaining);
                 match f(channel, req).await {
                     Ok(r) => {
-                        self.preferred.store(idx, Ordering::Relaxed);
+                        let leader = r
+                            .metadata()
+                            .get(crate::api::leases::LEADER_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|addr| self.endpoints.iter().position(|e| e == addr));
+                        self.preferred
+                            .store(leader.unwrap_or(idx), Ordering::Relaxed);
                         return Ok(r.into_inner());
                     }
                     Err(s) if s.code() == Code::Unavailable => {
@@ -137,21 +153,62 @@ impl Client {
         mut req: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).acquire(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).acquire(r).await })
+            .await
     }
 
     /// Renews the caller's tenure.
-    pub async fn renew(&self, mut req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
-        with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).renew(r).await },
-        )
-        .await
+    pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+        self.call(req, |c, r| async move { leases_client(c).renew(r).await })
+            .await
+    }
+
+    /// Opens a stream of renewals to the leader (`RenewStream`): one stream
+    /// renews any number of leases, each renewal replicated and durable like
+    /// [`Client::renew`]. Tries the endpoints from the preferred one; a node
+    /// that is not the leader names it, and the stream is opened there.
+    pub async fn renew_stream(&self) -> Result<RenewStream, Status> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let n = self.endpoints.len();
+        let mut idx = self.preferred.load(Ordering::Relaxed) % n;
+        let mut backoff = Duration::from_millis(50);
+        let mut tried = 0usize;
+        loop {
+            let endpoint = &self.endpoints[idx];
+            let channel = self.channels.get(endpoint).map_err(|e| {
+                Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"))
+            })?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            // No deadline on the call: it would end the stream.
+            let req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            match leases_client(channel).renew_stream(req).await {
+                Ok(r) => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    return Ok(RenewStream {
+                        tx,
+                        rx: r.into_inner(),
+                    });
+                }
+                Err(s) if s.code() == Code::Unavailable => {
+                    let named = crate::api::status::error_info(&s)
+                        .and_then(|(_, m)| m.get("leaderAddress").cloned())
+                        .and_then(|a| self.endpoints.iter().position(|e| *e == a));
+                    tried += 1;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(s);
+                    }
+                    idx = match named {
+                        Some(l) if l != idx => l,
+                        _ => (idx + 1) % n,
+                    };
+                    if tried % n == 0 {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+                Err(s) => return Err(s),
+            }
+        }
     }
 
     /// Releases the caller's tenure.
@@ -160,11 +217,8 @@ impl Client {
         mut req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).release(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).release(r).await })
+            .await
     }
 
     /// Reads one lease.
@@ -175,21 +229,15 @@ impl Client {
 
     /// Lists leases (one page).
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).list(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).list(r).await })
+            .await
     }
 
     /// Deletes a lease.
     pub async fn delete(&self, mut req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
         with_request_id(&mut req.request_id);
-        self.call(
-            req,
-            |c, r| async move { leases_client(c).delete(r).await },
-        )
-        .await
+        self.call(req, |c, r| async move { leases_client(c).delete(r).await })
+            .await
     }
 
     /// Creates or compare-and-swap updates a lease.
@@ -258,6 +306,47 @@ impl Client {
             ClusterClient::new(c).remove_member(r).await
         })
         .await
+    }
+}
+
+/// A stream of renewals to the leader ([`Client::renew_stream`]). Answers
+/// come in the order the renewals were sent.
+pub struct RenewStream {
+    tx: tokio::sync::mpsc::Sender<pb::RenewRequest>,
+    rx: tonic::Streaming<pb::RenewStreamResponse>,
+}
+
+impl RenewStream {
+    /// Sends a renewal; its answer comes from [`RenewStream::next`], in
+    /// order. (No request id is added: see the module doc.)
+    pub async fn send(&self, req: pb::RenewRequest) -> Result<(), Status> {
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| Status::unavailable("the renew stream is closed"))
+    }
+
+    /// The next answer: the renewal's result, or the error a `Renew` call
+    /// would have returned (typed errors work on it). `None` when the stream
+    /// ended.
+    pub async fn next(&mut self) -> Option<Result<pb::RenewStreamResult, Status>> {
+        match self.rx.message().await {
+            Ok(Some(a)) => Some(match (a.renewed, a.error) {
+                (Some(r), _) => Ok(r),
+                (None, Some(e)) => Err(crate::api::status::from_stream_error(&e)),
+                (None, None) => Err(Status::internal("an empty renew stream answer")),
+            }),
+            Ok(None) => None,
+            Err(s) => Some(Err(s)),
+        }
+    }
+
+    /// Sends one renewal and waits for its answer.
+    pub async fn renew(&mut self, req: pb::RenewRequest) -> Result<pb::RenewStreamResult, Status> {
+        self.send(req).await?;
+        self.next()
+            .await
+            .unwrap_or_else(|| Err(Status::unavailable("the renew stream ended")))
     }
 }
 

@@ -12,31 +12,61 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A command stamped by the leader that proposed it.
+/// Commands stamped by the leader that proposed them: one Raft log entry.
+///
+/// A leader groups the writes that arrive together into one proposal
+/// (`raft::proposer`), so that one append, one sync and one replication
+/// round carry all of them. They are applied in order, each as if it were
+/// alone, all at the entry's time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
-    /// The proposing leader's clock when it proposed the command. Replicas
+    /// The proposing leader's clock when it proposed the commands. Replicas
     /// never substitute their own clock; the state machine keeps its time
-    /// monotonic with `max(previous, time)`.
+    /// monotonic (see `state::clock`).
     pub time: Timestamp,
     /// Which clock stamped `time`: a random number the proposing process
     /// chose when it started. Stamps with the same clock id were read from
     /// one monotonic clock, so their differences are elapsed time; a leader
     /// that restarts and resumes its old term (openraft lets it) stamps with
-    /// a new clock id, which starts a new epoch (see
-    /// `store::state_machine::advance_clock`).
+    /// a new clock id, which starts a new epoch (see `state::clock`).
     pub clock_id: u64,
+    /// What to do, in order.
+    pub ops: Vec<Op>,
+}
+
+/// One client write in a [`Proposal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
     /// What to do.
     pub command: Command,
     /// The client's idempotency key, if it sent one: a command with a key
     /// already applied within the retention window is not applied again (see
-    /// `store::dedup`).
+    /// `state::dedup`).
     pub request_id: Option<String>,
+}
+
+impl Proposal {
+    /// A proposal of one command.
+    pub fn single(
+        time: Timestamp,
+        clock_id: u64,
+        command: Command,
+        request_id: Option<String>,
+    ) -> Self {
+        Proposal {
+            time,
+            clock_id,
+            ops: vec![Op {
+                command,
+                request_id,
+            }],
+        }
+    }
 }
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}@{}", self.command, self.time)
+        write!(f, "{} ops @{}", self.ops.len(), self.time)
     }
 }
 
@@ -129,9 +159,10 @@ pub struct LeaseDraft {
 /// What a successfully applied command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// The lease after the command (for Delete: as it was when deleted).
-    pub lease: Lease,
-    /// The cluster revision after the command.
+    /// The lease after the command (for Delete: as it was when deleted);
+    /// shared with the state, not copied.
+    pub lease: std::sync::Arc<Lease>,
+    /// The revision of this change (the cluster revision after it).
     pub revision: u64,
     /// The lease object was created by this command.
     pub created: bool,
@@ -139,13 +170,15 @@ pub struct Applied {
     pub newly_acquired: bool,
 }
 
-/// The state machine's reply to one log entry (openraft's `R`).
+/// The state machine's reply to one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
     /// The command was applied.
     Applied(Applied),
     /// The command was refused; nothing changed.
     Refused(LeaseError),
-    /// A Raft-internal entry (blank or membership): no command.
-    None,
 }
+
+/// The state machine's reply to one log entry (openraft's `R`): one
+/// response per op of a proposal, none for a Raft-internal entry.
+pub type EntryResponse = Vec<CommandResponse>;

@@ -67,3 +67,69 @@ impl Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{LeaseKey, LeaseSpec};
+
+    fn lease(app: &str) -> Arc<Lease> {
+        Arc::new(Lease {
+            key: LeaseKey::new("ns", "a"),
+            uid: String::new(),
+            resource_version: 1,
+            creation_timestamp: Timestamp::default(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            annotations: Default::default(),
+            spec: LeaseSpec::default(),
+            fencing_token: 0,
+            expired: false,
+        })
+    }
+
+    fn kind_through(e: &Event, app: &str) -> Option<(EventKind, String)> {
+        match e.seen_through(|l| l.labels.get("app").map(String::as_str) == Some(app)) {
+            Visible::No => None,
+            Visible::As(k, l) => Some((k, l.labels["app"].clone())),
+        }
+    }
+
+    #[test]
+    fn a_lease_leaving_or_entering_a_selection_is_deleted_or_added_for_that_watcher() {
+        let moved = Event {
+            revision: 5,
+            time: Timestamp::default(),
+            kind: EventKind::Modified,
+            lease: lease("db"),
+            prev: Some(lease("web")),
+        };
+        assert_eq!(
+            kind_through(&moved, "web"),
+            Some((EventKind::Deleted, "web".into())),
+            "leaves the selection: DELETED carrying the lease as it was"
+        );
+        assert_eq!(
+            kind_through(&moved, "db"),
+            Some((EventKind::Added, "db".into()))
+        );
+        assert_eq!(kind_through(&moved, "cache"), None);
+        let same = Event {
+            prev: None,
+            ..moved.clone()
+        };
+        assert_eq!(
+            kind_through(&same, "db"),
+            Some((EventKind::Modified, "db".into()))
+        );
+        assert_eq!(kind_through(&same, "web"), None);
+        let deleted = Event {
+            kind: EventKind::Deleted,
+            prev: None,
+            ..moved
+        };
+        assert_eq!(
+            kind_through(&deleted, "db"),
+            Some((EventKind::Deleted, "db".into()))
+        );
+    }
+}

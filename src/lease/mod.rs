@@ -12,7 +12,7 @@ pub mod selector;
 pub mod time;
 pub mod validate;
 
-pub use command::{Applied, Command, CommandResponse, LeaseDraft, Proposal};
+pub use command::{Applied, Command, CommandResponse, EntryResponse, LeaseDraft, Op, Proposal};
 pub use error::{LeaseError, LostReason};
 pub use event::{Event, EventKind, Visible};
 pub use model::{Lease, LeaseKey, LeaseSpec};

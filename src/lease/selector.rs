@@ -491,6 +491,19 @@ impl<'a> Parser<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn long_selectors_are_refused_and_errors_quote_a_prefix() {
+        let long = format!("a={}", "v".repeat(MAX_SELECTOR_LEN));
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 1024, "{} bytes", e.len());
+        assert!(e.contains("at most"), "{e}");
+        // Just within the limit but malformed: the message stays short.
+        let bad = format!("{}!", "k".repeat(MAX_SELECTOR_LEN - 10));
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.len() < 1024, "{} bytes: {e}", e.len());
+    }
+
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

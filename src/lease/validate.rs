@@ -784,6 +784,69 @@ mod tests {
         );
     }
 
+    /// Regression (issue 10): error fields and reasons echoed whole keys and
+    /// values, so a 1 MiB label key came back in the status, its metadata
+    /// and the logs. They quote a short prefix now.
+    #[test]
+    fn errors_quote_only_a_short_prefix_of_the_input() {
+        let huge = "k".repeat(1 << 20);
+        let bad = labels(&[(huge.as_str(), "v")]);
+        let err = validate_labels("metadata.labels", &bad).unwrap_err();
+        let LeaseError::Invalid { field, reason } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(field.len() < 200, "field is {} bytes", field.len());
+        assert!(field.starts_with("metadata.labels[\"kkk"), "{field}");
+        assert!(reason.len() < 1024, "reason is {} bytes", reason.len());
+        assert!(reason.contains("1048576 bytes"), "{reason}");
+        let holder = "h".repeat(10_000);
+        let e = validate_holder("holder", &holder).unwrap_err().to_string();
+        assert!(e.len() < 1024, "{} bytes", e.len());
+    }
+
+    #[test]
+    fn a_lease_larger_than_the_limit_is_refused_naming_its_largest_part() {
+        let key = LeaseKey::new("ns", "a");
+        let many = |n: usize, tag: &str| -> BTreeMap<String, String> {
+            (0..n)
+                .map(|i| (format!("{tag}.example.com/k{i}"), "v".repeat(60)))
+                .collect()
+        };
+        // About 100 bytes per entry.
+        let small = many(100, "a");
+        let big = many(8_000, "b");
+        assert!(validate_lease_size(&key, ("metadata.labels", &small), None, &[]).is_ok());
+        let e = validate_lease_size(
+            &key,
+            ("metadata.labels", &small),
+            Some(("metadata.annotations", &big)),
+            &[Some("holder")],
+        )
+        .unwrap_err();
+        assert_eq!(field_of(Err(e.clone())), "metadata.annotations");
+        assert!(e.to_string().contains("524288"), "{e}");
+        let e = validate_lease_size(
+            &key,
+            ("metadata.labels", &big),
+            Some(("metadata.annotations", &small)),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(field_of(Err(e)), "metadata.labels");
+        // Through validate_command too: a Put with big labels.
+        let draft = LeaseDraft {
+            key,
+            resource_version: 0,
+            labels: big,
+            annotations: BTreeMap::new(),
+            spec: LeaseSpec::default(),
+        };
+        assert_eq!(
+            field_of(validate_command(&Command::Put { draft })),
+            "metadata.labels"
+        );
+    }
+
     #[test]
     fn annotations_rules() {
         let ok = labels(&[

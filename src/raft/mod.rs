@@ -3,5 +3,6 @@
 
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod sweeper;
 pub mod types;

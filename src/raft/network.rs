@@ -211,16 +211,16 @@ mod tests {
     fn entry(index: u64, holder_len: usize) -> crate::raft::types::Entry {
         crate::raft::types::Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal {
-                time: Timestamp::from_micros(0),
-                clock_id: 0,
-                command: Command::Renew {
+            payload: EntryPayload::Normal(Proposal::single(
+                Timestamp::from_micros(0),
+                0,
+                Command::Renew {
                     key: LeaseKey::new("ns", "a"),
                     holder: "h".repeat(holder_len),
                     fencing_token: 1,
                 },
-                request_id: None,
-            }),
+                None,
+            )),
         }
     }
 

@@ -6,9 +6,10 @@
 //! [`NodeError`]s.
 
 use super::network::{Channels, Network};
+use super::proposer::Proposer;
 use super::types::{Member, NodeId, Raft};
 use crate::lease::validate::validate_command;
-use crate::lease::{Applied, Command, CommandResponse, LeaseError, Proposal, Timestamp};
+use crate::lease::{Applied, Command, CommandResponse, LeaseError, Op, Timestamp};
 use crate::store::node_meta::{derive_cluster_id, NodeMeta};
 use crate::store::{self, StateMachineStore};
 use anyhow::bail;
@@ -82,7 +83,7 @@ pub enum InitialClusterState {
 }
 
 /// Why a node-level operation failed. Mapped to gRPC in `api::status`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// The lease domain refused the command.
     #[error(transparent)]
@@ -128,6 +129,8 @@ pub struct Node {
     pub clock: StampClock,
     /// This data directory's identity (incarnation, cluster id).
     pub meta: NodeMeta,
+    /// Where writes are batched into proposals.
+    proposer: Proposer,
 }
 
 /// Longest accepted request id.
@@ -242,13 +245,15 @@ impl Node {
             sm.clone(),
         )
         .await?;
+        let clock = StampClock::new();
         Ok(Arc::new(Node {
             id: cfg.id,
             advertise: cfg.advertise.clone(),
+            proposer: Proposer::start(raft.clone(), clock),
             raft,
             sm,
             channels,
-            clock: StampClock::new(),
+            clock,
             meta,
         }))
     }
@@ -437,41 +442,16 @@ impl Node {
         if let Some(id) = &request_id {
             validate_request_id(id)?;
         }
-        // Stamp only as the leader: a node that is not (yet) the leader must
-        // not carry a time from before its election into its first entry.
-        if !self.is_leader() {
-            return Err(NodeError::NotLeader {
-                leader: self.leader(),
-            });
-        }
-        let proposal = Proposal {
-            time: self.clock.now(),
-            clock_id: self.clock.id(),
-            command,
-            request_id,
-        };
-        let written = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.client_write(proposal)).await;
-        let Ok(written) = written else {
-            return Err(NodeError::OutcomeUnknown(format!(
-                "not committed within {} s (lost quorum?); the write may or may not take effect",
-                REQUEST_TIMEOUT.as_secs()
-            )));
-        };
-        match written {
-            Ok(resp) => match resp.data {
-                CommandResponse::Applied(a) => Ok(a),
-                CommandResponse::Refused(e) => Err(NodeError::Lease(e)),
-                CommandResponse::None => Err(NodeError::Storage(
-                    "command entry produced no response".into(),
-                )),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(self.not_leader(f.leader_id, f.leader_node))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(NodeError::Membership(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
+        let response = self
+            .proposer
+            .submit(Op {
+                command,
+                request_id,
+            })
+            .await?;
+        match response {
+            CommandResponse::Applied(a) => Ok(a),
+            CommandResponse::Refused(e) => Err(NodeError::Lease(e)),
         }
     }
 

@@ -1,6 +1,6 @@
 //! openraft's type configuration for Leasehold.
 
-use crate::lease::{CommandResponse, Proposal};
+use crate::lease::{EntryResponse, Proposal};
 use std::io::Cursor;
 
 /// A node id. Operators choose them (`--id`); they must be unique and never
@@ -38,10 +38,10 @@ impl std::fmt::Display for Member {
 
 openraft::declare_raft_types!(
     /// The Raft types: log entries carry a leader-stamped [`Proposal`] and
-    /// applying one yields a [`CommandResponse`].
+    /// applying one yields one response per op ([`EntryResponse`]).
     pub TypeConfig:
         D = Proposal,
-        R = CommandResponse,
+        R = EntryResponse,
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,

@@ -1,4 +1,5 @@
-//! Applying one command entry to the [`State`].
+//! Applying one command entry (a [`Proposal`] of one or more ops) to the
+//! [`State`].
 //!
 //! The order of steps is the contract every replica follows, entry by
 //! entry, so that the same log gives the same state and the same answers
@@ -7,11 +8,15 @@
 //! 1. advance the clock with the entry's stamp ([`SmClock::advance`]);
 //! 2. drop request-id records and history events older than their
 //!    retention at the new time;
-//! 3. if the entry carries a request id seen within the retention: answer
-//!    with the first answer (same command) or refuse (another command);
-//! 4. apply the command to the stored lease with the pure `lease::apply`;
-//! 5. store the effect, move the lease in the indexes, add the event to
-//!    the history, and remember the answer under the request id.
+//! 3. then for each op, in order:
+//!    1. if it carries a request id seen within the retention: answer with
+//!       the first answer (same command) or refuse (another command);
+//!    2. apply the command to the stored lease with the pure `lease::apply`,
+//!       at the next revision (the cluster revision plus one; a refusal
+//!       does not use it up);
+//!    3. store the effect, move the lease in the indexes, add the event to
+//!       the history, and remember the answer under the request id (evicting
+//!       the oldest record past the count bound).
 //!
 //! [`SmClock::advance`]: super::clock::SmClock::advance
 
@@ -20,7 +25,7 @@ use super::dedup::{fingerprint, Record, Seen};
 use super::history::HistoryLimits;
 use super::State;
 use crate::lease::apply::{apply, ApplyContext, Effect};
-use crate::lease::{Applied, CommandResponse, Event, EventKind, LeaseError, Proposal};
+use crate::lease::{Applied, CommandResponse, Event, EventKind, LeaseError, Op, Proposal};
 use std::sync::Arc;
 
 /// A node's own settings that shape what it keeps (never what it answers).
@@ -40,29 +45,45 @@ pub struct ApplyOptions {
 /// Where a command entry sits in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryPosition {
-    /// Its log index: the revision a change it makes gets.
+    /// Its log index.
     pub index: u64,
     /// The leader that appended it.
     pub leader: EpochLeader,
 }
 
 impl State {
-    /// Applies one command entry; returns the answer and the change event,
-    /// if the command changed a lease.
-    pub fn apply_command(
+    /// Applies one command entry; returns one answer per op and the change
+    /// events, in revision order.
+    pub fn apply_proposal(
         &mut self,
         at: EntryPosition,
         proposal: &Proposal,
         opts: &ApplyOptions,
-    ) -> (CommandResponse, Option<Arc<Event>>) {
+    ) -> (Vec<CommandResponse>, Vec<Arc<Event>>) {
         self.clock
             .advance(proposal.time, proposal.clock_id, at.leader);
         let now = self.clock.now;
         self.dedup.expire(now);
         self.history.expire(now, &opts.history);
+        let mut responses = Vec::with_capacity(proposal.ops.len());
+        let mut events = Vec::new();
+        for op in &proposal.ops {
+            let (r, e) = self.apply_op(at, op, opts);
+            responses.push(r);
+            events.extend(e);
+        }
+        (responses, events)
+    }
 
-        let fp = proposal.request_id.as_ref().map(|id| {
-            let fp = fingerprint(&proposal.command);
+    fn apply_op(
+        &mut self,
+        at: EntryPosition,
+        op: &Op,
+        opts: &ApplyOptions,
+    ) -> (CommandResponse, Option<Arc<Event>>) {
+        let now = self.clock.now;
+        let fp = op.request_id.as_ref().map(|id| {
+            let fp = fingerprint(&op.command);
             (id, fp)
         });
         if let Some((id, fp)) = &fp {
@@ -87,23 +108,20 @@ impl State {
             }
         }
 
+        let revision = self.revision + 1;
         let ctx = ApplyContext {
-            revision: at.index,
+            revision,
             now,
             epoch_start: self.clock.epoch_start,
         };
-        let key = proposal.command.key();
+        let key = op.command.key();
         let current = self
             .leases
             .get_key_value(key)
             .map(|(k, v)| (k.clone(), v.clone()));
-        let result = apply(
-            &proposal.command,
-            current.as_ref().map(|(_, l)| l.as_ref()),
-            &ctx,
-        );
+        let result = apply(&op.command, current.as_ref().map(|(_, l)| l.as_ref()), &ctx);
         #[cfg(debug_assertions)]
-        let result = fault_put_client_times(opts, &proposal.command, result);
+        let result = fault_put_client_times(opts, &op.command, result);
         let (response, event) = match result {
             Err(e) => (CommandResponse::Refused(e), None),
             Ok(effect) => {
@@ -139,11 +157,11 @@ impl State {
                         )
                     }
                 };
-                self.revision = at.index;
+                self.revision = revision;
                 let labels_changed = kind != EventKind::Deleted
                     && prev.as_ref().is_some_and(|p| p.labels != lease.labels);
                 let event = Arc::new(Event {
-                    revision: at.index,
+                    revision,
                     time: now,
                     kind,
                     lease: lease.clone(),
@@ -151,8 +169,8 @@ impl State {
                 });
                 self.history.push(event.clone(), &opts.history);
                 let applied = Applied {
-                    lease: lease.as_ref().clone(),
-                    revision: at.index,
+                    lease: lease.clone(),
+                    revision,
                     created,
                     newly_acquired,
                 };

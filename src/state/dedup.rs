@@ -82,7 +82,9 @@ pub enum Seen {
 /// The records, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct Dedup {
-    by_id: imbl::HashMap<String, Arc<Record>>,
+    /// Keyed by shared strings: a node copied when the map changes after a
+    /// snapshot took a copy costs reference counts, not allocations.
+    by_id: imbl::HashMap<Arc<str>, Arc<Record>>,
     order: imbl::Vector<Arc<Record>>,
 }
 
@@ -141,7 +143,7 @@ impl Dedup {
     }
 
     fn push(&mut self, r: Arc<Record>) {
-        if let Some(old) = self.by_id.insert(r.id.clone(), r.clone()) {
+        if let Some(old) = self.by_id.insert(Arc::from(r.id.as_str()), r.clone()) {
             // Only reachable through `from_records` with duplicate ids (a
             // corrupt snapshot): keep the newer record, forget the older.
             self.order.retain(|o| !Arc::ptr_eq(o, &old));
@@ -153,10 +155,10 @@ impl Dedup {
         if let Some(r) = self.order.pop_front() {
             if self
                 .by_id
-                .get(&r.id)
+                .get(r.id.as_str())
                 .is_some_and(|current| Arc::ptr_eq(current, &r))
             {
-                self.by_id.remove(&r.id);
+                self.by_id.remove(r.id.as_str());
             }
         }
     }
@@ -175,13 +177,19 @@ mod tests {
         }
     }
 
+    fn none() -> CommandResponse {
+        CommandResponse::Refused(crate::lease::LeaseError::NotFound {
+            key: LeaseKey::new("ns", "a"),
+        })
+    }
+
     fn record(id: &str, index: u64, secs: i64, c: &Command) -> Record {
         Record {
             id: id.into(),
             index,
             time: Timestamp::from_micros(secs * 1_000_000),
             fingerprint: fingerprint(c),
-            response: CommandResponse::None,
+            response: none(),
         }
     }
 
@@ -194,7 +202,7 @@ mod tests {
         d.insert(record("r2", 2, 60, &b));
         assert_eq!(
             d.check("r1", &fingerprint(&a)),
-            Seen::Repeat(Box::new(CommandResponse::None))
+            Seen::Repeat(Box::new(none()))
         );
         assert_eq!(
             d.check("r1", &fingerprint(&b)),

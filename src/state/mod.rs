@@ -47,10 +47,13 @@ use std::sync::Arc;
 /// How many index entries a sweep examines per command it may propose.
 const SWEEP_SCAN_FACTOR: usize = 8;
 
+/// The leases by key.
+pub type LeaseMap = OrdMap<Arc<LeaseKey>, Arc<Lease>>;
+
 /// The replicated state.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    leases: OrdMap<Arc<LeaseKey>, Arc<Lease>>,
+    leases: LeaseMap,
     clock: SmClock,
     revision: u64,
     history: History,
@@ -134,6 +137,30 @@ impl State {
         }
     }
 
+    /// A state rebuilt from a snapshot whose leases were already put in a
+    /// map while it was read.
+    pub fn from_map(
+        identity_gc_age_micros: i64,
+        parts: Parts<
+            LeaseMap,
+            impl IntoIterator<Item = Event>,
+            impl IntoIterator<Item = dedup::Record>,
+        >,
+    ) -> Self {
+        let mut indexes = Indexes::new(identity_gc_age_micros);
+        for (key, lease) in parts.leases.iter() {
+            indexes.insert(key, lease);
+        }
+        State {
+            leases: parts.leases,
+            clock: parts.clock,
+            revision: parts.revision,
+            history: History::from_parts(parts.history_compacted, parts.events),
+            dedup: Dedup::from_records(parts.dedup),
+            indexes,
+        }
+    }
+
     /// The parts a snapshot stores, borrowed.
     #[allow(clippy::type_complexity)]
     pub fn parts(
@@ -150,6 +177,20 @@ impl State {
             leases: self.leases.values().map(|l| l.as_ref()),
             events: self.history.events().map(|e| e.as_ref()),
             dedup: self.dedup.records(),
+        }
+    }
+
+    /// A copy for readers: everything but the request-id records, which
+    /// only the applier and snapshots use. (A reader's copy of them would
+    /// make the applier's next inserts copy the paths they touch.)
+    pub fn reader_view(&self) -> State {
+        State {
+            leases: self.leases.clone(),
+            clock: self.clock,
+            revision: self.revision,
+            history: self.history.clone(),
+            dedup: Dedup::default(),
+            indexes: self.indexes.clone(),
         }
     }
 
@@ -296,12 +337,7 @@ mod tests {
     }
 
     fn run(s: &mut State, index: u64, leader: u64, at: i64, command: Command) -> CommandResponse {
-        let p = Proposal {
-            time: t(at),
-            clock_id: leader,
-            command,
-            request_id: None,
-        };
+        let p = Proposal::single(t(at), leader, command, None);
         let at = EntryPosition {
             index,
             leader: EpochLeader {
@@ -309,7 +345,9 @@ mod tests {
                 node: leader,
             },
         };
-        s.apply_command(at, &p, &ApplyOptions::default()).0
+        s.apply_proposal(at, &p, &ApplyOptions::default())
+            .0
+            .remove(0)
     }
 
     /// Regression (issue 10): after a leader change the collector proposed
@@ -328,7 +366,10 @@ mod tests {
             duration_seconds: 10,
             labels,
         };
-        assert!(matches!(run(&mut s, 1, 1, 0, acquire), CommandResponse::Applied(_)));
+        assert!(matches!(
+            run(&mut s, 1, 1, 0, acquire),
+            CommandResponse::Applied(_)
+        ));
         // A new leader's epoch starts at 20 s: the tenure runs to 30 s and
         // the lease may change hands (or be deleted) at 30.1 s.
         run(

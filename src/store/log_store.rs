@@ -1,111 +1,69 @@
-//! openraft's `RaftLogStorage` over sled.
+//! openraft's `RaftLogStorage` over the [`Wal`]: a thin adapter.
 //!
-//! Durability rule: `append` reports completion through the callback only
-//! after `flush_async` returned, and `save_vote` returns only after its flush,
-//! so nothing Raft counts on is acknowledged before it is on disk.
+//! Durability rule: `append` reports completion through openraft's callback
+//! only after the WAL's `fdatasync` of the entries returned; `save_vote` and
+//! `truncate` return only after theirs (see `store::wal`).
 
 use super::io_err;
-use super::keys::{decode, encode, log_index, log_key};
+use super::wal::Wal;
 use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
-
-/// The Raft log, vote and committed index. Cheap to clone (sled handles are
-/// shared), which is how openraft gets its separate log reader.
+/// The Raft log, vote and committed index. Cheap to clone (the WAL is
+/// shared), which is how openraft gets its separate log readers.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+    wal: Wal,
 }
 
-fn logs_err(verb: ErrorVerb, e: &(impl std::error::Error + 'static)) -> StorageError {
-    io_err(verb, ErrorSubject::Logs, e)
+fn err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: std::io::Error) -> StorageError {
+    io_err(verb, subject, &e)
 }
 
 impl LogStore {
-    pub(crate) fn open(db: sled::Db) -> anyhow::Result<Self> {
-        Ok(LogStore {
-            log: db.open_tree("raft_log")?,
-            meta: db.open_tree("raft_meta")?,
-            db,
-        })
+    pub(crate) fn new(wal: Wal) -> Self {
+        LogStore { wal }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-        subject: ErrorSubject<NodeId>,
-    ) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self
-            .meta
-            .get(key)
-            .map_err(|e| io_err(ErrorVerb::Read, subject.clone(), &e))?
-        else {
-            return Ok(None);
-        };
-        decode(&bytes)
-            .map(Some)
-            .map_err(|e| io_err(ErrorVerb::Read, subject, &e))
+    /// The WAL (for tests and status).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
     }
 
-    fn write_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        subject: ErrorSubject<NodeId>,
-    ) -> Result<(), StorageError> {
-        let bytes = encode(value).map_err(|e| io_err(ErrorVerb::Write, subject.clone(), &e))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| io_err(ErrorVerb::Write, subject, &e))?;
-        Ok(())
-    }
-
-    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_err(ErrorVerb::Write, subject, &e))?;
-        Ok(())
-    }
-
-    fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-        decode(bytes).map_err(|e| logs_err(ErrorVerb::Read, &e))
-    }
-
-    /// Appends `entries` and makes them durable. What `append` does before
-    /// it reports completion to openraft; public so tests can build a log
-    /// without openraft's callback (which only openraft can create).
+    /// Appends `entries` and waits until they are durable: what `append`
+    /// does before it reports completion to openraft; public so tests can
+    /// build a log without openraft's callback (which only openraft can
+    /// create).
     pub async fn append_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, &e))?;
-            batch.insert(&log_key(entry.log_id.index), bytes);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Write, &e))?;
-        self.flush(ErrorSubject::Logs).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.wal
+            .append(entries.into_iter().collect(), super::wal::Done::Notify(tx))
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        rx.await
+            .map_err(|_| {
+                err(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Write,
+                    std::io::Error::other("the WAL writer has stopped"),
+                )
+            })?
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     /// Number of entries currently stored (for status and tests).
     pub fn len(&self) -> usize {
-        self.log.len()
+        self.wal.len()
     }
 
     /// Whether the log holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
+        self.wal.is_empty()
     }
 }
 
@@ -114,21 +72,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => *i,
-            Bound::Excluded(i) => i.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let mut out = Vec::new();
-        for item in self.log.range(log_key(start)..) {
-            let (k, v) = item.map_err(|e| logs_err(ErrorVerb::Read, &e))?;
-            let Some(index) = log_index(&k) else { continue };
-            if !range.contains(&index) {
-                break;
-            }
-            out.push(Self::decode_entry(&v)?);
-        }
-        Ok(out)
+        self.wal
+            .entries(range)
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -136,14 +82,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.read_meta(LAST_PURGED, ErrorSubject::Logs)?;
-        let last = match self.log.last().map_err(|e| logs_err(ErrorVerb::Read, &e))? {
-            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
-            None => last_purged,
-        };
+        let (last_purged_log_id, last_log_id) = self.wal.log_state();
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id,
+            last_log_id,
         })
     }
 
@@ -152,24 +94,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
-        self.flush(ErrorSubject::Vote).await
+        self.wal
+            .save_vote(vote)
+            .await
+            .map_err(|e| err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE, ErrorSubject::Vote)
+        Ok(self.wal.vote())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Flushed with the next append or vote; losing it only means
-        // re-learning the commit index from the leader.
-        self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
+        // Written with the next batch; losing it only means re-learning the
+        // commit index from the leader.
+        self.wal.save_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_meta::<Option<LogId>>(COMMITTED, ErrorSubject::Store)?
-            .flatten())
+        Ok(self.wal.committed())
     }
 
     async fn append<I>(
@@ -181,42 +124,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_entries(entries).await {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
-        }
+        self.wal
+            .append(
+                entries.into_iter().collect(),
+                super::wal::Done::Flushed(callback),
+            )
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(log_key(log_id.index)..) {
-            let (k, _) = item.map_err(|e| logs_err(ErrorVerb::Delete, &e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, &e))?;
-        self.flush(ErrorSubject::Logs).await
+        self.wal
+            .truncate(log_id.index)
+            .await
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: a crash between the two steps leaves
-        // extra entries below it, never a hole above it.
-        self.write_meta(LAST_PURGED, &log_id, ErrorSubject::Logs)?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_key(log_id.index)) {
-            let (k, _) = item.map_err(|e| logs_err(ErrorVerb::Delete, &e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, &e))?;
-        Ok(())
+        self.wal
+            .purge(log_id)
+            .map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

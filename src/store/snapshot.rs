@@ -26,7 +26,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::FORMAT_VERSION;
@@ -101,16 +101,61 @@ where
     }
 }
 
-/// The body as read (field order as written above).
+/// The body as read (field order as written above). The leases go
+/// straight into the map as they are decoded: a snapshot of a million
+/// leases is never also held as a list.
 #[derive(Deserialize)]
 struct BodyIn {
     meta: SnapshotMeta,
     clock: SmClock,
     revision: u64,
     history_compacted: u64,
-    leases: Vec<Lease>,
+    leases: LeaseMap,
     events: Vec<Event>,
     dedup: Vec<Record>,
+}
+
+/// The lease map, built while the sequence is decoded.
+struct LeaseMap(crate::state::LeaseMap);
+
+impl<'de> Deserialize<'de> for LeaseMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LeaseMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of leases")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LeaseMap, A::Error> {
+                let mut map = crate::state::LeaseMap::new();
+                while let Some(lease) = seq.next_element::<Lease>()? {
+                    map.insert(
+                        std::sync::Arc::new(lease.key.clone()),
+                        std::sync::Arc::new(lease),
+                    );
+                }
+                Ok(LeaseMap(map))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Computes the CRC of everything read through it.
+struct CrcReader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: io::Read> io::Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Computes the CRC of everything written through it.
@@ -171,43 +216,71 @@ pub fn encode(state: &State, meta: &SnapshotMeta) -> Result<Vec<u8>, SnapshotErr
     Ok(out)
 }
 
-fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SnapshotError> {
-    if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
+/// Reads a snapshot of `len` bytes from `r`: checks the header, decodes
+/// the body as it streams by, then checks the CRC of everything read.
+fn read_body<T: DeserializeOwned>(r: impl io::Read, len: u64) -> Result<T, SnapshotError> {
+    if len < (HEADER + TRAILER) as u64 {
         return Err(SnapshotError::BadMagic);
     }
-    let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let mut r = CrcReader {
+        inner: r,
+        crc: crc32fast::Hasher::new(),
+    };
+    let mut header = [0u8; HEADER];
+    r.read_exact(&mut header)?;
+    if &header[..8] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
     }
-    let (covered, trailer) = bytes.split_at(bytes.len() - TRAILER);
-    let stored = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if crc32fast::hash(covered) != stored {
+    let body_len = len - (HEADER + TRAILER) as u64;
+    let mut body = io::Read::take(&mut r, body_len);
+    let decoded: Result<T, _> = bincode::deserialize_from(&mut body);
+    // Whatever the decoder made of it, the checksum decides first.
+    io::copy(&mut body, &mut io::sink())?;
+    let computed = r.crc.clone().finalize();
+    let mut trailer = [0u8; TRAILER];
+    r.inner
+        .read_exact(&mut trailer)
+        .map_err(|_| SnapshotError::Corrupt("cut short before its checksum".into()))?;
+    if computed != u32::from_be_bytes(trailer) {
         return Err(SnapshotError::Corrupt(format!(
             "checksum mismatch over {} bytes (cut short or damaged)",
-            covered.len()
+            len - TRAILER as u64
         )));
     }
-    bincode::deserialize(&covered[HEADER..]).map_err(|e| SnapshotError::Corrupt(e.to_string()))
+    decoded.map_err(|e| SnapshotError::Corrupt(e.to_string()))
 }
 
-/// Decodes a snapshot: its meta and the state it holds.
-pub fn decode(
-    bytes: &[u8],
+/// Decodes a snapshot of `len` bytes from `r`: its meta and the state.
+pub fn decode_from(
+    r: impl io::Read,
+    len: u64,
     identity_gc_age_micros: i64,
 ) -> Result<(SnapshotMeta, State), SnapshotError> {
-    let body: BodyIn = decode_body(bytes)?;
-    let state = State::from_parts(
+    let body: BodyIn = read_body(r, len)?;
+    let state = State::from_map(
         identity_gc_age_micros,
         Parts {
             clock: body.clock,
             revision: body.revision,
             history_compacted: body.history_compacted,
-            leases: body.leases,
+            leases: body.leases.0,
             events: body.events,
             dedup: body.dedup,
         },
     );
     Ok((body.meta, state))
+}
+
+/// Decodes a snapshot held in memory.
+pub fn decode(
+    bytes: &[u8],
+    identity_gc_age_micros: i64,
+) -> Result<(SnapshotMeta, State), SnapshotError> {
+    decode_from(bytes, bytes.len() as u64, identity_gc_age_micros)
 }
 
 /// Reads only the meta of a snapshot (still checking the whole file).
@@ -216,9 +289,23 @@ pub fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
     struct MetaOnly {
         meta: SnapshotMeta,
     }
-    // bincode reads fields in order and ignores what follows.
-    let m: MetaOnly = decode_body(bytes)?;
+    // bincode reads fields in order; the rest is skipped (and checksummed).
+    let m: MetaOnly = read_body(bytes, bytes.len() as u64)?;
     Ok(m.meta)
+}
+
+/// Loads the snapshot file at `path`.
+pub fn load(
+    path: &Path,
+    identity_gc_age_micros: i64,
+) -> Result<(SnapshotMeta, State), SnapshotError> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
+    decode_from(
+        io::BufReader::with_capacity(1 << 20, f),
+        len,
+        identity_gc_age_micros,
+    )
 }
 
 /// The snapshot directory of a data directory.
@@ -336,22 +423,22 @@ mod tests {
     fn state_with_leases(n: u64) -> State {
         let mut s = State::new(0);
         for i in 1..=n {
-            let p = Proposal {
-                time: Timestamp::from_micros(i as i64),
-                clock_id: 1,
-                command: Command::Acquire {
+            let p = Proposal::single(
+                Timestamp::from_micros(i as i64),
+                1,
+                Command::Acquire {
                     key: LeaseKey::new("ns", format!("l{i}")),
                     holder: "h".into(),
                     duration_seconds: 10,
                     labels: Default::default(),
                 },
-                request_id: Some(format!("r{i}")),
-            };
+                Some(format!("r{i}")),
+            );
             let at = EntryPosition {
                 index: i,
                 leader: EpochLeader { term: 1, node: 1 },
             };
-            s.apply_command(at, &p, &ApplyOptions::default());
+            s.apply_proposal(at, &p, &ApplyOptions::default());
         }
         s
     }

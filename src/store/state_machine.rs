@@ -16,7 +16,7 @@
 
 use super::{io_err, snapshot, StoreOptions};
 use crate::lease::selector::Selector;
-use crate::lease::{CommandResponse, Event, Lease, LeaseKey};
+use crate::lease::{EntryResponse, Event, Lease, LeaseKey};
 use crate::raft::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::applier::EntryPosition;
 use crate::state::{ApplyOptions, Compacted, EpochLeader, ListPage, PageLimits, SmClock, State};
@@ -66,6 +66,8 @@ struct Inner {
     identity_gc_age_micros: i64,
     current: Mutex<Option<Current>>,
     snapshot_seq: std::sync::atomic::AtomicU64,
+    /// A snapshot file is being written.
+    snapshot_building: std::sync::atomic::AtomicBool,
     /// Serialises storing snapshots (built and installed ones race).
     snapshot_lock: tokio::sync::Mutex<()>,
 }
@@ -108,9 +110,7 @@ impl StateMachineStore {
         };
         let mut current = None;
         if let Some(path) = snapshot::latest(&snapshot_dir)? {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read snapshot {}: {e}", path.display()))?;
-            let (meta, state) = snapshot::decode(&bytes, identity_gc_age_micros).map_err(|e| {
+            let (meta, state) = snapshot::load(&path, identity_gc_age_micros).map_err(|e| {
                 anyhow::anyhow!(
                     "snapshot {} cannot be loaded: {e}. The node cannot rebuild its state \
                      without it (the log before it may be purged): move the data directory \
@@ -128,7 +128,7 @@ impl StateMachineStore {
         }
         let (applied_tx, _) = watch::channel(writer.applied.map(|l| l.index).unwrap_or(0));
         let (events_tx, _) = broadcast::channel(WATCH_BUFFER_BATCHES);
-        let view = Arc::new(writer.state.clone());
+        let view = Arc::new(writer.state.reader_view());
         Ok(StateMachineStore {
             inner: Arc::new(Inner {
                 snapshot_dir,
@@ -140,6 +140,7 @@ impl StateMachineStore {
                 identity_gc_age_micros,
                 current: Mutex::new(current),
                 snapshot_seq: Default::default(),
+                snapshot_building: Default::default(),
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -156,7 +157,7 @@ impl StateMachineStore {
     }
 
     fn publish(&self, state: &State) {
-        let view = Arc::new(state.clone());
+        let view = Arc::new(state.reader_view());
         *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = view;
     }
 
@@ -236,6 +237,13 @@ impl StateMachineStore {
         .await?)
     }
 
+    /// Whether a snapshot file is being written now.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.inner
+            .snapshot_building
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Number of leases stored.
     pub fn lease_count(&self) -> usize {
         self.view().lease_count()
@@ -263,7 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((w.applied, w.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -275,10 +283,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for entry in entries {
                 w.applied = Some(entry.log_id);
                 let response = match entry.payload {
-                    EntryPayload::Blank => CommandResponse::None,
+                    EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(m) => {
                         w.membership = StoredMembership::new(Some(entry.log_id), m);
-                        CommandResponse::None
+                        Vec::new()
                     }
                     EntryPayload::Normal(proposal) => {
                         let at = EntryPosition {
@@ -288,9 +296,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 node: entry.log_id.leader_id.node_id,
                             },
                         };
-                        let (response, event) =
-                            w.state.apply_command(at, &proposal, &self.inner.apply_opts);
-                        events.extend(event);
+                        let (response, changes) =
+                            w.state
+                                .apply_proposal(at, &proposal, &self.inner.apply_opts);
+                        events.extend(changes);
                         response
                     }
                 };
@@ -425,9 +434,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .as_ref()
             .is_some_and(|c| c.meta.last_log_id > meta.last_log_id);
         if !newer_exists {
+            inner
+                .snapshot_building
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let dir = inner.snapshot_dir.clone();
-            let path = tokio::task::spawn_blocking(move || snapshot::write_file(&dir, &state, &m))
-                .await
+            let written =
+                tokio::task::spawn_blocking(move || snapshot::write_file(&dir, &state, &m)).await;
+            inner
+                .snapshot_building
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            let path = written
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?;
             self.store.store_current(&meta, path);

@@ -32,6 +32,28 @@ struct Slot {
     preferred: AtomicUsize,
 }
 
+/// One client's keepalive streams: etcd-client ties a keeper to one lease
+/// id, so there is one stream per lease (with one lease per client, the
+/// default of `bench keepalive`, one stream per client as on Leasehold).
+pub struct EtcdKeepAlive {
+    streams: Vec<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+}
+
+impl EtcdKeepAlive {
+    /// Sends a keepalive for lease `k` of this client and waits for its
+    /// answer; a TTL of 0 means the lease is gone.
+    pub async fn renew(&mut self, k: usize) -> Result<(), OpError> {
+        let n = self.streams.len().max(1);
+        let (keeper, stream) = &mut self.streams[k % n];
+        keeper.keep_alive().await.map_err(|e| etcd_error(&e))?;
+        match stream.message().await.map_err(|e| etcd_error(&e))? {
+            Some(r) if r.ttl() > 0 => Ok(()),
+            Some(_) => Err(OpError::new("LEASE_LOST", "the etcd lease expired")),
+            None => Err(OpError::new("UNAVAILABLE", "the keepalive stream ended")),
+        }
+    }
+}
+
 /// Connections to an etcd cluster.
 pub struct EtcdTarget {
     slots: Vec<Slot>,
@@ -234,6 +256,27 @@ impl EtcdTarget {
             .await?;
         Ok(r.succeeded()
             .then(|| r.header().map(|h| as_u64(h.revision())).unwrap_or(0)))
+    }
+
+    /// Grants an etcd lease of `ttl` seconds; returns its id.
+    pub async fn grant(&self, conn: usize, ttl: i64) -> Result<i64, OpError> {
+        self.call(conn, |mut c| async move { c.lease_grant(ttl, None).await })
+            .await
+            .map(|r| r.id())
+    }
+
+    /// Opens one keepalive stream per lease id on connection `conn`'s
+    /// preferred member.
+    pub async fn keepalive_open(&self, conn: usize, ids: &[i64]) -> Result<EtcdKeepAlive, OpError> {
+        let mut streams = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = *id;
+            streams.push(
+                self.call(conn, |mut c| async move { c.lease_keep_alive(id).await })
+                    .await?,
+            );
+        }
+        Ok(EtcdKeepAlive { streams })
     }
 
     /// See [`super::Target::acquire`].

@@ -21,6 +21,30 @@ pub struct LeaseholdTarget {
     namespace: String,
 }
 
+/// One client's renew stream.
+pub struct LeaseholdKeepAlive {
+    stream: crate::client::RenewStream,
+    namespace: String,
+}
+
+impl LeaseholdKeepAlive {
+    /// Renews `name` (held by a holder of the same name) with `token` over
+    /// the stream and waits for the answer.
+    pub async fn renew(&mut self, name: &str, token: u64) -> Result<(), OpError> {
+        self.stream
+            .renew(pb::RenewRequest {
+                namespace: self.namespace.clone(),
+                name: name.to_string(),
+                holder: name.to_string(),
+                fencing_token: token,
+                request_id: String::new(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| status_error(&s))
+    }
+}
+
 /// `CODE/REASON` of a status.
 pub fn status_error(s: &tonic::Status) -> OpError {
     let kind = match error_info(s) {
@@ -147,6 +171,19 @@ impl LeaseholdTarget {
             .map_err(|s| status_error(&s))
     }
 
+    /// Opens a renew stream on connection `conn` (to the leader).
+    pub async fn keepalive_open(&self, conn: usize) -> Result<LeaseholdKeepAlive, OpError> {
+        let stream = self
+            .client(conn)
+            .renew_stream()
+            .await
+            .map_err(|s| status_error(&s))?;
+        Ok(LeaseholdKeepAlive {
+            stream,
+            namespace: self.namespace.clone(),
+        })
+    }
+
     /// See [`super::Target::list`].
     pub async fn list(&self, conn: usize) -> Result<usize, OpError> {
         self.client(conn)
@@ -158,6 +195,37 @@ impl LeaseholdTarget {
             .await
             .map(|r| r.items.len())
             .map_err(|s| status_error(&s))
+    }
+
+    /// Lists every lease of every namespace matching `selector`, following
+    /// continue tokens to the end; calls `page` with each page's latency.
+    pub async fn scan(
+        &self,
+        conn: usize,
+        selector: &str,
+        mut page: impl FnMut(std::time::Duration),
+    ) -> Result<usize, OpError> {
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let t0 = std::time::Instant::now();
+            let r = self
+                .client(conn)
+                .list(pb::ListRequest {
+                    namespace: String::new(),
+                    label_selector: selector.to_string(),
+                    continue_token: token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| status_error(&s))?;
+            page(t0.elapsed());
+            pages += 1;
+            if r.continue_token.is_empty() {
+                return Ok(pages);
+            }
+            token = r.continue_token;
+        }
     }
 
     /// See [`super::Target::watch`]: stream `index` goes to endpoint

@@ -200,6 +200,77 @@ impl Target {
         dispatch!(self, t => t.list(conn).await)
     }
 
+    /// One full scan of every lease with `selector` (Leasehold only); calls
+    /// `page` with each page's latency and returns the number of pages.
+    pub async fn scan(
+        &self,
+        conn: usize,
+        selector: &str,
+        page: impl FnMut(std::time::Duration),
+    ) -> Result<usize, OpError> {
+        match self {
+            Target::Leasehold(t) => t.scan(conn, selector, page).await,
+            #[cfg(feature = "etcd")]
+            Target::Etcd(_) => Err(OpError {
+                kind: "UNSUPPORTED".into(),
+                message: "background scans are implemented for Leasehold only".into(),
+            }),
+        }
+    }
+
+    /// The untimed setup of `keepalive`: Leasehold acquires the leases
+    /// (owned, as `renew` does); etcd grants as many leases of
+    /// `--lease-seconds`. Then opens each client's streams.
+    pub async fn keepalive_setup(
+        &self,
+        cfg: &LoadConfig,
+    ) -> Result<(Vec<KeepAlive>, super::report::Setup), BenchError> {
+        match self {
+            Target::Leasehold(t) => {
+                let (owned, setup) = super::workload::renewal_setup(self, cfg).await?;
+                let mut out = Vec::with_capacity(cfg.clients);
+                for (c, leases) in owned.into_iter().enumerate() {
+                    let s = t.keepalive_open(c).await.map_err(|e| {
+                        BenchError::Unavailable(format!("cannot open a renew stream: {e}"))
+                    })?;
+                    out.push(KeepAlive::Leasehold(Box::new(s), leases));
+                }
+                Ok((out, setup))
+            }
+            #[cfg(feature = "etcd")]
+            Target::Etcd(t) => {
+                let t0 = Instant::now();
+                let mut out = Vec::with_capacity(cfg.clients);
+                for c in 0..cfg.clients {
+                    let mine = super::workload::owned_by(c, cfg.clients, cfg.leases);
+                    let mut ids = Vec::with_capacity(mine.len());
+                    for _ in &mine {
+                        ids.push(
+                            t.grant(c, i64::from(cfg.lease_seconds))
+                                .await
+                                .map_err(|e| {
+                                    BenchError::Unavailable(format!(
+                                        "cannot grant an etcd lease: {e}"
+                                    ))
+                                })?,
+                        );
+                    }
+                    let s = t.keepalive_open(c, &ids).await.map_err(|e| {
+                        BenchError::Unavailable(format!("cannot open keepalive streams: {e}"))
+                    })?;
+                    out.push(KeepAlive::Etcd(s));
+                }
+                Ok((
+                    out,
+                    super::report::Setup {
+                        leases: cfg.leases,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    },
+                ))
+            }
+        }
+    }
+
     /// Opens watch stream number `index` on the namespace, from now.
     pub async fn watch(&self, index: usize) -> Result<WatchStream, OpError> {
         dispatch!(self, t => t.watch(index).await)
@@ -208,6 +279,30 @@ impl Target {
     /// The id (see [`super::ServerPid`]) of the current leader.
     pub async fn leader(&self) -> Result<u64, OpError> {
         dispatch!(self, t => t.leader().await)
+    }
+}
+
+/// One client's renewal streams (the `keepalive` workload).
+pub enum KeepAlive {
+    /// A Leasehold `RenewStream`, and the client's leases (name, token).
+    Leasehold(Box<leasehold::LeaseholdKeepAlive>, Vec<(String, u64)>),
+    /// etcd keepalive streams, one per lease.
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdKeepAlive),
+}
+
+impl KeepAlive {
+    /// Renews the client's lease `k` (round robin) and waits for the answer.
+    pub async fn renew(&mut self, k: usize) -> Result<(), OpError> {
+        match self {
+            KeepAlive::Leasehold(s, leases) => {
+                let n = leases.len().max(1);
+                let (name, token) = &leases[k % n];
+                s.renew(name, *token).await
+            }
+            #[cfg(feature = "etcd")]
+            KeepAlive::Etcd(s) => s.renew(k).await,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod acquire;
 pub mod failover;
+pub mod keepalive;
 pub mod mixed;
 pub mod renew;
 pub mod scale;

@@ -13,8 +13,11 @@
 //!    Status, and until it serves a local (stale) read of a loaded lease with
 //!    everything committed before the kill applied.
 //!
-//! Snapshots live inside each node's sled database, so their size is part
-//! of the data directory size rather than reported alone.
+//! During the renew phase the bench asks every node's Status every 20 ms
+//! whether it is writing a snapshot; the latency of the renewals sent or
+//! answered meanwhile is reported apart (p99.9 and max), and so is each data
+//! directory's WAL and snapshot size afterwards (bounded disk: the WAL must
+//! not grow without limit while the snapshot holds the live data).
 
 use super::failover::kill9;
 use super::{run_clients, timed, Harness};
@@ -38,6 +41,57 @@ pub fn scale_name(i: usize) -> String {
 
 /// How long a restarted node may take to serve before the bench gives up.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn disk_parts(cfg: &LoadConfig) -> Vec<(String, f64, f64)> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    cfg.scale
+        .data_dirs
+        .iter()
+        .map(|d| {
+            (
+                d.display().to_string(),
+                mib(procstat::dir_size(&d.join("wal"))),
+                mib(procstat::dir_size(&d.join("snapshots"))),
+            )
+        })
+        .collect()
+}
+
+/// Sets `flag` while any of `endpoints` reports a snapshot in progress;
+/// counts the snapshots it saw begin. Runs until aborted.
+async fn watch_snapshots(
+    endpoints: Vec<String>,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<AtomicU64>,
+) {
+    let mut channels: Vec<Option<tonic::transport::Channel>> = vec![None; endpoints.len()];
+    let mut was = vec![false; endpoints.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let mut any = false;
+        for (i, e) in endpoints.iter().enumerate() {
+            if channels[i].is_none() {
+                channels[i] = channel(e).await;
+            }
+            let Some(ch) = channels[i].clone() else {
+                continue;
+            };
+            match ClusterClient::new(ch).status(pb::StatusRequest {}).await {
+                Ok(s) => {
+                    let now = s.into_inner().snapshot_in_progress;
+                    if now && !was[i] {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    was[i] = now;
+                    any |= now;
+                }
+                Err(_) => channels[i] = None,
+            }
+        }
+        flag.store(any, Ordering::Relaxed);
+    }
+}
 
 fn disks(cfg: &LoadConfig) -> Vec<(String, f64)> {
     cfg.scale
@@ -94,7 +148,7 @@ async fn load(
                 (i, r.map_err(|e| e.to_string()))
             }
         })
-        .buffer_unordered(cfg.clients)
+        .buffer_unordered(cfg.scale.load_concurrency.max(cfg.clients))
         .collect()
         .await;
     if let Some(p) = printer {
@@ -269,6 +323,14 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     renew_cfg.duration = cfg.scale.renew_for;
     renew_cfg.warmup = Duration::ZERO;
     let h = Harness::start(&renew_cfg, "scale renew", |r| r);
+    let snapshotting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let snapshots_seen = Arc::new(AtomicU64::new(0));
+    let during = Arc::new(std::sync::Mutex::new(crate::bench::recorder::histogram()));
+    let watcher = tokio::spawn(watch_snapshots(
+        cfg.endpoints.clone(),
+        snapshotting.clone(),
+        snapshots_seen.clone(),
+    ));
     let states: Vec<Vec<(usize, u64)>> = (0..cfg.clients)
         .map(|c| {
             super::owned_by(c, cfg.clients, cfg.leases)
@@ -280,6 +342,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     drop(versions);
     run_clients(states, |c, mut leases| {
         let (target, rec, cfg) = (target.clone(), h.rec.clone(), renew_cfg.clone());
+        let (snapshotting, during) = (snapshotting.clone(), during.clone());
         let mut pacer = h.pacer(&cfg, c);
         async move {
             let mut k = 0usize;
@@ -289,11 +352,16 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
                 };
                 let (l, v) = &mut leases[k % n];
                 let name = scale_name(*l);
+                let at_send = snapshotting.load(Ordering::Relaxed);
                 let (t, r) = timed(
                     intended,
                     target.renew(c, &name, &name, cfg.lease_seconds, *v),
                 )
                 .await;
+                if r.is_ok() && (at_send || snapshotting.load(Ordering::Relaxed)) {
+                    let mut h = during.lock().unwrap_or_else(|p| p.into_inner());
+                    crate::bench::recorder::record_duration(&mut h, t.done - t.intended);
+                }
                 match r {
                     Ok(rn) => {
                         *v = rn.version;
@@ -310,8 +378,13 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
         }
     })
     .await?;
+    watcher.abort();
     let (started_at, host) = (h.started_at, h.host.clone());
     let (totals, servers): (_, Vec<ServerUsage>) = h.finish().await;
+    scale.snapshots_seen = snapshots_seen.load(Ordering::Relaxed);
+    scale.renew_during_snapshot_ms =
+        crate::bench::report::Percentiles::of(&during.lock().unwrap_or_else(|p| p.into_inner()));
+    scale.disk_parts_mib_after_renew = disk_parts(cfg);
     scale.renewals = totals.latency.len();
     scale.renew_seconds = renew_cfg.duration.as_secs_f64();
     scale.rss_mib_after_renew = procstat::rss_now(&cfg.servers);
