@@ -47,6 +47,12 @@ pub trait Backend: Send + Sync {
     /// necessarily serving yet).
     async fn start(&self, id: NodeId) -> Result<(), String>;
 
+    /// Starts node `id` after [`Backend::wipe`], as an operator puts back a
+    /// node whose data was lost: empty, with `--initial-cluster-state
+    /// existing`, so that it waits to be replaced (`member replace`) rather
+    /// than refuse to start.
+    async fn start_empty(&self, id: NodeId) -> Result<(), String>;
+
     /// Freezes node `id` (SIGSTOP, `docker pause`).
     async fn pause(&self, id: NodeId) -> Result<(), String>;
 

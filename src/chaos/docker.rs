@@ -207,6 +207,59 @@ fn last_chars(s: &str, n: usize) -> String {
 }
 
 impl DockerBackend {
+    /// Starts node `id` (see [`Backend::start`]), with `env` added to
+    /// compose's environment when the container must be recreated.
+    async fn start_with(&self, id: NodeId, env: &[(&str, &str)]) -> Result<(), String> {
+        let info = self.info(id)?.clone();
+        let name = info.node.container.as_str();
+        match self.state(id).await? {
+            Some((true, _)) => {}
+            Some((false, _)) => {
+                self.docker(&["start", name]).await?;
+            }
+            None => {
+                let compose = self.compose.as_ref().map_err(Clone::clone)?;
+                let (program, prefix) = compose
+                    .split_first()
+                    .ok_or_else(|| "no compose command".to_string())?;
+                let args = compose_up_args(
+                    prefix,
+                    &self.opts.project,
+                    &self.opts.compose_files,
+                    &info.node.service,
+                );
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut compose_env = self.compose_env.clone();
+                compose_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                self.run(program, &args, &compose_env)
+                    .await?
+                    .into_result()?;
+            }
+        }
+        let mut up = self
+            .wait_state(id, "running", |s| matches!(s, Some((true, _))))
+            .await;
+        if up.is_ok() {
+            // A process that cannot start (a bad LD_PRELOAD or clock spec,
+            // a data directory it refuses) exits within moments.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if !matches!(self.state(id).await?, Some((true, _))) {
+                up = Err(format!("{name} stopped right after it started"));
+            }
+        }
+        if let Err(e) = up {
+            let logs = self
+                .run("docker", &["logs", "--tail", "20", name], &[])
+                .await
+                .map(|o| last_chars(&format!("{}{}", o.stdout, o.stderr), 2000))
+                .unwrap_or_default();
+            return Err(format!("{e}; last log lines:\n{logs}"));
+        }
+        // A new network namespace: no rules, no qdisc.
+        self.pending().remove(&id);
+        Ok(())
+    }
+
     /// Checks that the cluster's containers exist and learns what it can do:
     /// each container's data volume and interface; whether clock offsets
     /// work (the image has the [`FAKETIME_LABEL`] label and the containers
@@ -820,52 +873,15 @@ impl Backend for DockerBackend {
     /// `State.Running`, still true 300 ms later. A container that does not
     /// get there (a crash on start) fails with the end of its log.
     async fn start(&self, id: NodeId) -> Result<(), String> {
-        let info = self.info(id)?.clone();
-        let name = info.node.container.as_str();
-        match self.state(id).await? {
-            Some((true, _)) => {}
-            Some((false, _)) => {
-                self.docker(&["start", name]).await?;
-            }
-            None => {
-                let compose = self.compose.as_ref().map_err(Clone::clone)?;
-                let (program, prefix) = compose
-                    .split_first()
-                    .ok_or_else(|| "no compose command".to_string())?;
-                let args = compose_up_args(
-                    prefix,
-                    &self.opts.project,
-                    &self.opts.compose_files,
-                    &info.node.service,
-                );
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                self.run(program, &args, &self.compose_env)
-                    .await?
-                    .into_result()?;
-            }
-        }
-        let mut up = self
-            .wait_state(id, "running", |s| matches!(s, Some((true, _))))
-            .await;
-        if up.is_ok() {
-            // A process that cannot start (a bad LD_PRELOAD or clock spec,
-            // a data directory it refuses) exits within moments.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            if !matches!(self.state(id).await?, Some((true, _))) {
-                up = Err(format!("{name} stopped right after it started"));
-            }
-        }
-        if let Err(e) = up {
-            let logs = self
-                .run("docker", &["logs", "--tail", "20", name], &[])
-                .await
-                .map(|o| last_chars(&format!("{}{}", o.stdout, o.stderr), 2000))
-                .unwrap_or_default();
-            return Err(format!("{e}; last log lines:\n{logs}"));
-        }
-        // A new network namespace: no rules, no qdisc.
-        self.pending().remove(&id);
-        Ok(())
+        self.start_with(id, &[]).await
+    }
+
+    /// After a wipe the container is recreated by compose with
+    /// `LEASEHOLD_INITIAL_CLUSTER_STATE=existing` (the compose file passes
+    /// that variable through to the node).
+    async fn start_empty(&self, id: NodeId) -> Result<(), String> {
+        self.start_with(id, &[("LEASEHOLD_INITIAL_CLUSTER_STATE", "existing")])
+            .await
     }
 
     /// `docker pause`; verified by `State.Paused`.
@@ -875,7 +891,6 @@ impl Backend for DockerBackend {
         self.wait_state(id, "paused", |s| s == Some((true, true)))
             .await
     }
-
     /// `docker unpause`, then the network heal the node missed while paused;
     /// verified by `State.Paused` turning false. Resuming a running node
     /// that is not paused does nothing and succeeds.

@@ -220,6 +220,75 @@ impl Drop for LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// Starts node `id` with its usual flags plus `extra`.
+    async fn spawn(&self, id: NodeId, extra: &[&str]) -> Result<(), String> {
+        if self.running(id).await {
+            return Err(format!("node {id} is already running"));
+        }
+        let dir = self.node_dir(id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .map_err(|e| format!("open log of node {id}: {e}"))?;
+        let mut cmd = Command::new(&self.opts.bin);
+        cmd.arg("serve")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(self.client_endpoint(id))
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--peers")
+            .arg(self.peers())
+            .arg("--hostname")
+            .arg(format!("chaos-node-{id}"))
+            .arg("--heartbeat-ms")
+            .arg(self.opts.heartbeat_ms.to_string())
+            .arg("--election-timeout-min-ms")
+            .arg(self.opts.election_timeout_ms.0.to_string())
+            .arg("--election-timeout-max-ms")
+            .arg(self.opts.election_timeout_ms.1.to_string())
+            .args(&self.opts.extra_args)
+            .args(extra);
+        isolate_node_command(&mut cmd, log)?;
+        if let Some(ft) = &self.opts.faketime {
+            cmd.env("LD_PRELOAD", ft)
+                .env("FAKETIME_TIMESTAMP_FILE", self.faketime_file(id))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.opts.bin.display()))?;
+        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        match procs.get_mut(&id) {
+            Some(p) => {
+                p.child = Some(child);
+                Ok(())
+            }
+            None => Err(format!("no node {id}")),
+        }
+    }
+
+    /// Deletes node `id`'s data directory (it must not run).
+    async fn wipe_dir(&self, id: NodeId) -> Result<(), String> {
+        if self.running(id).await {
+            return Err(format!("node {id} must be killed before its data is wiped"));
+        }
+        let dir = self.data_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot delete {}: {e}", dir.display()))?;
+        }
+        if dir.exists() {
+            return Err(format!("{} still exists", dir.display()));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Backend for LocalBackend {
     fn name(&self) -> &'static str {
@@ -281,52 +350,12 @@ impl Backend for LocalBackend {
     }
 
     async fn start(&self, id: NodeId) -> Result<(), String> {
-        if self.running(id).await {
-            return Err(format!("node {id} is already running"));
-        }
-        let dir = self.node_dir(id);
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(dir.join("node.log"))
-            .map_err(|e| format!("open log of node {id}: {e}"))?;
-        let mut cmd = Command::new(&self.opts.bin);
-        cmd.arg("serve")
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--listen")
-            .arg(self.client_endpoint(id))
-            .arg("--data-dir")
-            .arg(self.data_dir(id))
-            .arg("--peers")
-            .arg(self.peers())
-            .arg("--hostname")
-            .arg(format!("chaos-node-{id}"))
-            .arg("--heartbeat-ms")
-            .arg(self.opts.heartbeat_ms.to_string())
-            .arg("--election-timeout-min-ms")
-            .arg(self.opts.election_timeout_ms.0.to_string())
-            .arg("--election-timeout-max-ms")
-            .arg(self.opts.election_timeout_ms.1.to_string())
-            .args(&self.opts.extra_args);
-        isolate_node_command(&mut cmd, log)?;
-        if let Some(ft) = &self.opts.faketime {
-            cmd.env("LD_PRELOAD", ft)
-                .env("FAKETIME_TIMESTAMP_FILE", self.faketime_file(id))
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_CACHE_DURATION", "1");
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.opts.bin.display()))?;
-        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
-        match procs.get_mut(&id) {
-            Some(p) => {
-                p.child = Some(child);
-                Ok(())
-            }
-            None => Err(format!("no node {id}")),
-        }
+        self.spawn(id, &[]).await
+    }
+
+    async fn start_empty(&self, id: NodeId) -> Result<(), String> {
+        self.spawn(id, &["--initial-cluster-state", "existing"])
+            .await
     }
 
     async fn pause(&self, id: NodeId) -> Result<(), String> {
@@ -340,18 +369,7 @@ impl Backend for LocalBackend {
     }
 
     async fn wipe(&self, id: NodeId) -> Result<(), String> {
-        if self.running(id).await {
-            return Err(format!("node {id} must be killed before its data is wiped"));
-        }
-        let dir = self.data_dir(id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot delete {}: {e}", dir.display()))?;
-        }
-        if dir.exists() {
-            return Err(format!("{} still exists", dir.display()));
-        }
-        Ok(())
+        self.wipe_dir(id).await
     }
 
     async fn cut(&self, _a: NodeId, _b: NodeId) -> Result<(), String> {

@@ -427,7 +427,7 @@ impl Nemesis {
                 let id = pick(&mut self.rng, &others);
                 let t = node(id);
                 self.wipe_and_rejoin(id).await.map_err(fail(t.clone()))?;
-                Ok((t, "removed, wiped, restarted empty, added back".into()))
+                Ok((t, "wiped, started empty, replaced".into()))
             }
         }
     }
@@ -547,26 +547,30 @@ impl Nemesis {
         ))
     }
 
+    /// A node loses its data and is put back the documented way: killed,
+    /// wiped, started empty with `--initial-cluster-state existing`, then
+    /// `member replace` (the old incarnation leaves the voters, the new one
+    /// joins as a learner, catches up, and is promoted). Until the replace,
+    /// the empty node answers no Raft message meant for the old member.
     async fn wipe_and_rejoin(&mut self, id: NodeId) -> Result<(), String> {
         let b = self.backend.clone();
         let c = self.cluster_client()?;
         b.kill(id).await?;
-        retry(Duration::from_secs(20), || async {
-            c.remove_member(pb::RemoveMemberRequest { id })
-                .await
-                .map_err(|e| format!("member remove {id}: {}", e.message()))
-        })
-        .await?;
         b.wipe(id).await?;
-        b.start(id).await?;
-        let addr = b.peer_address(id);
+        b.start_empty(id).await?;
         retry(Duration::from_secs(30), || async {
-            c.add_member(pb::AddMemberRequest {
-                id,
-                address: addr.clone(),
-            })
-            .await
-            .map_err(|e| format!("member add {id}: {}", e.message()))
+            match c
+                .replace_member(pb::ReplaceMemberRequest {
+                    id,
+                    address: String::new(),
+                })
+                .await
+            {
+                Ok(_) => Ok(()),
+                // An earlier attempt whose answer was lost did it already.
+                Err(e) if e.message().contains("nothing to replace") => Ok(()),
+                Err(e) => Err(format!("member replace {id}: {}", e.message())),
+            }
         })
         .await?;
         Ok(())

@@ -131,6 +131,8 @@ pub struct Node {
     pub meta: NodeMeta,
     /// Where writes are batched into proposals.
     proposer: Proposer,
+    /// The last log index when this process started (see `read_barrier`).
+    startup_last_log: u64,
 }
 
 /// Longest accepted request id.
@@ -246,6 +248,7 @@ impl Node {
         )
         .await?;
         let clock = StampClock::new();
+        let startup_last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
         Ok(Arc::new(Node {
             id: cfg.id,
             advertise: cfg.advertise.clone(),
@@ -255,6 +258,7 @@ impl Node {
             channels,
             clock,
             meta,
+            startup_last_log,
         }))
     }
 
@@ -468,7 +472,7 @@ impl Node {
             )));
         };
         match confirmed {
-            Ok(_) => Ok(()),
+            Ok(_) => self.wait_startup_log_applied().await,
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))
             }
@@ -477,6 +481,29 @@ impl Node {
             }
             Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
         }
+    }
+
+    /// A leader that restarted resumes its old term (openraft restores it)
+    /// with the commit index it last persisted, which may be behind writes
+    /// it acknowledged before the restart; openraft's read index is then
+    /// behind them too, and a read would miss an acknowledged write (found
+    /// by the chaos suite's revision check). Every entry in the log at
+    /// startup is either committed already or will be by this leader before
+    /// it commits anything of its own, so reads wait until they are applied.
+    async fn wait_startup_log_applied(&self) -> Result<(), NodeError> {
+        let target = self.startup_last_log;
+        if self.sm.applied_index() >= target {
+            return Ok(());
+        }
+        tokio::time::timeout(REQUEST_TIMEOUT, self.sm.wait_applied(target))
+            .await
+            .map_err(|_| {
+                NodeError::Unavailable(format!(
+                    "this node restarted as leader and has not yet committed the log it holds \
+                     (up to index {target}) within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ))
+            })
     }
 
     fn not_leader(&self, id: Option<NodeId>, node: Option<Member>) -> NodeError {
