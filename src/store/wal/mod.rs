@@ -99,6 +99,9 @@ struct Index {
     committed_dirty: bool,
     next_generation: u64,
     cached_bytes: usize,
+    /// Entries below this index hold no cached copy (where eviction
+    /// resumes, so it never rescans what it already dropped).
+    evict_from: u64,
     segments: BTreeMap<u64, SegmentInfo>,
 }
 
@@ -335,6 +338,7 @@ impl Wal {
                     ix.cached_bytes -= s.bytes;
                 }
             }
+            ix.evict_from = ix.evict_from.min(index);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Op::Record {

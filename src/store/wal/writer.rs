@@ -240,15 +240,23 @@ fn publish(shared: &Shared, seq: u64, placed: &[(u64, u64, Loc)]) {
     if ix.cached_bytes > CACHE_BYTES {
         let mut freed = 0;
         let over = ix.cached_bytes - CACHE_BYTES;
-        for slot in ix.entries.values_mut() {
+        let from = ix.evict_from;
+        let mut next = from;
+        for (i, slot) in ix.entries.range_mut(from..) {
             if freed >= over {
                 break;
             }
-            if slot.loc.is_some() && slot.cached.take().is_some() {
+            if slot.loc.is_none() {
+                // Not written yet: neither it nor anything after it can go.
+                break;
+            }
+            if slot.cached.take().is_some() {
                 freed += slot.bytes;
             }
+            next = i + 1;
         }
         ix.cached_bytes -= freed;
+        ix.evict_from = next;
     }
 }
 
