@@ -619,7 +619,7 @@ impl Node {
                 leader: self.leader(),
             });
         }
-        let (nodes, voters) = self.members();
+        let (nodes, _) = self.members();
         let Some(old) = nodes.get(&id) else {
             return Err(NodeError::Membership(format!(
                 "node {id} is not a member: use `leasehold member add`"
@@ -639,16 +639,8 @@ impl Node {
                 old.incarnation
             )));
         }
-        let removal = if voters.contains(&id) {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        self.raft
-            .change_membership(removal, false)
-            .await
-            .map_err(|e| self.membership_error(e))?;
         tracing::info!(id, old = %old, new = %member, "replacing a member");
+        self.remove_member(id).await?;
         self.add_and_promote(id, member).await
     }
 
