@@ -16,7 +16,8 @@
 #   --no-build          use the binary built last time (target/bench/bin)
 #   --plots DIR         also draw the SVG charts into DIR (e.g. docs)
 #   --scale N           then run `bench scale` on the Leasehold cluster: load N
-#                       leases, renew them, kill and restart a follower
+#                       leases, renew them, kill and restart a follower; then
+#                       renew with and without 8 selector scans of them
 #   --scale-minutes M   minutes of renewals in the scale run (default 10)
 #   --leasehold-args A  extra `leasehold serve` flags, e.g.
 #                       "--election-timeout-min-ms 150 --election-timeout-max-ms 300"
@@ -275,6 +276,22 @@ if [ "$scale" -gt 0 ]; then
     fi
     for f in "$RESULTS"/restarted-*.pid; do
         [ -f "$f" ] && PID[restarted-$(basename "$f" .pid)]=$(cat "$f")
+    done
+    # Long scans must not stall writes: renewals (16 clients, their own
+    # 10,000 leases) without and then with 8 clients listing every lease
+    # with a selector that matches nothing, on the cluster that holds the
+    # scale run's leases. Kept apart from the table's renew runs.
+    mkdir -p "$RESULTS/scan"
+    for scanners in 0 8; do
+        say "renew with $scanners scanners over the $scale leases"
+        out="$RESULTS/scan/renew-scanners-$scanners.json"
+        if "$BIN" --endpoints "$LH_ENDPOINTS" -o json bench renew --clients 16 \
+            --duration "$duration" --warmup "$warmup" --scanners "$scanners" \
+            >"$out.tmp" 2>"$RESULTS/scan/renew-scanners-$scanners.err"; then
+            mv "$out.tmp" "$out"
+        else
+            echo "   renew with $scanners scanners: FAILED (see $RESULTS/scan/)" >&2
+        fi
     done
 fi
 
