@@ -67,6 +67,21 @@ pub struct Cell {
     pub p99: f64,
     /// Errors per run.
     pub errors: f64,
+    /// Server CPU (every listed server process together), percent of one
+    /// core; `None` when some run did not measure every server.
+    pub cpu_percent: Option<f64>,
+    /// Server CPU time per successful operation, ms.
+    pub cpu_ms_per_op: Option<f64>,
+}
+
+/// Server CPU of a run, percent of one core over all its servers; `None`
+/// when there were none or one was missing at an end of the window (a
+/// failover's killed leader).
+fn server_cpu(r: &Report) -> Option<f64> {
+    if r.servers.is_empty() {
+        return None;
+    }
+    r.servers.iter().map(|s| s.cpu_percent).sum()
 }
 
 fn cell(reports: &[&Report]) -> Option<Cell> {
@@ -80,15 +95,36 @@ fn cell(reports: &[&Report]) -> Option<Cell> {
         p50: m(&|r| r.latency_ms.p50),
         p99: m(&|r| r.latency_ms.p99),
         errors: m(&|r| r.errors_total as f64),
+        cpu_percent: all(reports, server_cpu).map(median),
+        cpu_ms_per_op: all(reports, |r| cpu_ms_per_op(server_cpu(r)?, r.ops_per_sec)).map(median),
     })
+}
+
+/// CPU milliseconds per operation from CPU in percent of one core and
+/// operations per second; `None` without operations.
+fn cpu_ms_per_op(cpu_percent: f64, ops_per_sec: f64) -> Option<f64> {
+    (ops_per_sec > 0.0).then(|| cpu_percent / 100.0 / ops_per_sec * 1000.0)
+}
+
+/// `f` of every report, or `None` if it is `None` for any.
+fn all(reports: &[&Report], f: impl Fn(&Report) -> Option<f64>) -> Option<Vec<f64>> {
+    reports.iter().map(|r| f(r)).collect()
 }
 
 /// Sort key of a workload (the order of the issue).
 fn order(w: &str) -> usize {
-    ["renew", "acquire", "mixed", "watch", "failover", "scale"]
-        .iter()
-        .position(|x| *x == w)
-        .unwrap_or(99)
+    [
+        "renew",
+        "acquire",
+        "mixed",
+        "keepalive",
+        "watch",
+        "failover",
+        "scale",
+    ]
+    .iter()
+    .position(|x| *x == w)
+    .unwrap_or(99)
 }
 
 /// Configuration of a run, for grouping repeats.
@@ -162,6 +198,43 @@ pub fn render(reports: &[Report]) -> String {
             f(&b, &|c| format!("{:.0}", c.errors)),
         );
     }
+    // Server CPU, when the runs measured it (`--server-pids`): the cost of
+    // an operation, which on a shared machine drifts less than throughput.
+    let cpu_rows: Vec<_> = groups
+        .iter()
+        .map(|(k, (ours, theirs))| (k, cell(ours), cell(theirs)))
+        .filter(|(_, a, b)| {
+            a.as_ref().is_some_and(|c| c.cpu_ms_per_op.is_some())
+                || b.as_ref().is_some_and(|c| c.cpu_ms_per_op.is_some())
+        })
+        .collect();
+    if !cpu_rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n| server CPU | clients | load | leasehold CPU % | etcd CPU % | leasehold CPU ms/op | etcd CPU ms/op | CPU per op ours/etcd |"
+        );
+        let _ = writeln!(o, "|---|---:|---|---:|---:|---:|---:|---:|");
+        let pct = |c: &Option<Cell>| {
+            c.as_ref()
+                .and_then(|c| c.cpu_percent)
+                .map_or_else(dash, |v| format!("{v:.0}"))
+        };
+        let per_op = |c: &Option<Cell>| c.as_ref().and_then(|c| c.cpu_ms_per_op);
+        for ((_, workload, clients, load), a, b) in cpu_rows {
+            let _ = writeln!(
+                o,
+                "| {workload} | {clients} | {load} | {} | {} | {} | {} | {} |",
+                pct(&a),
+                pct(&b),
+                per_op(&a).map_or_else(dash, |v| format!("{v:.3}")),
+                per_op(&b).map_or_else(dash, |v| format!("{v:.3}")),
+                match (per_op(&a), per_op(&b)) {
+                    (Some(x), Some(y)) => ratio(x, y),
+                    _ => dash(),
+                }
+            );
+        }
+    }
     let watches: Vec<&Report> = reports.iter().filter(|r| r.watch.is_some()).collect();
     if !watches.is_empty() {
         let _ = writeln!(
@@ -228,5 +301,14 @@ mod tests {
     fn ratio_guards_zero() {
         assert_eq!(ratio(3.0, 1.5), "2.00x");
         assert_eq!(ratio(1.0, 0.0), "-");
+    }
+
+    #[test]
+    fn cpu_per_operation() {
+        // One and a half cores for 1,500 operations a second: 1 ms each.
+        assert_eq!(cpu_ms_per_op(150.0, 1500.0), Some(1.0));
+        let v = cpu_ms_per_op(40.0, 10_000.0).expect("some");
+        assert!((v - 0.04).abs() < 1e-12, "{v}");
+        assert_eq!(cpu_ms_per_op(150.0, 0.0), None);
     }
 }

@@ -35,8 +35,8 @@
 
 use super::history::{Nanos, OpKind, Outcome};
 use super::workload::{
-    get_op, labels_of, reuse_id_for_other, rv_of, still_valid, Clients, Holding, Reply, Rng,
-    Shared, Written, LABEL_KIND,
+    get_op, labels_of, reuse_id_for_other, rv_of, use_tenure, Clients, Holding, Reply, Rng, Shared,
+    Written, LABEL_KIND,
 };
 use crate::lease::Timestamp;
 use crate::proto::v1 as pb;
@@ -238,26 +238,8 @@ impl KubeWorker {
                 self.shared.pauses.set_holding(self.id, None);
                 return;
             }
-            if still_valid(clock, valid_from, d) {
-                match self.shared.register.read(self.id, lease, token) {
-                    Ok(v) => {
-                        if still_valid(clock, valid_from, d) {
-                            self.shared
-                                .pauses
-                                .pause_point(self.id, &holding, clock)
-                                .await;
-                            if self
-                                .shared
-                                .register
-                                .write(self.id, lease, token, v + 1)
-                                .is_err()
-                            {
-                                lost = true;
-                            }
-                        }
-                    }
-                    Err(_) => lost = true,
-                }
+            if !use_tenure(&self.shared, self.id, &holding, clock, valid_from, d).await {
+                lost = true;
             }
             if lost {
                 break;
@@ -323,18 +305,7 @@ impl KubeWorker {
             return;
         }
         if self.rng.chance(0.65) {
-            let release = PutSpec {
-                base: rv_of(&obj),
-                holder: None,
-                tenure: token,
-                base_labels: Some(labels_of(&obj)),
-                acquire_time: self.now_text(),
-                transitions: obj
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.lease_transitions)
-                    .unwrap_or(0),
-            };
+            let release = self.release_spec(&obj, token);
             let repeat = self.rng.chance(self.shared.cfg.repeat_same_id);
             let w = self.put(lease, release, repeat).await;
             if w.op.outcome.is_unknown() {
@@ -417,24 +388,30 @@ impl KubeWorker {
 
     /// Sends a release Put at the resourceVersion the renewal `renewed`
     /// stored, with the renewal's request id: the cluster must refuse it.
-    /// Returns whether the tenure may be gone (the release was applied, or
-    /// may have been).
-    async fn release_with_id_of(&mut self, lease: &str, renewed: &Written, token: u64) -> bool {
-        let Some(obj) = renewed.lease.clone() else {
-            return false;
-        };
-        let p = PutSpec {
-            base: rv_of(&obj),
+    /// The update that releases `obj` (tenure `token`) as client-go does:
+    /// an empty holder, everything else kept.
+    fn release_spec(&self, obj: &pb::Lease, token: u64) -> PutSpec {
+        PutSpec {
+            base: rv_of(obj),
             holder: None,
             tenure: token,
-            base_labels: Some(labels_of(&obj)),
+            base_labels: Some(labels_of(obj)),
             acquire_time: self.now_text(),
             transitions: obj
                 .spec
                 .as_ref()
                 .and_then(|s| s.lease_transitions)
                 .unwrap_or(0),
+        }
+    }
+
+    /// Returns whether the tenure may be gone (the release was applied, or
+    /// may have been).
+    async fn release_with_id_of(&mut self, lease: &str, renewed: &Written, token: u64) -> bool {
+        let Some(obj) = renewed.lease.clone() else {
+            return false;
         };
+        let p = self.release_spec(&obj, token);
         let req = self.put_request(lease, &p, renewed.request_id.clone());
         let kind = self.put_kind(&p);
         let client = self.clients.pick(&self.shared);

@@ -428,6 +428,36 @@ pub fn track_leader(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Uses a tenure once, as a holder does: a fenced read-modify-write of the
+/// register by worker `id` while `holding` is still valid on the holder's
+/// own reckoning (`still_valid`), with the pause point between the read
+/// and the write, where a paused ex-holder would write late. Returns
+/// `false` when the register refused the token (the tenure is lost);
+/// `true` also when the tenure was too old to use (nothing written).
+pub(crate) async fn use_tenure(
+    shared: &Shared,
+    id: u32,
+    holding: &Holding,
+    clock: RunClock,
+    valid_from: Nanos,
+    d: Duration,
+) -> bool {
+    if !still_valid(clock, valid_from, d) {
+        return true;
+    }
+    let (lease, token) = (holding.lease.as_str(), holding.token);
+    let Ok(v) = shared.register.read(id, lease, token) else {
+        return false;
+    };
+    if still_valid(clock, valid_from, d) {
+        shared.pauses.pause_point(id, holding, clock).await;
+        if shared.register.write(id, lease, token, v + 1).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Whether a worker acting as holder since `valid_from` (the send time of
 /// its last acknowledged grant or renewal, run clock) may still act: until
 /// the duration minus a margin has passed on the runner's clock.
@@ -978,25 +1008,8 @@ impl Worker {
                 self.shared.pauses.set_holding(self.id, None);
                 return;
             }
-            if still_valid(clock, valid_from, d) {
-                if let Ok(v) = self.shared.register.read(self.id, lease, token) {
-                    if still_valid(clock, valid_from, d) {
-                        self.shared
-                            .pauses
-                            .pause_point(self.id, &holding, clock)
-                            .await;
-                        if self
-                            .shared
-                            .register
-                            .write(self.id, lease, token, v + 1)
-                            .is_err()
-                        {
-                            lost = true;
-                        }
-                    }
-                } else {
-                    lost = true;
-                }
+            if !use_tenure(&self.shared, self.id, &holding, clock, valid_from, d).await {
+                lost = true;
             }
             if lost {
                 break;
