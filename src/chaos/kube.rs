@@ -386,8 +386,6 @@ impl KubeWorker {
         .await
     }
 
-    /// Sends a release Put at the resourceVersion the renewal `renewed`
-    /// stored, with the renewal's request id: the cluster must refuse it.
     /// The update that releases `obj` (tenure `token`) as client-go does:
     /// an empty holder, everything else kept.
     fn release_spec(&self, obj: &pb::Lease, token: u64) -> PutSpec {
@@ -405,6 +403,8 @@ impl KubeWorker {
         }
     }
 
+    /// Sends a release Put at the resourceVersion the renewal `renewed`
+    /// stored, with the renewal's request id: the cluster must refuse it.
     /// Returns whether the tenure may be gone (the release was applied, or
     /// may have been).
     async fn release_with_id_of(&mut self, lease: &str, renewed: &Written, token: u64) -> bool {
