@@ -4,18 +4,20 @@
 //! Kubernetes-style clients, deleters and watchers; every history is
 //! checked. The docker-compose variant with partitions is `cluster/chaos.sh`.
 //!
-//! Three runs: the main one, which must be clean, and two negative
-//! controls, which must be caught: a register that ignores fencing tokens,
-//! and servers whose `Put` takes the client's `renewTime` (the debug-only
-//! `--fault-put-trusts-client-times`) with Kubernetes-style clients whose
-//! clocks run behind. The runs share the machine's two cores, so they take
-//! turns.
+//! Five runs: two that must be clean (every local fault; power loss on the
+//! lazy filesystem) and three negative controls, which must be caught: a
+//! register that ignores fencing tokens; servers whose `Put` takes the
+//! client's `renewTime` (the debug-only `--fault-put-trusts-client-times`)
+//! with Kubernetes-style clients whose clocks run behind; and servers whose
+//! WAL acknowledges without `fdatasync` (the debug-only
+//! `--fault-skip-wal-sync`) losing power. The runs share the machine's two
+//! cores, so they take turns.
 
 use leasehold::chaos::backend::Backend;
 use leasehold::chaos::faults::{FaultKind, FaultResult};
 use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
 use leasehold::chaos::run::{run, RunConfig, RunReport};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,35 @@ async fn chaos(
     extra_args: &[&str],
     cfg_of: impl FnOnce(&Path) -> RunConfig,
 ) -> RunReport {
+    chaos_on(dir, extra_args, None, cfg_of).await
+}
+
+/// The lazy filesystem's binary, which `cargo test` builds with the rest of
+/// the workspace into the directory of the `leasehold` binary; `None` (and
+/// a loud SKIPPED) if this machine cannot mount FUSE.
+fn lazyfs() -> Option<PathBuf> {
+    if let Some(why) = leasehold::chaos::lazydisk::unavailable() {
+        eprintln!("SKIPPED: power-loss faults need FUSE: {why}");
+        return None;
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_leasehold"));
+    match leasehold::chaos::lazydisk::find_beside(bin) {
+        Some(p) => Some(p),
+        None => panic!(
+            "{} was not built next to {}: run the README's `cargo test` (every workspace \
+             member), or `cargo build -p leasehold-lazyfs` first",
+            leasehold::chaos::lazydisk::LAZYFS_BIN,
+            bin.display()
+        ),
+    }
+}
+
+async fn chaos_on(
+    dir: &Path,
+    extra_args: &[&str],
+    lazyfs: Option<PathBuf>,
+    cfg_of: impl FnOnce(&Path) -> RunConfig,
+) -> RunReport {
     let backend = LocalBackend::new(LocalOptions {
         bin: env!("CARGO_BIN_EXE_leasehold").into(),
         root: dir.join("nodes"),
@@ -34,6 +65,7 @@ async fn chaos(
         election_timeout_ms: (300, 600),
         faketime: find_faketime(),
         extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        lazyfs,
     })
     .expect("local backend");
     backend.start_all().await.expect("start nodes");
@@ -192,4 +224,100 @@ async fn negative_control_put_trusting_client_times_is_caught() {
         a.iter().any(|a| a.property == "lease-timing"),
         "no lease-timing anomaly although Put trusted clocks that run behind: {a:?}"
     );
+}
+
+/// Power loss on the lazy filesystem: followers, the leader and every node
+/// at once lose whatever they had not synced (every other cut tears the
+/// last unsynced write of each file) under the full workload. Nothing
+/// acknowledged may be lost, no token issued twice, and every node must
+/// restart by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_run_finds_no_anomaly() {
+    let Some(lazyfs) = lazyfs() else { return };
+    let _turn = TURN.lock().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let report = chaos_on(tmp.path(), &[], Some(lazyfs), |dir| {
+        let mut cfg = RunConfig::new(Duration::from_secs(30), dir.join("out"));
+        cfg.seed = 17;
+        cfg.faults = FaultKind::POWER_LOSS.to_vec();
+        // Debug build, data through FUSE: the floor only says it ran.
+        cfg.min_rate = 50.0;
+        cfg
+    })
+    .await;
+    let mut problems: Vec<String> = Vec::new();
+    for must in FaultKind::POWER_LOSS {
+        let done = report
+            .faults
+            .iter()
+            .filter(|f| f.kind == must && f.result == FaultResult::Ok)
+            .count();
+        if done == 0 {
+            problems.push(format!("{must} did not happen: {:?}", report.faults));
+        }
+    }
+    if report.durability.is_empty() || !report.durability.iter().all(|p| p.intact) {
+        problems.push(format!("durability probes: {:?}", report.durability));
+    }
+    if !report.clean() {
+        problems.push(format!(
+            "the checker found anomalies:\n{}",
+            std::fs::read_to_string(report.out_dir.join("anomalies.txt")).unwrap_or_default()
+        ));
+    }
+    if !problems.is_empty() {
+        let keep = tmp.keep();
+        panic!(
+            "the power-loss run failed (report, history and node logs kept in {}):\n{}",
+            keep.display(),
+            problems.join("\n")
+        );
+    }
+}
+
+/// The negative control of the power-loss fault: the same fault on servers
+/// whose WAL acknowledges after `write` without `fdatasync`
+/// (`--fault-skip-wal-sync`, debug builds only). Losing every node's
+/// unsynced writes at once must then lose acknowledged writes, and the
+/// checker must say so. If it did not, the fault would not bite and a
+/// clean power-loss run would prove nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_wal_without_fdatasync_loses_acknowledged_writes() {
+    let Some(lazyfs) = lazyfs() else { return };
+    let _turn = TURN.lock().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let report = chaos_on(
+        tmp.path(),
+        &["--fault-skip-wal-sync"],
+        Some(lazyfs),
+        |dir| {
+            let mut cfg = RunConfig::new(Duration::from_secs(15), dir.join("out"));
+            cfg.seed = 19;
+            cfg.faults = vec![FaultKind::PowerLossAll];
+            cfg.min_rate = 20.0;
+            cfg
+        },
+    )
+    .await;
+    let lost: Vec<_> = report
+        .findings
+        .anomalies
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.property.as_str(),
+                "durability" | "linearizability" | "fencing-tokens" | "revisions"
+            )
+        })
+        .collect();
+    if lost.is_empty() {
+        let keep = tmp.keep();
+        panic!(
+            "no lost acknowledged write although the WAL never synced and every node lost power \
+             (kept in {}): faults {:?}, anomalies {:?}",
+            keep.display(),
+            report.faults,
+            report.findings.anomalies
+        );
+    }
 }

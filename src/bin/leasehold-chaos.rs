@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use leasehold::chaos::backend::Backend;
 use leasehold::chaos::faults::FaultKind;
+use leasehold::chaos::lazydisk::find_beside;
 use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
 use leasehold::chaos::run::{run, RunConfig};
 use std::path::PathBuf;
@@ -100,6 +101,12 @@ struct RunArgs {
     /// The `leasehold` binary for the local backend (default: next to this one).
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// The `leasehold-lazyfs` binary (crates/lazyfs): the local nodes' data
+    /// directories become lazy-filesystem mounts, for the power-loss faults.
+    /// Default: next to the `leasehold` binary, if it was built there (`cargo
+    /// build --release --workspace`).
+    #[arg(long)]
+    lazyfs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -180,7 +187,20 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let wants_power_loss = cfg.faults.iter().any(|k| k.is_power_loss());
+            let lazyfs = a
+                .lazyfs
+                .clone()
+                .or_else(|| find_beside(&bin).filter(|_| wants_power_loss));
+            if lazyfs.is_none() && !a.faults.is_empty() && wants_power_loss {
+                eprintln!(
+                    "leasehold-chaos: power-loss faults need the lazy filesystem: build it with \
+                     `cargo build --release -p leasehold-lazyfs` or pass --lazyfs"
+                );
+                return ExitCode::from(2);
+            }
             let opts = LocalOptions {
+                lazyfs,
                 bin,
                 root: out.join("nodes"),
                 nodes: 3,

@@ -2,8 +2,10 @@
 //! must guarantee.
 //!
 //! A backend runs the three nodes and can hurt them. Two exist: `local`
-//! (processes on loopback: kill, stop and restart of processes, wipes, and
-//! clock offsets through libfaketime when it is installed) and `docker`
+//! (processes on loopback: kill, stop and restart of processes, wipes,
+//! clock offsets through libfaketime when it is installed, and power loss
+//! when the data directories are mounts of the lazy filesystem,
+//! `crates/lazyfs`) and `docker`
 //! (the docker-compose cluster: additionally partitions, packet loss and
 //! delay inside the containers).
 //!
@@ -61,6 +63,15 @@ pub trait Backend: Send + Sync {
 
     /// Deletes node `id`'s data. The node must be killed first.
     async fn wipe(&self, id: NodeId) -> Result<(), String>;
+
+    /// Power loss of node `id`'s disk: drops every write to its data
+    /// directory that was not synced (file data and sizes not `fsync`ed or
+    /// `fdatasync`ed, directory entries whose directory was not `fsync`ed),
+    /// as a power cut empties the page cache. With `torn = Some(seed)` a
+    /// prefix of each file's unsynced writes survives, the last of them cut
+    /// short (a write torn by the cut). The node must be killed first.
+    /// Returns what was dropped, for the fault's record.
+    async fn lose_unsynced(&self, id: NodeId, torn: Option<u64>) -> Result<String, String>;
 
     /// Drops every packet between `a` and `b` (both directions), leaving
     /// their links to clients and to other nodes alone.

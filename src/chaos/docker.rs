@@ -40,6 +40,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::process::Command;
 
+/// Why the docker backend has no power-loss faults (yet): the nodes' data
+/// are docker volumes, not mounts of the lazy filesystem. The local backend
+/// has them (`leasehold-chaos run --backend local`, and `cargo test`).
+const POWER_LOSS_UNSUPPORTED: &str = "the containers' data directories are docker volumes, not \
+     lazy-filesystem mounts; power-loss faults run on the local backend";
+
 /// The iptables chain holding every rule the backend adds; INPUT and OUTPUT
 /// jump to it first. Healing a node flushes it.
 pub const CHAIN: &str = "LEASEHOLD-CHAOS";
@@ -847,6 +853,9 @@ impl Backend for DockerBackend {
             | FaultKind::KillAll
             | FaultKind::PauseLeader
             | FaultKind::PauseClient => Ok(()),
+            FaultKind::PowerLossFollower | FaultKind::PowerLossLeader | FaultKind::PowerLossAll => {
+                Err(POWER_LOSS_UNSUPPORTED.into())
+            }
         }
     }
 
@@ -1058,6 +1067,10 @@ impl Backend for DockerBackend {
     /// the server reads the wall clock for its lease stamps once, at start
     /// (then follows the monotonic clock), so an offset reaches its stamps
     /// only after a restart.
+    async fn lose_unsynced(&self, _id: NodeId, _torn: Option<u64>) -> Result<String, String> {
+        Err(POWER_LOSS_UNSUPPORTED.into())
+    }
+
     async fn clock_offset(&self, id: NodeId, offset_secs: i64) -> Result<(), String> {
         let setup = self.clock.as_ref().map_err(Clone::clone)?;
         let path = setup

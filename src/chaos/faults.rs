@@ -36,11 +36,20 @@ pub enum FaultKind {
     ClockOffset,
     /// Kill a node, delete its data, and bring it back as a new member.
     WipeNode,
+    /// Power loss of one follower: SIGKILL it, drop every write its
+    /// filesystem had not synced (the lazy filesystem's `lose-unsynced`),
+    /// restart it.
+    PowerLossFollower,
+    /// Power loss of the leader, as [`FaultKind::PowerLossFollower`].
+    PowerLossLeader,
+    /// Power loss of every node at once: all three lose their unsynced
+    /// writes together; every acknowledged write must survive.
+    PowerLossAll,
 }
 
 impl FaultKind {
     /// Every kind, in the order a run cycles through them.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillLeader,
         FaultKind::PauseClient,
         FaultKind::IsolateLeader,
@@ -54,7 +63,23 @@ impl FaultKind {
         FaultKind::PeerDelay,
         FaultKind::WipeNode,
         FaultKind::KillAll,
+        FaultKind::PowerLossFollower,
+        FaultKind::PowerLossLeader,
+        FaultKind::PowerLossAll,
     ];
+
+    /// The power-loss kinds (they need the nodes' data on the lazy
+    /// filesystem).
+    pub const POWER_LOSS: [FaultKind; 3] = [
+        FaultKind::PowerLossFollower,
+        FaultKind::PowerLossLeader,
+        FaultKind::PowerLossAll,
+    ];
+
+    /// Whether this kind drops unsynced writes (see [`FaultKind::POWER_LOSS`]).
+    pub fn is_power_loss(self) -> bool {
+        Self::POWER_LOSS.contains(&self)
+    }
 
     /// The kebab-case name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -72,6 +97,9 @@ impl FaultKind {
             FaultKind::PeerDelay => "peer-delay",
             FaultKind::ClockOffset => "clock-offset",
             FaultKind::WipeNode => "wipe-node",
+            FaultKind::PowerLossFollower => "power-loss-follower",
+            FaultKind::PowerLossLeader => "power-loss-leader",
+            FaultKind::PowerLossAll => "power-loss-all",
         }
     }
 }

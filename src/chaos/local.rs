@@ -1,8 +1,11 @@
 //! The local backend: three `leasehold serve` processes on loopback.
 //!
 //! It can kill (SIGKILL), stop (SIGSTOP) and restart processes, delete a
-//! node's data directory, and, when libfaketime is installed, shift a node's
-//! wall clock. It cannot cut links: every process shares the loopback
+//! node's data directory, when libfaketime is installed shift a node's
+//! wall clock, and when [`LocalOptions::lazyfs`] is set cut a node's power:
+//! each data directory is then a mount of the lazy filesystem
+//! ([`super::lazydisk`]) over `node-N/disk/`, and a power loss drops
+//! whatever the node had not synced. It cannot cut links: every process shares the loopback
 //! interface, so partitions, loss and delay need the docker backend; asking
 //! for them here is reported as unsupported, not faked.
 //!
@@ -12,6 +15,7 @@
 
 use super::backend::{Backend, NodeId};
 use super::faults::FaultKind;
+use super::lazydisk::LazyDisk;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -72,6 +76,9 @@ pub struct LocalOptions {
     /// More arguments for every `leasehold serve` (e.g. the negative
     /// control's `--fault-put-trusts-client-times`).
     pub extra_args: Vec<String>,
+    /// The `leasehold-lazyfs` binary: when set, every node's data directory
+    /// is a lazy-filesystem mount and power-loss faults are supported.
+    pub lazyfs: Option<PathBuf>,
 }
 
 struct Proc {
@@ -83,6 +90,10 @@ struct Proc {
 pub struct LocalBackend {
     opts: LocalOptions,
     procs: Mutex<BTreeMap<NodeId, Proc>>,
+    /// The nodes' lazy disks (empty without [`LocalOptions::lazyfs`]).
+    /// Declared after `procs`, but [`Drop`] kills the nodes explicitly
+    /// before these unmount.
+    disks: BTreeMap<NodeId, LazyDisk>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -106,15 +117,32 @@ impl LocalBackend {
         }
         std::fs::create_dir_all(&opts.root)
             .map_err(|e| format!("cannot create {}: {e}", opts.root.display()))?;
-        let b = LocalBackend {
+        let mut b = LocalBackend {
             opts,
             procs: Mutex::new(procs),
+            disks: BTreeMap::new(),
         };
         for id in 1..=b.opts.nodes {
             std::fs::create_dir_all(b.node_dir(id))
                 .map_err(|e| format!("cannot create {}: {e}", b.node_dir(id).display()))?;
             std::fs::write(b.faketime_file(id), "+0\n")
                 .map_err(|e| format!("cannot write faketime spec: {e}"))?;
+        }
+        if let Some(bin) = b.opts.lazyfs.clone() {
+            if let Some(why) = super::lazydisk::unavailable() {
+                return Err(format!("power-loss faults need FUSE: {why}"));
+            }
+            for id in 1..=b.opts.nodes {
+                let dir = b.node_dir(id);
+                let disk = LazyDisk::mount(
+                    &bin,
+                    &dir.join("disk"),
+                    &b.data_dir(id),
+                    &dir.join("lazyfs.sock"),
+                    &dir.join("lazyfs.log"),
+                )?;
+                b.disks.insert(id, disk);
+            }
         }
         Ok(b)
     }
@@ -278,6 +306,10 @@ impl LocalBackend {
             return Err(format!("node {id} must be killed before its data is wiped"));
         }
         let dir = self.data_dir(id);
+        if let Some(disk) = self.disks.get(&id) {
+            // The directory is a mount point: empty it instead.
+            return disk.control().wipe();
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| format!("cannot delete {}: {e}", dir.display()))?;
@@ -321,6 +353,13 @@ impl Backend for LocalBackend {
                 "libfaketime is not installed (looked for {})",
                 FAKETIME_PATHS.join(", ")
             )),
+            FaultKind::PowerLossFollower | FaultKind::PowerLossLeader | FaultKind::PowerLossAll
+                if self.disks.is_empty() =>
+            {
+                Err("the data directories are not on the lazy filesystem (build it with \
+                     `cargo build --release -p leasehold-lazyfs`, or pass --lazyfs)"
+                    .into())
+            }
             _ => Ok(()),
         }
     }
@@ -370,6 +409,16 @@ impl Backend for LocalBackend {
 
     async fn wipe(&self, id: NodeId) -> Result<(), String> {
         self.wipe_dir(id).await
+    }
+
+    async fn lose_unsynced(&self, id: NodeId, torn: Option<u64>) -> Result<String, String> {
+        let Some(disk) = self.disks.get(&id) else {
+            return Err("the data directories are not on the lazy filesystem".into());
+        };
+        if self.running(id).await {
+            return Err(format!("node {id} must be killed before it loses power"));
+        }
+        disk.control().lose_unsynced(torn)
     }
 
     async fn cut(&self, _a: NodeId, _b: NodeId) -> Result<(), String> {

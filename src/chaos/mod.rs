@@ -13,7 +13,8 @@
 //!   [`register`] (the fenced register): the traffic.
 //! - [`backend`]: the trait through which faults reach the nodes;
 //!   [`local`] (processes on loopback) and [`docker`] (the compose cluster)
-//!   implement it. [`faults`]: the fault kinds and their records;
+//!   implement it; [`lazydisk`] gives local nodes disks that can lose
+//!   power. [`faults`]: the fault kinds and their records;
 //!   [`nemesis`]: the scheduler.
 //! - [`check`]: the checker: per-lease linearizability and the other
 //!   properties.
@@ -28,6 +29,7 @@ pub mod docker;
 pub mod faults;
 pub mod history;
 pub mod kube;
+pub mod lazydisk;
 pub mod local;
 pub mod nemesis;
 pub mod register;

@@ -41,15 +41,21 @@ pub struct Nemesis {
     kills_all: u32,
     /// Clock offsets done so far (alternates the sign).
     offsets: u32,
+    /// Power losses of a node's disk so far (every other one tears the
+    /// last unsynced write of each file instead of dropping it whole).
+    power_cuts: u64,
     /// Durability probes: acknowledged before a kill of every node,
     /// read back after.
     pub durability: Vec<DurabilityProbe>,
 }
 
-/// A lease acquired before every node was killed, and what a read after the
-/// restart returned.
+/// A lease acquired before every node was killed (or lost power), and what
+/// a read after the restart returned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DurabilityProbe {
+    /// The fault between the acquire and the read (`kill-all`,
+    /// `power-loss-all`).
+    pub fault: FaultKind,
     /// The probe lease.
     pub lease: String,
     /// Its holder and token as acknowledged before the kill.
@@ -86,6 +92,7 @@ impl Nemesis {
             rng: Rng::new(seed ^ 0xFA17),
             kills_all: 0,
             offsets: 0,
+            power_cuts: 0,
             durability: Vec::new(),
         }
     }
@@ -314,7 +321,10 @@ impl Nemesis {
             }
             FaultKind::KillAll => {
                 let t = "all nodes".to_string();
-                let probe = self.durability_acquire().await.map_err(fail(t.clone()))?;
+                let probe = self
+                    .durability_acquire(kind)
+                    .await
+                    .map_err(fail(t.clone()))?;
                 for id in b.node_ids() {
                     b.kill(id).await.map_err(fail(t.clone()))?;
                 }
@@ -423,6 +433,64 @@ impl Nemesis {
                 ))
             }
             FaultKind::ClockOffset => self.clock_offset(&others).await,
+            FaultKind::PowerLossLeader | FaultKind::PowerLossFollower => {
+                let id = if kind == FaultKind::PowerLossLeader {
+                    leader
+                } else {
+                    pick(&mut self.rng, &others)
+                };
+                let t = node(id);
+                b.kill(id).await.map_err(fail(t.clone()))?;
+                let dropped = self.cut_power(id).await.map_err(fail(t.clone()))?;
+                let hold = self.hold(1000, 3000);
+                tokio::time::sleep(hold).await;
+                let after = self.leader().await;
+                b.start(id).await.map_err(fail(t.clone()))?;
+                Ok((
+                    t,
+                    format!(
+                        "leader was {leader} (term {term}); {dropped}; down {} ms; leader meanwhile {}",
+                        hold.as_millis(),
+                        fmt_leader(after)
+                    ),
+                ))
+            }
+            FaultKind::PowerLossAll => {
+                let t = "all nodes".to_string();
+                let probe = self
+                    .durability_acquire(kind)
+                    .await
+                    .map_err(fail(t.clone()))?;
+                // As one power cut: every process dies before any disk
+                // forgets, so no node sees another's loss while running.
+                for id in b.node_ids() {
+                    b.kill(id).await.map_err(fail(t.clone()))?;
+                }
+                let mut dropped = Vec::new();
+                for id in b.node_ids() {
+                    let d = self.cut_power(id).await.map_err(fail(t.clone()))?;
+                    dropped.push(format!("node {id}: {d}"));
+                }
+                let hold = self.hold(1000, 2500);
+                tokio::time::sleep(hold).await;
+                for id in b.node_ids() {
+                    b.start(id).await.map_err(fail(t.clone()))?;
+                }
+                self.wait_healthy(RECOVERY_TIMEOUT)
+                    .await
+                    .map_err(fail(t.clone()))?;
+                let probe = self.durability_check(probe).await;
+                let detail = format!(
+                    "{}; down {} ms; probe {} token {}: {}",
+                    dropped.join(", "),
+                    hold.as_millis(),
+                    probe.lease,
+                    probe.token,
+                    probe.read_back
+                );
+                self.durability.push(probe);
+                Ok((t, detail))
+            }
             FaultKind::WipeNode => {
                 let id = pick(&mut self.rng, &others);
                 let t = node(id);
@@ -430,6 +498,19 @@ impl Nemesis {
                 Ok((t, "wiped, started empty, replaced".into()))
             }
         }
+    }
+
+    /// Drops node `id`'s unsynced writes (it is already killed); every
+    /// other cut tears the last unsynced write of each file. Returns what
+    /// was dropped, as the filesystem reports it.
+    async fn cut_power(&mut self, id: NodeId) -> Result<String, String> {
+        self.power_cuts += 1;
+        let torn = (self.power_cuts % 2 == 0).then(|| self.rng.next_u64());
+        let dropped = self.backend.lose_unsynced(id, torn).await?;
+        Ok(match torn {
+            Some(seed) => format!("lost unsynced writes, torn (seed {seed}): {dropped}"),
+            None => format!("lost unsynced writes: {dropped}"),
+        })
     }
 
     async fn pause_client(&mut self) -> Result<(String, String), (String, String)> {
@@ -577,7 +658,7 @@ impl Nemesis {
     }
 
     /// Acquires a probe lease whose state must survive a kill of all nodes.
-    async fn durability_acquire(&mut self) -> Result<DurabilityProbe, String> {
+    async fn durability_acquire(&mut self, fault: FaultKind) -> Result<DurabilityProbe, String> {
         self.kills_all += 1;
         let lease = format!("durable-{}", self.kills_all);
         let c = self.cluster_client()?;
@@ -597,6 +678,7 @@ impl Nemesis {
         })
         .await?;
         Ok(DurabilityProbe {
+            fault,
             lease,
             holder,
             token: r.fencing_token,

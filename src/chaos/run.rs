@@ -266,19 +266,20 @@ impl RunReport {
         for (k, (ok, failed, unsupported)) in &by_kind {
             match unsupported {
                 Some(why) => {
-                    let _ = writeln!(s, "  {k:<17} unsupported: {why}");
+                    let _ = writeln!(s, "  {k:<19} unsupported: {why}");
                 }
                 None => {
-                    let _ = writeln!(s, "  {k:<17} {ok} done, {failed} failed");
+                    let _ = writeln!(s, "  {k:<19} {ok} done, {failed} failed");
                 }
             }
         }
         for p in &self.durability {
             let _ = writeln!(
                 s,
-                "durability: {} token {} after killing every node: {}",
+                "durability: {} token {} across {}: {}",
                 p.lease,
                 p.token,
+                p.fault,
                 if p.intact { "intact" } else { "LOST" }
             );
         }

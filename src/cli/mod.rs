@@ -307,6 +307,12 @@ pub struct ServeArgs {
     #[cfg(debug_assertions)]
     #[arg(long, hide = true)]
     pub fault_put_trusts_client_times: bool,
+    /// Fault injection for the power-loss negative control, in debug builds
+    /// only: the WAL acknowledges writes without `fdatasync`, so a power
+    /// loss (the chaos suite's lazy filesystem) loses acknowledged writes.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub fault_skip_wal_sync: bool,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -730,6 +736,7 @@ fn store_options(args: &ServeArgs) -> StoreOptions {
     #[cfg(debug_assertions)]
     {
         store.fault_put_trusts_client_times = args.fault_put_trusts_client_times;
+        store.fault_skip_wal_sync = args.fault_skip_wal_sync;
     }
     store
 }

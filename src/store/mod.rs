@@ -55,6 +55,10 @@ pub struct StoreOptions {
     /// control): see [`crate::state::ApplyOptions::fault_put_trusts_client_times`].
     #[cfg(debug_assertions)]
     pub fault_put_trusts_client_times: bool,
+    /// Fault injection (debug builds only, for the power-loss negative
+    /// control): see [`Wal::fault_skip_sync`].
+    #[cfg(debug_assertions)]
+    pub fault_skip_wal_sync: bool,
 }
 
 impl StoreOptions {
@@ -79,6 +83,8 @@ impl Default for StoreOptions {
             identity_gc_age_micros: 3600 * crate::lease::time::MICROS_PER_SEC,
             #[cfg(debug_assertions)]
             fault_put_trusts_client_times: false,
+            #[cfg(debug_assertions)]
+            fault_skip_wal_sync: false,
         }
     }
 }
@@ -95,7 +101,7 @@ pub fn open_with(
     dir: &Path,
     options: StoreOptions,
 ) -> anyhow::Result<(LogStore, StateMachineStore)> {
-    std::fs::create_dir_all(dir)
+    create_dir_durably(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     if dir.join("db").join("conf").exists() || dir.join("db").join("db").exists() {
         bail!(
@@ -107,8 +113,27 @@ pub fn open_with(
         );
     }
     let wal = Wal::open(dir)?;
+    #[cfg(debug_assertions)]
+    if options.fault_skip_wal_sync {
+        wal.fault_skip_sync();
+    }
     let sm = StateMachineStore::open(dir, &options)?;
     Ok((LogStore::new(wal), sm))
+}
+
+/// Creates directory `dir` (and missing parents) so that it survives a power
+/// loss: a directory entry is durable only once the directory holding it is
+/// synced, and a file synced inside a directory whose own entry was never
+/// synced is lost with it. Syncs `dir` and its parent every time, not only
+/// when it creates `dir`: a process killed between the `mkdir` and the
+/// sync leaves a directory that exists but is not yet durable.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    snapshot::sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => snapshot::sync_dir(parent),
+        _ => snapshot::sync_dir(Path::new(".")),
+    }
 }
 
 /// An I/O or encoding error as openraft's storage error for `subject`.

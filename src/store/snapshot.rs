@@ -355,7 +355,7 @@ fn write_with(
     meta: &SnapshotMeta,
     fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), SnapshotError>,
 ) -> Result<PathBuf, SnapshotError> {
-    fs::create_dir_all(dir)?;
+    super::create_dir_durably(dir)?;
     let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
     let path = dir.join(file_name(index));
     let tmp = dir.join(format!("{}.tmp", file_name(index)));

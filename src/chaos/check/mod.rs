@@ -13,7 +13,7 @@
 //!    the previous holder's last acknowledged acquire, renew or renewing
 //!    Put was sent plus the lease duration, unless that holder released.
 //! 5. durability: every probe acknowledged before all nodes were killed
-//!    read back intact after the restart.
+//!    (or all lost power together) read back intact after the restart.
 //! 6. recovery: after the last fault healed and the workload stopped, each
 //!    lease was acquired within its duration plus an election timeout.
 //! 7. faults and rate: every planned fault happened (was injected, verified
@@ -185,8 +185,15 @@ pub fn check(data: &RunData) -> Findings {
                 "durability",
                 Some(&p.lease),
                 format!(
-                    "acknowledged {}/{} before every node was killed; read back after the restart: {}",
-                    p.holder, p.token, p.read_back
+                    "acknowledged {}/{} before {}; read back after the restart: {}",
+                    p.holder,
+                    p.token,
+                    if p.fault.is_power_loss() {
+                        "every node lost power"
+                    } else {
+                        "every node was killed"
+                    },
+                    p.read_back
                 ),
                 vec![],
             ));

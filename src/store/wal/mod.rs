@@ -114,6 +114,11 @@ struct Shared {
     /// fsync that failed must never be retried as if nothing happened).
     failed: Mutex<Option<String>>,
     syncs: AtomicU64,
+    /// Fault injection for the power-loss negative control (debug builds
+    /// only): the writer skips its `fdatasync` and completes requests after
+    /// the `write` alone, as a store relying on the page cache would.
+    #[cfg(debug_assertions)]
+    fault_skip_sync: std::sync::atomic::AtomicBool,
     /// Held for the life of the WAL: `flock` of `<data-dir>/LOCK`.
     _lock: File,
 }
@@ -179,7 +184,7 @@ impl Wal {
     pub fn open_with(data_dir: &Path, segment_bytes: u64) -> anyhow::Result<Wal> {
         let lock_file = lock_dir(data_dir)?;
         let dir = data_dir.join("wal");
-        std::fs::create_dir_all(&dir)
+        crate::store::create_dir_durably(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut index = Index::default();
         let mut active = None;
@@ -215,6 +220,8 @@ impl Wal {
             index: RwLock::new(index),
             failed: Mutex::new(None),
             syncs: AtomicU64::new(0),
+            #[cfg(debug_assertions)]
+            fault_skip_sync: std::sync::atomic::AtomicBool::new(false),
             _lock: lock_file,
         });
         let (tx, rx) = mpsc::channel();
@@ -246,6 +253,19 @@ impl Wal {
     /// reports (an append's callback, a saved vote) comes after one.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Fault injection (debug builds only; the chaos suite's power-loss
+    /// negative control): from now on the writer acknowledges appends and
+    /// votes after `write` without `fdatasync`. Never use it otherwise: an
+    /// acknowledged write then lives only in the page cache.
+    #[cfg(debug_assertions)]
+    pub fn fault_skip_sync(&self) {
+        tracing::warn!(
+            "FAULT INJECTION: the WAL acknowledges writes without fdatasync \
+             (--fault-skip-wal-sync); acknowledged writes are lost on power loss"
+        );
+        self.shared.fault_skip_sync.store(true, Ordering::SeqCst);
     }
 
     /// Appends `entries`: readable at once, durable when `done` is called.

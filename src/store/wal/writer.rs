@@ -208,7 +208,7 @@ fn write_batch(
         record::write(buf, Kind::Committed, &enc(&c)?);
     }
     (&*active.file).write_all(buf)?;
-    if needs_sync {
+    if needs_sync && !skip_sync(shared) {
         active.file.sync_data()?;
         shared.syncs.fetch_add(1, Ordering::SeqCst);
     }
@@ -218,6 +218,20 @@ fn write_batch(
         remove_purged_segments(shared, active.seq)?;
     }
     Ok(())
+}
+
+/// Whether the power-loss negative control switched the sync off (never in
+/// release builds).
+fn skip_sync(shared: &Shared) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        shared.fault_skip_sync.load(Ordering::SeqCst)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = shared;
+        false
+    }
 }
 
 /// Records where the entries went, and drops the cached copies of the
