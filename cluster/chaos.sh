@@ -3,7 +3,10 @@
 #   1. cargo build --release --locked --bins, and the image (build-image.sh,
 #      which also installs libfaketime when it can, for clock faults);
 #   2. a fresh cluster (down -v, then up with docker-compose.chaos.yml: no
-#      restart policy, libfaketime, one clock spec file per node), healthy;
+#      restart policy, libfaketime, one clock spec file per node; and, for
+#      power-loss faults, each node's /data on a lazy filesystem mounted on
+#      the host by leasehold-lazyfs and bound in by
+#      docker-compose.powerloss.yml), healthy;
 #   3. leasehold-chaos run --backend docker for --duration seconds: every
 #      fault kind the machine supports, overlapping the workload (lease-API
 #      workers with a fenced register, Kubernetes-style compare-and-swap
@@ -12,8 +15,9 @@
 #      includes at least 200 successful operations per second);
 #   4. a fresh cluster again and the negative control: the workload without
 #      fencing under client pauses, which the checker must catch. (The other
-#      negative control, a Put that stores the client's renewTime, needs the
-#      debug-only --fault-put-trusts-client-times and runs in
+#      negative controls, a Put that stores the client's renewTime and a WAL
+#      that acknowledges without fdatasync losing power, need the debug-only
+#      --fault-put-trusts-client-times and --fault-skip-wal-sync and run in
 #      tests/chaos.rs on local processes.);
 #   5. the cluster is taken down (also on failure or Ctrl-C).
 # Reports go to OUT (default target/chaos/<timestamp>; the negative control
@@ -22,7 +26,12 @@
 # runs already is replaced, and its data deleted.
 # Usage: cluster/chaos.sh [--duration SECS] [--seed N] [--out DIR] [--skip-build]
 #                         [--negative-control-only] [--no-negative-control]
-#   --skip-build  use the existing binaries and leasehold:local image
+#                         [--no-power-loss]
+#   --skip-build     use the existing binaries and leasehold:local image
+#   --no-power-loss  keep the data in docker volumes (power-loss faults are
+#                    then reported unsupported); without it they run when
+#                    /dev/fuse exists and this runs as root (the FUSE mounts
+#                    are made on the host; the containers need nothing)
 # Env:   CHAOS_READY_TIMEOUT  seconds to wait for a healthy cluster (default 120)
 #        LEASEHOLD_CHAOS_DIR  where the per-node clock spec files live
 #                             (default cluster/.chaos)
@@ -37,7 +46,8 @@ out_dir=""
 build=1
 main_run=1
 negative=1
-usage() { sed -n '2,29p' "$0"; }
+power_loss=auto
+usage() { sed -n '2,37p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) [ $# -ge 2 ] || die "--duration needs a value"; duration=$2; shift ;;
@@ -46,6 +56,7 @@ while [ $# -gt 0 ]; do
         --skip-build) build=0 ;;
         --negative-control-only) main_run=0 ;;
         --no-negative-control) negative=0 ;;
+        --no-power-loss) power_loss=0 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
@@ -85,6 +96,23 @@ fi
 [ -x "$LEASEHOLD_BIN" ] || die "no client at $LEASEHOLD_BIN (run without --skip-build)"
 [ -x "$CHAOS_BIN" ] || die "no chaos runner at $CHAOS_BIN (run without --skip-build)"
 
+# Power loss: a lazy filesystem per node, mounted on the host (root and
+# /dev/fuse needed; the containers need nothing) and bound in as /data.
+LAZYFS_BIN="$TARGET_DIR/release/leasehold-lazyfs"
+if [ "$power_loss" = auto ]; then
+    if [ ! -e /dev/fuse ]; then
+        power_loss=0; log "no /dev/fuse: power-loss faults will be reported as unsupported"
+    elif [ "$(id -u)" != 0 ]; then
+        power_loss=0; log "not root: the lazy filesystems cannot be mounted; power-loss faults will be reported as unsupported"
+    elif [ ! -x "$LAZYFS_BIN" ]; then
+        power_loss=0; log "no $LAZYFS_BIN (run without --skip-build): power-loss faults will be reported as unsupported"
+    else
+        power_loss=1
+    fi
+fi
+export CHAOS_POWER_LOSS="$power_loss"
+[ "$power_loss" = 0 ] || log "power-loss faults on: each node's /data is a lazy filesystem under $LEASEHOLD_CHAOS_DIR/nodeN"
+
 # The image says whether it carries libfaketime; without it, preload
 # nothing (ld.so would complain on every process start) and the backend
 # reports clock offsets as unsupported.
@@ -111,12 +139,58 @@ reset_clocks() {
     done
 }
 
-# fresh_cluster: down with volumes, clocks reset, up with the override, and
-# wait until healthy with a leader.
+# The lazy filesystems' processes (power-loss mode).
+LAZYFS_PIDS=()
+
+# unmount_disks: stops every node's lazy filesystem (SIGTERM unmounts) and
+# detaches any mount left behind.
+unmount_disks() {
+    local pid n
+    for pid in ${LAZYFS_PIDS[@]+"${LAZYFS_PIDS[@]}"}; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in ${LAZYFS_PIDS[@]+"${LAZYFS_PIDS[@]}"}; do
+        wait "$pid" 2>/dev/null || true
+    done
+    LAZYFS_PIDS=()
+    for n in "${NODES[@]}"; do
+        "$LAZYFS_BIN" unmount "$LEASEHOLD_CHAOS_DIR/$n/data" >/dev/null 2>&1 || true
+    done
+}
+
+# mount_disks: a new, empty lazy filesystem per node: backing directory
+# nodeN/disk, mounted at nodeN/data (what the override binds to /data),
+# control socket nodeN/lazyfs.sock.
+mount_disks() {
+    local n dir i
+    unmount_disks
+    for n in "${NODES[@]}"; do
+        dir="$LEASEHOLD_CHAOS_DIR/$n"
+        rm -rf "$dir/disk" || die "cannot delete $dir/disk"
+        mkdir -p "$dir/disk" "$dir/data" || die "cannot create $dir/disk and $dir/data"
+        "$LAZYFS_BIN" mount --backing "$dir/disk" --mountpoint "$dir/data" \
+            --control "$dir/$LAZYFS_SOCKET_NAME" --no-backing-sync \
+            >"$dir/lazyfs.out" 2>"$dir/lazyfs.log" &
+        LAZYFS_PIDS+=($!)
+        for i in $(seq 1 150); do
+            grep -qx ready "$dir/lazyfs.out" 2>/dev/null && break
+            kill -0 "${LAZYFS_PIDS[-1]}" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -qx ready "$dir/lazyfs.out" 2>/dev/null ||
+            die "the lazy filesystem at $dir/data did not come up: $(tail -5 "$dir/lazyfs.log" 2>/dev/null)"
+    done
+    log "lazy filesystems mounted at $LEASEHOLD_CHAOS_DIR/node{1,2,3}/data"
+}
+LAZYFS_SOCKET_NAME=lazyfs.sock
+
+# fresh_cluster: down with volumes, clocks reset, (power loss: fresh lazy
+# filesystems), up with the overrides, and wait until healthy with a leader.
 fresh_cluster() {
-    log "starting a fresh cluster (down -v, then up with docker-compose.chaos.yml)"
+    log "starting a fresh cluster (down -v, then up with docker-compose.chaos.yml$([ "$CHAOS_POWER_LOSS" = 0 ] || echo " and docker-compose.powerloss.yml"))"
     chaos_compose down -v --remove-orphans >&2 || die "docker-compose down failed"
     reset_clocks
+    [ "$CHAOS_POWER_LOSS" = 0 ] || mount_disks
     chaos_compose up -d >&2 || die "docker-compose up failed"
     local leader
     leader=$(wait_cluster_ready "$ready_timeout") || {
@@ -173,6 +247,7 @@ finish() {
     [ "$rc" = 0 ] || [ ${#results[@]} -gt 0 ] || dump_cluster
     log "taking the cluster down"
     chaos_compose down -v --remove-orphans >/dev/null 2>&1 || log "warning: docker-compose down failed"
+    [ "$CHAOS_POWER_LOSS" = 0 ] || unmount_disks
     if [ ${#results[@]} -gt 0 ]; then
         printf '\nLeasehold docker chaos suite\n' >&2
         printf '  %s\n' "${results[@]}" >&2

@@ -9,6 +9,10 @@ COMPOSE_FILE="$CLUSTER_DIR/docker-compose.yml"
 # The chaos suite's override (restart "no", libfaketime, clock spec mounts);
 # used only by chaos.sh, on top of COMPOSE_FILE.
 CHAOS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.chaos.yml"
+# The power-loss override (each node's /data bound to a lazy filesystem that
+# chaos.sh mounts on the host); chaos_compose adds it when CHAOS_POWER_LOSS=1.
+POWER_LOSS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.powerloss.yml"
+CHAOS_POWER_LOSS="${CHAOS_POWER_LOSS:-0}"
 # Where build-image.sh puts libfaketime inside the image (when it has one).
 FAKETIME_LIB=/usr/lib/faketime/libfaketime.so.1
 PROJECT=leasehold
@@ -49,8 +53,15 @@ compose_with() {
 # The cluster as users run it.
 compose() { compose_with "$COMPOSE_FILE" -- "$@"; }
 
-# The cluster as chaos runs start it (docker-compose.yml + the chaos override).
-chaos_compose() { compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" -- "$@"; }
+# The cluster as chaos runs start it (docker-compose.yml + the chaos override,
+# + the power-loss override when CHAOS_POWER_LOSS=1).
+chaos_compose() {
+    if [ "$CHAOS_POWER_LOSS" = 1 ]; then
+        compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" "$POWER_LOSS_COMPOSE_FILE" -- "$@"
+    else
+        compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" -- "$@"
+    fi
+}
 
 container_of() { echo "leasehold-$1"; }
 

@@ -32,6 +32,7 @@
 
 use super::backend::{Backend, NodeId};
 use super::faults::FaultKind;
+use super::lazydisk::LazyControl;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,11 +41,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::process::Command;
 
-/// Why the docker backend has no power-loss faults (yet): the nodes' data
-/// are docker volumes, not mounts of the lazy filesystem. The local backend
-/// has them (`leasehold-chaos run --backend local`, and `cargo test`).
+/// Why a cluster started without `docker-compose.powerloss.yml` has no
+/// power-loss faults.
 const POWER_LOSS_UNSUPPORTED: &str = "the containers' data directories are docker volumes, not \
-     lazy-filesystem mounts; power-loss faults run on the local backend";
+     lazy-filesystem mounts (cluster/chaos.sh mounts them unless --no-power-loss)";
+
+/// The compose override that binds each node's `/data` to a lazy
+/// filesystem mounted on the host (see `cluster/chaos.sh`).
+pub const POWER_LOSS_COMPOSE_FILE: &str = "docker-compose.powerloss.yml";
+
+/// The control socket's name, beside the mount point of a node's lazy
+/// filesystem on the host (`$LEASEHOLD_CHAOS_DIR/nodeN/{data,lazyfs.sock}`).
+pub const LAZYFS_SOCKET: &str = "lazyfs.sock";
 
 /// The iptables chain holding every rule the backend adds; INPUT and OUTPUT
 /// jump to it first. Healing a node flushes it.
@@ -139,6 +147,9 @@ struct NodeInfo {
     node: DockerNode,
     /// The named volume mounted at the data directory.
     volume: String,
+    /// The lazy filesystem bound at the data directory instead, when the
+    /// cluster was started for power-loss faults.
+    disk: Option<LazyControl>,
     /// The interface carrying the node's address (for tc).
     iface: String,
 }
@@ -319,20 +330,38 @@ impl DockerBackend {
                     .await
                     .map_err(|e| format!("cannot disable the restart policy {policy:?}: {e}"))?;
             }
-            let volume = mount_to(&c, "/data")
+            let data = mount_to(&c, "/data");
+            let volume = data
                 .and_then(|m| m.get("Name").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| format!("{}_{}-data", b.opts.project, node.service));
+            let disk = data.and_then(lazy_disk_of);
             b.nodes.insert(
                 node.id,
                 NodeInfo {
                     node: node.clone(),
                     volume,
+                    disk,
                     iface: String::new(),
                 },
             );
             inspected.insert(node.id, c);
         }
 
+        // A cluster on lazy filesystems must be recreated the same way (a
+        // wiped node comes back through compose).
+        if b.nodes.values().any(|n| n.disk.is_some()) {
+            let dir = b
+                .opts
+                .compose_files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let file = dir.join(POWER_LOSS_COMPOSE_FILE);
+            if !b.opts.compose_files.contains(&file) {
+                b.opts.compose_files.push(file);
+            }
+        }
         b.clock = b.clock_setup(&inspected).await;
         b.compose_env = compose_env(&inspected, b.clock.as_ref().ok());
 
@@ -854,7 +883,11 @@ impl Backend for DockerBackend {
             | FaultKind::PauseLeader
             | FaultKind::PauseClient => Ok(()),
             FaultKind::PowerLossFollower | FaultKind::PowerLossLeader | FaultKind::PowerLossAll => {
-                Err(POWER_LOSS_UNSUPPORTED.into())
+                if self.nodes.values().all(|n| n.disk.is_some()) {
+                    Ok(())
+                } else {
+                    Err(POWER_LOSS_UNSUPPORTED.into())
+                }
             }
         }
     }
@@ -922,6 +955,8 @@ impl Backend for DockerBackend {
 
     /// Removes the (stopped) container and its named data volume; verified
     /// by both being gone. The next [`Backend::start`] recreates them empty.
+    /// On a lazy filesystem the container goes and the mounted directory is
+    /// emptied (and that made durable) instead of a volume removed.
     async fn wipe(&self, id: NodeId) -> Result<(), String> {
         let info = self.info(id)?.clone();
         let name = info.node.container.as_str();
@@ -933,6 +968,17 @@ impl Backend for DockerBackend {
                 self.docker(&["rm", name]).await?;
             }
             None => {}
+        }
+        if let Some(disk) = info.disk.clone() {
+            // The data is the host's lazy filesystem, bound in: empty it
+            // (durably) instead of removing a volume.
+            tokio::task::spawn_blocking(move || disk.wipe())
+                .await
+                .map_err(|e| format!("wiping node {id}: {e}"))??;
+            if self.inspect(name).await?.is_some() {
+                return Err(format!("container {name} still exists after docker rm"));
+            }
+            return Ok(());
         }
         let out = self
             .run("docker", &["volume", "rm", &info.volume], &[])
@@ -1067,8 +1113,20 @@ impl Backend for DockerBackend {
     /// the server reads the wall clock for its lease stamps once, at start
     /// (then follows the monotonic clock), so an offset reaches its stamps
     /// only after a restart.
-    async fn lose_unsynced(&self, _id: NodeId, _torn: Option<u64>) -> Result<String, String> {
-        Err(POWER_LOSS_UNSUPPORTED.into())
+    /// Through the control socket of the node's lazy filesystem on the
+    /// host; the container must be stopped (killed).
+    async fn lose_unsynced(&self, id: NodeId, torn: Option<u64>) -> Result<String, String> {
+        let disk = self
+            .info(id)?
+            .disk
+            .clone()
+            .ok_or_else(|| POWER_LOSS_UNSUPPORTED.to_string())?;
+        if matches!(self.state(id).await?, Some((true, _))) {
+            return Err(format!("node {id} must be killed before it loses power"));
+        }
+        tokio::task::spawn_blocking(move || disk.lose_unsynced(torn))
+            .await
+            .map_err(|e| format!("lose-unsynced of node {id}: {e}"))?
     }
 
     async fn clock_offset(&self, id: NodeId, offset_secs: i64) -> Result<(), String> {
@@ -1148,6 +1206,20 @@ fn mount_to<'a>(c: &'a Value, dest: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|m| m.get("Destination").and_then(Value::as_str) == Some(dest))
+}
+
+/// The lazy filesystem behind a container's `/data` mount: a bind mount
+/// whose host directory has the control socket beside it.
+fn lazy_disk_of(mount: &Value) -> Option<LazyControl> {
+    if mount.get("Type").and_then(Value::as_str) != Some("bind") {
+        return None;
+    }
+    let source = PathBuf::from(mount.get("Source").and_then(Value::as_str)?);
+    let socket = source.parent()?.join(LAZYFS_SOCKET);
+    socket.exists().then_some(LazyControl {
+        mountpoint: source,
+        socket,
+    })
 }
 
 /// An inspected container's environment.
@@ -1614,6 +1686,30 @@ mod tests {
         let host = seen + Duration::from_secs(45);
         assert!(check_offset(host, seen, host, -45, slack).is_ok());
         assert!(check_offset(host, seen, host, 45, slack).is_err());
+    }
+
+    /// Power loss is offered for a node only when its `/data` is a bind
+    /// mount with the lazy filesystem's control socket beside the source.
+    #[test]
+    fn a_lazy_disk_is_a_bind_mount_with_its_control_socket_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("node1").join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let bind = serde_json::json!({
+            "Type": "bind", "Source": data.display().to_string(), "Destination": "/data"
+        });
+        assert!(
+            lazy_disk_of(&bind).is_none(),
+            "no control socket yet: a plain bind mount"
+        );
+        let socket = tmp.path().join("node1").join(LAZYFS_SOCKET);
+        std::fs::write(&socket, b"").unwrap();
+        let disk = lazy_disk_of(&bind).expect("a lazy disk");
+        assert_eq!((disk.mountpoint, disk.socket), (data, socket));
+        let volume = serde_json::json!({
+            "Type": "volume", "Name": "leasehold_node1-data", "Destination": "/data"
+        });
+        assert!(lazy_disk_of(&volume).is_none());
     }
 
     #[test]
