@@ -13,8 +13,8 @@ use common::{
     acquire_req, assert_status, cli, free_ports, lease_of, release_req, renew_req, Cluster,
     Deadline, Options,
 };
+use leasehold::api::limits::SLOW_WATCHER_GRACE;
 use leasehold::api::status::reason;
-use leasehold::api::watch::SLOW_WATCHER_GRACE;
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
 use pb::watch_event::Type;

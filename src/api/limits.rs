@@ -22,6 +22,11 @@ pub const DEFAULT_PAGE: usize = 1_000;
 /// Largest page a List returns, whatever the request asks for.
 pub const MAX_PAGE: usize = 10_000;
 
+/// How long a client may leave its watch buffer full before it is cut off
+/// (here, not in `watch`, so that `status` can name it without importing
+/// the watch service).
+pub const SLOW_WATCHER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Leases one List page examines at most. A selector matching few leases
 /// returns a short (possibly empty) page with a continue token instead of
 /// scanning the whole store in one request; Kubernetes clients follow

@@ -112,7 +112,7 @@ pub fn watcher_too_slow(resume_from: u64) -> Status {
         format!(
             "watcher too slow: it did not keep up with the changes (buffer full for {} s, or more than {} \
              batches behind); resume from revision {resume_from}",
-            crate::api::watch::SLOW_WATCHER_GRACE.as_secs(),
+            crate::api::limits::SLOW_WATCHER_GRACE.as_secs(),
             crate::store::state_machine::WATCH_BUFFER_BATCHES
         ),
         reason::WATCHER_TOO_SLOW,

@@ -17,6 +17,7 @@
 
 use super::convert::lease_to_proto;
 use super::status;
+use crate::api::limits::SLOW_WATCHER_GRACE;
 use crate::lease::selector::{self, Selector};
 use crate::lease::validate::{validate_dns_label, validate_dns_subdomain};
 use crate::lease::{Event, EventKind, Lease, LeaseError, Visible};
@@ -29,9 +30,6 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-
-/// How long a client may leave its watch buffer full before it is cut off.
-pub const SLOW_WATCHER_GRACE: Duration = Duration::from_secs(5);
 
 /// Events buffered per watcher between the task and gRPC.
 const CHANNEL_EVENTS: usize = 256;
