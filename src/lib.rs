@@ -7,10 +7,12 @@
 //! - [`state`]: the replicated state in memory (leases, clock, watch
 //!   history, request-id records, sweep indexes) and the per-entry applier
 //!   over `lease::apply`. Pure.
-//! - [`store`]: the sled-backed Raft log, snapshot files, and the thin
-//!   openraft adapters over `state`.
-//! - [`raft`]: openraft type configuration, the gRPC peer transport, and the
-//!   [`raft::node::Node`] that stamps time into proposals.
+//! - [`types`]: openraft's type configuration (below `store`, which needs
+//!   it, and `raft`, which runs it).
+//! - [`store`]: the write-ahead log, snapshot files, and the thin openraft
+//!   adapters over `state`.
+//! - [`raft`]: the gRPC peer transport, and the [`raft::node::Node`] that
+//!   stamps time into proposals.
 //! - [`api`]: tonic services (Leases, Cluster, the internal Raft service),
 //!   proto conversions, and the one map from errors to gRPC statuses.
 //! - [`identity`]: each node publishes a server identity lease.
@@ -24,6 +26,11 @@
 //!   feature, the same workloads against etcd), with the report, table and
 //!   plots behind docs/BENCHMARKS.md.
 //! - [`rng`]: the seeded random numbers the chaos suite and the bench share.
+//!
+//! Layers, lowest first (a module names only its own layer and those
+//! below; `tests/layers.rs` checks it): `proto`, `rng` < `lease` < `state` <
+//! `types` < `store` < `raft` < `api` < `client` < `identity` < `server` <
+//! `bench`, `chaos` < `cli`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -40,3 +47,4 @@ pub mod rng;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod types;

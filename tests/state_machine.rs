@@ -9,9 +9,9 @@ use leasehold::lease::{
     Applied, Command, CommandResponse, Lease, LeaseDraft, LeaseError, LeaseKey, LeaseSpec,
     LostReason, Proposal, Timestamp,
 };
-use leasehold::raft::types::{Entry, LogId, NodeId, StoredMembership};
 use leasehold::state::{EpochLeader, PageLimits};
 use leasehold::store::{self, LogStore, SmClock, StateMachineStore};
+use leasehold::types::{Entry, LogId, NodeId, StoredMembership};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder, StorageHelper};
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,7 +90,7 @@ fn membership(term: u64, index: u64) -> Entry {
     }
 }
 
-fn members() -> Membership<NodeId, leasehold::raft::types::Member> {
+fn members() -> Membership<NodeId, leasehold::types::Member> {
     Membership::new(vec![BTreeSet::from([1, 2, 3])], None)
 }
 
@@ -1043,7 +1043,7 @@ fn boundary_log() -> Vec<Entry> {
 /// byte for byte.
 async fn fingerprint(sm: &mut StateMachineStore) -> Vec<u8> {
     let (applied, membership) = sm.applied_state().await.unwrap();
-    let meta = leasehold::raft::types::SnapshotMeta {
+    let meta = leasehold::types::SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
         snapshot_id: "fingerprint".into(),

@@ -6,8 +6,8 @@
 //! failure names the case that found it instead of stopping the whole suite
 //! at the first one.
 
-use leasehold::raft::types::{StorageError, TypeConfig};
 use leasehold::store::{LogStore, StateMachineStore};
+use leasehold::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use std::future::Future;
 use tempfile::TempDir;

@@ -15,8 +15,8 @@
 
 use crate::proto::internal::raft_server::Raft as RaftRpc;
 use crate::proto::internal::RaftPayload;
-use crate::raft::types::Raft;
 use crate::store::node_meta::NodeMeta;
+use crate::types::Raft;
 use tonic::{Request, Response, Status};
 
 /// Serves peer Raft RPCs.

@@ -1,8 +1,7 @@
-//! Raft wiring: the openraft type configuration, the peer network and the
+//! Raft wiring: the peer network and the
 //! node that ties storage, network and the lease API together.
 
 pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod sweeper;
-pub mod types;

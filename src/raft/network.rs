@@ -7,14 +7,14 @@
 //! connected channel per peer address is shared by every call.
 //!
 //! Every request carries this node's cluster id and the id and incarnation
-//! the membership records for the target (`raft::types::Member`); the
+//! the membership records for the target (`types::Member`); the
 //! target refuses a request meant for another cluster or another
 //! incarnation of itself (`api::raft_service`).
 
 use crate::proto::internal::raft_client::RaftClient;
 use crate::proto::internal::RaftPayload;
-use crate::raft::types::{Member, NodeId, TypeConfig};
 use crate::store::node_meta::NodeMeta;
+use crate::types::{Member, NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -142,7 +142,7 @@ impl PeerClient {
 const MAX_APPEND_BYTES: u64 = 1024 * 1024;
 
 /// How many leading entries fit in `budget` bytes; at least one.
-fn prefix_within(entries: &[crate::raft::types::Entry], budget: u64) -> usize {
+fn prefix_within(entries: &[crate::types::Entry], budget: u64) -> usize {
     let mut total = 0u64;
     for (i, e) in entries.iter().enumerate() {
         total = total.saturating_add(bincode::serialized_size(e).unwrap_or(u64::MAX));
@@ -208,8 +208,8 @@ mod tests {
     use crate::lease::{Command, LeaseKey, Proposal, Timestamp};
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
-    fn entry(index: u64, holder_len: usize) -> crate::raft::types::Entry {
-        crate::raft::types::Entry {
+    fn entry(index: u64, holder_len: usize) -> crate::types::Entry {
+        crate::types::Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal::single(
                 Timestamp::from_micros(0),

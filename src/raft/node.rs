@@ -7,11 +7,11 @@
 
 use super::network::{Channels, Network};
 use super::proposer::Proposer;
-use super::types::{Member, NodeId, Raft};
 use crate::lease::validate::validate_command;
 use crate::lease::{Applied, Command, CommandResponse, LeaseError, Op, Timestamp};
 use crate::store::node_meta::{derive_cluster_id, NodeMeta};
 use crate::store::{self, StateMachineStore};
+use crate::types::{Member, NodeId, Raft};
 use anyhow::bail;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState};

@@ -19,8 +19,8 @@
 //! without anything written, so they may be forwarded.
 
 use super::node::{NodeError, StampClock, REQUEST_TIMEOUT};
-use super::types::{Member, NodeId, Raft};
 use crate::lease::{CommandResponse, Op, Proposal};
+use crate::types::{Member, NodeId, Raft};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use std::sync::Arc;

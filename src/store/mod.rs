@@ -139,8 +139,8 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 /// An I/O or encoding error as openraft's storage error for `subject`.
 pub(crate) fn io_err<E: std::error::Error + 'static>(
     verb: openraft::ErrorVerb,
-    subject: openraft::ErrorSubject<crate::raft::types::NodeId>,
+    subject: openraft::ErrorSubject<crate::types::NodeId>,
     e: &E,
-) -> crate::raft::types::StorageError {
+) -> crate::types::StorageError {
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(e)).into()
 }

@@ -18,9 +18,9 @@
 //! what a follower receives when it installs the snapshot.
 
 use crate::lease::{Event, Lease};
-use crate::raft::types::SnapshotMeta;
 use crate::state::dedup::Record;
 use crate::state::{Parts, SmClock, State};
+use crate::types::SnapshotMeta;
 use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde::Deserialize;

@@ -17,9 +17,9 @@
 use super::{io_err, snapshot, StoreOptions};
 use crate::lease::selector::Selector;
 use crate::lease::{EntryResponse, Event, Lease, LeaseKey};
-use crate::raft::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::applier::EntryPosition;
 use crate::state::{ApplyOptions, Compacted, EpochLeader, ListPage, PageLimits, SmClock, State};
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use std::io::Cursor;

@@ -38,7 +38,7 @@ mod record;
 mod segment;
 mod writer;
 
-use crate::raft::types::{Entry, LogId, Vote};
+use crate::types::{Entry, LogId, Vote};
 use anyhow::{bail, Context};
 use record::Kind;
 use std::collections::BTreeMap;

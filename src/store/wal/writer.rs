@@ -16,7 +16,7 @@
 
 use super::record::{self, Kind};
 use super::{lock, segment, Loc, SegmentInfo, Shared, CACHE_BYTES};
-use crate::raft::types::TypeConfig;
+use crate::types::TypeConfig;
 use openraft::storage::LogFlushed;
 use std::fs::File;
 use std::io::{self, Write};
