@@ -1,13 +1,11 @@
-//! Compiles the protobuf definitions with `protox` (pure Rust), so a build
-//! needs nothing beyond cargo: no system `protoc`.
+//! Compiles the peer transport's protobuf definitions with `protox` (pure
+//! Rust), so a build needs nothing beyond cargo: no system `protoc`. The
+//! public API is compiled by `crates/proto` (`leasehold-proto`).
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/leasehold/v1/leasehold.proto",
-        "proto/leasehold/internal/v1/raft.proto",
-    ];
+    let files = ["proto/leasehold/internal/v1/raft.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -15,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // Server reflection serves this descriptor set.
     std::fs::write(
-        out.join("leasehold_descriptor.bin"),
+        out.join("leasehold_internal_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()

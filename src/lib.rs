@@ -19,7 +19,8 @@
 //! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
 //! - [`client`]: a small Rust client with endpoint failover, used by the CLI.
-//! - [`proto`]: generated code.
+//! - [`proto`]: generated code: the client API re-exported from the
+//!   `leasehold-proto` crate (the wire contract), and the peer transport.
 //! - [`chaos`]: the chaos suite (workload, faults, history, checker), run by
 //!   `leasehold-chaos` and `tests/chaos.rs`.
 //! - [`bench`]: `leasehold bench`, the load generator (and, with the `etcd`

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Same-layer imports are allowed; each name is a top-level
 /// module of `src/` (a directory or a `.rs` file).
 ///
-/// `client` sits above `api` and `raft` today (it reuses the status map,
-/// the limits and the connection cache); the workspace split of issue 12
-/// moves it onto the wire contract alone.
+/// `client` sits above `api` and `raft` today (it reuses the message
+/// limits, the leader header and the connection cache); the workspace split
+/// of issue 12 moves it onto the wire contract (`leasehold-proto`) alone.
 const LAYERS: &[&[&str]] = &[
     &["proto", "rng"],
     &["lease"],

@@ -13,6 +13,10 @@
 //! | local storage failure       | INTERNAL           | STORAGE           |
 //! | write not committed in time | DEADLINE_EXCEEDED  | OUTCOME_UNKNOWN   |
 //!
+//! The wire side (the domain, the reasons, reading them back, statuses inside
+//! streams) is `leasehold_proto::wire`, re-exported here; this module maps
+//! the server's errors onto it.
+//!
 //! Every status carries a `google.rpc.ErrorInfo` (domain `leasehold.io`)
 //! whose metadata holds the facts a client acts on (holder, remainingMillis,
 //! field, ...); INVALID_ARGUMENT also carries a `google.rpc.BadRequest` naming
@@ -20,62 +24,10 @@
 
 use crate::lease::{LeaseError, LostReason};
 use crate::raft::node::NodeError;
-use std::collections::HashMap;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
-/// ErrorInfo domain of every Leasehold error.
-pub const DOMAIN: &str = "leasehold.io";
-
-/// ErrorInfo reasons.
-pub mod reason {
-    /// A field is invalid.
-    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
-    /// No such lease.
-    pub const NOT_FOUND: &str = "NOT_FOUND";
-    /// The lease exists already.
-    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
-    /// Another holder holds the lease.
-    pub const LEASE_HELD: &str = "LEASE_HELD";
-    /// The caller no longer holds the lease.
-    pub const LEASE_LOST: &str = "LEASE_LOST";
-    /// An internal expiry record found the tenure live.
-    pub const NOT_EXPIRED: &str = "NOT_EXPIRED";
-    /// A watch start revision is older than the retained history.
-    pub const COMPACTED: &str = "COMPACTED";
-    /// A watcher fell too far behind and was cut off.
-    pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
-    /// Optimistic concurrency conflict.
-    pub const CONFLICT: &str = "CONFLICT";
-    /// This node is not the leader and could not forward.
-    pub const NOT_LEADER: &str = "NOT_LEADER";
-    /// No quorum or shutting down.
-    pub const UNAVAILABLE: &str = "UNAVAILABLE";
-    /// A membership change was refused.
-    pub const MEMBERSHIP: &str = "MEMBERSHIP";
-    /// A write timed out after it was proposed: it may or may not apply.
-    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
-    /// Local storage failed.
-    pub const STORAGE: &str = "STORAGE";
-}
-
-fn status(
-    code: Code,
-    message: String,
-    reason: &str,
-    meta: &[(&str, String)],
-    field: Option<(&str, &str)>,
-) -> Status {
-    let metadata: HashMap<String, String> = meta
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
-    if let Some((f, d)) = field {
-        details.add_bad_request_violation(f, d);
-    }
-    Status::with_error_details(code, message, details)
-}
+use leasehold_proto::wire::error_status as status;
+pub use leasehold_proto::wire::{error_info, from_stream_error, reason, to_stream_error, DOMAIN};
 
 /// An InvalidArgument status for `field`.
 pub fn invalid(field: &str, reason_text: &str) -> Status {
@@ -267,49 +219,11 @@ impl From<LeaseError> for Status {
     }
 }
 
-/// A status as an error inside a stream (`RenewStream`).
-pub fn to_stream_error(s: &Status) -> crate::proto::v1::StreamError {
-    let (reason, metadata) = error_info(s).unwrap_or_default();
-    crate::proto::v1::StreamError {
-        code: s.code() as i32,
-        message: s.message().to_string(),
-        reason,
-        metadata: metadata.into_iter().collect(),
-    }
-}
-
-/// The status an error inside a stream stands for, with its ErrorInfo, so
-/// that clients handle it exactly as a unary call's status.
-pub fn from_stream_error(e: &crate::proto::v1::StreamError) -> Status {
-    let meta: Vec<(&str, String)> = e
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    let field = e.metadata.get("field").map(String::as_str);
-    status(
-        Code::from_i32(e.code),
-        e.message.clone(),
-        &e.reason,
-        &meta,
-        field.map(|f| (f, e.message.as_str())),
-    )
-}
-
-/// The ErrorInfo of a status, if it has one from Leasehold.
-pub fn error_info(s: &Status) -> Option<(String, HashMap<String, String>)> {
-    let d = s.get_error_details();
-    let info = d.error_info()?;
-    if info.domain != DOMAIN {
-        return None;
-    }
-    Some((info.reason.clone(), info.metadata.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lease::{LeaseKey, Timestamp};
+    use tonic_types::StatusExt;
 
     #[test]
     fn held_maps_to_failed_precondition_with_holder_and_time_left() {

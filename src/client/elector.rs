@@ -32,8 +32,8 @@
 use super::errors::LeaseClientError;
 use super::fence::validity_deadline;
 use super::Client;
-use crate::lease::apply::CLOCK_RATE_BOUND_PPM;
-use crate::proto::v1 as pb;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};

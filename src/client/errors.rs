@@ -8,7 +8,7 @@
 //! else" and "you lost it"). [`LeaseClientError`] turns a status into the
 //! situation, with the facts the server attached.
 
-use crate::api::status::{error_info, reason};
+use leasehold_proto::wire::{error_info, reason};
 use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;

@@ -12,7 +12,7 @@
 //! [`validity_deadline`] is the holder's side: the instant until which it may
 //! treat the lease as its own (ARCHITECTURE.md, "The timing guarantee").
 
-use crate::lease::apply::CLOCK_RATE_BOUND_PPM;
+use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

@@ -18,9 +18,9 @@
 //! `LEASE_LOST`, which is the truth (callers may still set one).
 
 use crate::api::limits::leases_client;
-use crate::proto::v1 as pb;
-use crate::proto::v1::cluster_client::ClusterClient;
 use crate::raft::network::Channels;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::v1::cluster_client::ClusterClient;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -190,7 +190,7 @@ impl Client {
                     });
                 }
                 Err(s) if s.code() == Code::Unavailable => {
-                    let named = crate::api::status::error_info(&s)
+                    let named = leasehold_proto::wire::error_info(&s)
                         .and_then(|(_, m)| m.get("leaderAddress").cloned())
                         .and_then(|a| self.endpoints.iter().position(|e| *e == a));
                     tried += 1;
@@ -333,7 +333,7 @@ impl RenewStream {
         match self.rx.message().await {
             Ok(Some(a)) => Some(match (a.renewed, a.error) {
                 (Some(r), _) => Ok(r),
-                (None, Some(e)) => Err(crate::api::status::from_stream_error(&e)),
+                (None, Some(e)) => Err(leasehold_proto::wire::from_stream_error(&e)),
                 (None, None) => Err(Status::internal("an empty renew stream answer")),
             }),
             Ok(None) => None,

@@ -24,11 +24,11 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Bound on the rate error between any two clocks involved (leaders and
-/// clients), in parts per million: 10,000 ppm = 1 %. Quartz clocks and NTP
-/// slewing stay below 0.1 %; the margin is deliberately generous. A lease of
-/// duration `d` is handed to another holder only after `d·(1 + ρ)` has passed
-/// on the leader's clock.
-pub const CLOCK_RATE_BOUND_PPM: i64 = 10_000;
+/// clients), in parts per million: 10,000 ppm = 1 %. A lease of duration `d`
+/// is handed to another holder only after `d·(1 + ρ)` has passed on the
+/// leader's clock. Clients rely on the same value, so it is part of the wire
+/// contract and defined there.
+pub use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 
 /// What the state machine knows about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
