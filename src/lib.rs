@@ -29,9 +29,10 @@
 //! - [`rng`]: the seeded random numbers the chaos suite and the bench share.
 //!
 //! Layers, lowest first (a module names only its own layer and those
-//! below; `tests/layers.rs` checks it): `proto`, `rng` < `lease` < `state` <
-//! `types` < `store` < `raft` < `api` < `client` < `identity` < `server` <
-//! `bench`, `chaos` < `cli`.
+//! below; `tests/layers.rs` checks it): `proto`, `rng` < `client` < `lease`
+//! < `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
+//! `bench`, `chaos` < `cli`. The `leasehold-proto` crate is below them all,
+//! and `client` names nothing else.
 //!
 //! See ARCHITECTURE.md for the invariants.
 

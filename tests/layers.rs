@@ -11,18 +11,18 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Same-layer imports are allowed; each name is a top-level
 /// module of `src/` (a directory or a `.rs` file).
 ///
-/// `client` sits above `api` and `raft` today (it reuses the message
-/// limits, the leader header and the connection cache); the workspace split
-/// of issue 12 moves it onto the wire contract (`leasehold-proto`) alone.
+/// `client` is just above the wire: it names nothing of the server (its
+/// contract is `leasehold-proto`), so it can become its own crate, and the
+/// server's modules may use it (forwarding, peer channels, identity).
 const LAYERS: &[&[&str]] = &[
     &["proto", "rng"],
+    &["client"],
     &["lease"],
     &["state"],
     &["types"],
     &["store"],
     &["raft"],
     &["api"],
-    &["client"],
     &["identity"],
     &["server"],
     &["bench", "chaos"],

@@ -25,10 +25,8 @@ use tonic::{Request, Response, Status};
 
 /// Request metadata marking a call forwarded by another node.
 pub const FORWARDED_HEADER: &str = "x-leasehold-forwarded";
-/// Response metadata naming the leader (`host:port`) that served a call this
-/// node forwarded: clients that can reach it send their next calls there
-/// directly, saving the hop.
-pub const LEADER_HEADER: &str = "x-leasehold-leader";
+/// Response metadata naming the leader that served a forwarded call.
+pub use leasehold_proto::wire::LEADER_HEADER;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node without a known leader waits for an election before
 /// answering UNAVAILABLE.

@@ -8,8 +8,9 @@
 //! [`MAX_MESSAGE_BYTES`], which the server, the forwarding client and the
 //! Rust client all use for both directions.
 
-/// Largest gRPC message of the client API, either direction.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message of the client API, either direction (part of the
+/// wire contract, so defined in `leasehold-proto`).
+pub use leasehold_proto::wire::MAX_MESSAGE_BYTES;
 
 /// A List page stops adding leases once its items reach this many encoded
 /// bytes (it always holds at least one item when any matched), leaving room
@@ -35,13 +36,7 @@ pub const MAX_SCANNED_PER_PAGE: usize = 100_000;
 
 /// A `Leases` client with the API's message limits (used by forwarding and
 /// by the Rust client).
-pub fn leases_client(
-    channel: tonic::transport::Channel,
-) -> crate::proto::v1::leases_client::LeasesClient<tonic::transport::Channel> {
-    crate::proto::v1::leases_client::LeasesClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
+pub use leasehold_proto::wire::leases_client;
 
 // The limits nest: one maximal lease plus protobuf overhead after a full
 // page, or two maximal leases in one reply, fit in a message; a full page

@@ -17,10 +17,9 @@
 //! same tenure twice, and once the tenure ended a retry is refused
 //! `LEASE_LOST`, which is the truth (callers may still set one).
 
-use crate::api::limits::leases_client;
-use crate::raft::network::Channels;
 use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::cluster_client::ClusterClient;
+use leasehold_proto::wire::{leases_client, LEADER_HEADER};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -118,7 +117,7 @@ impl Client {
                     Ok(r) => {
                         let leader = r
                             .metadata()
-                            .get(crate::api::leases::LEADER_HEADER)
+                            .get(LEADER_HEADER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|addr| self.endpoints.iter().position(|e| e == addr));
                         self.preferred
@@ -350,7 +349,10 @@ impl RenewStream {
     }
 }
 
+mod channels;
 pub mod elector;
 pub mod errors;
 pub mod fence;
 pub mod heartbeat;
+
+pub use channels::Channels;

@@ -11,6 +11,7 @@
 //! target refuses a request meant for another cluster or another
 //! incarnation of itself (`api::raft_service`).
 
+use crate::client::Channels;
 use crate::proto::internal::raft_client::RaftClient;
 use crate::proto::internal::RaftPayload;
 use crate::store::node_meta::NodeMeta;
@@ -25,35 +26,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
-
-/// Shared cache of gRPC channels, keyed by `host:port`. Used for peer Raft
-/// traffic and for forwarding client calls to the leader.
-#[derive(Clone, Default)]
-pub struct Channels {
-    map: Arc<Mutex<HashMap<String, Channel>>>,
-}
-
-impl Channels {
-    /// The channel to `addr`, created (lazily connected) on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-}
 
 /// openraft's network factory.
 #[derive(Clone)]

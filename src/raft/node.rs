@@ -5,8 +5,9 @@
 //! stay thin and this is the one place that turns openraft's errors into
 //! [`NodeError`]s.
 
-use super::network::{Channels, Network};
+use super::network::Network;
 use super::proposer::Proposer;
+use crate::client::Channels;
 use crate::lease::validate::validate_command;
 use crate::lease::{Applied, Command, CommandResponse, LeaseError, Op, Timestamp};
 use crate::store::node_meta::{derive_cluster_id, NodeMeta};

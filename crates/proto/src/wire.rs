@@ -12,6 +12,25 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Largest gRPC message of the client API, either direction: the server, a
+/// node forwarding to the leader and every client use it (a lease is at most
+/// 512 KiB, and a reply carries at most two leases or one List page).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Response metadata naming the leader (`host:port`) that served a call the
+/// node it was sent to forwarded: clients that can reach it send their next
+/// calls there directly, saving the hop.
+pub const LEADER_HEADER: &str = "x-leasehold-leader";
+
+/// A `Leases` client with the API's message limits.
+pub fn leases_client(
+    channel: tonic::transport::Channel,
+) -> v1::leases_client::LeasesClient<tonic::transport::Channel> {
+    v1::leases_client::LeasesClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// ErrorInfo domain of every Leasehold error.
 pub const DOMAIN: &str = "leasehold.io";
 
