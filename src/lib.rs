@@ -18,7 +18,9 @@
 //! - [`identity`]: each node publishes a server identity lease.
 //! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
-//! - [`client`]: a small Rust client with endpoint failover, used by the CLI.
+//! - [`client`]: the Rust client (the `leasehold-client` crate, which
+//!   depends on `leasehold-proto` only), used by the CLI, identity leases
+//!   and forwarding.
 //! - [`proto`]: generated code: the client API re-exported from the
 //!   `leasehold-proto` crate (the wire contract), and the peer transport.
 //! - [`chaos`]: the chaos suite (workload, faults, history, checker), run by
@@ -31,8 +33,8 @@
 //! Layers, lowest first (a module names only its own layer and those
 //! below; `tests/layers.rs` checks it): `proto`, `rng` < `client` < `lease`
 //! < `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
-//! `bench`, `chaos` < `cli`. The `leasehold-proto` crate is below them all,
-//! and `client` names nothing else.
+//! `bench`, `chaos` < `cli`. The crates `leasehold-proto` and
+//! `leasehold-client` (re-exported as `client`) are below them all.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -40,7 +42,9 @@ pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod cli;
-pub mod client;
+/// The Rust client, the `leasehold-client` crate (it knows the wire contract
+/// only), under its old path.
+pub use leasehold_client as client;
 pub mod identity;
 pub mod lease;
 pub mod proto;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 /// Lowest first. Same-layer imports are allowed; each name is a top-level
 /// module of `src/` (a directory or a `.rs` file).
 ///
-/// `client` is just above the wire: it names nothing of the server (its
-/// contract is `leasehold-proto`), so it can become its own crate, and the
-/// server's modules may use it (forwarding, peer channels, identity).
+/// `client` is the `leasehold-client` crate re-exported (it depends on
+/// `leasehold-proto` alone, which the compiler enforces); the server's
+/// modules may use it (forwarding, peer channels, identity).
 const LAYERS: &[&[&str]] = &[
     &["proto", "rng"],
     &["client"],
