@@ -18,7 +18,7 @@
 #      negative controls, a Put that stores the client's renewTime and a WAL
 #      that acknowledges without fdatasync losing power, need the debug-only
 #      --fault-put-trusts-client-times and --fault-skip-wal-sync and run in
-#      tests/chaos.rs on local processes.);
+#      crates/chaos/tests/chaos.rs on local processes.);
 #   5. the cluster is taken down (also on failure or Ctrl-C).
 # Reports go to OUT (default target/chaos/<timestamp>; the negative control
 # in OUT/negative), with each node's docker log under logs/.

@@ -23,24 +23,22 @@
 //!   and forwarding.
 //! - [`proto`]: generated code: the client API re-exported from the
 //!   `leasehold-proto` crate (the wire contract), and the peer transport.
-//! - [`chaos`]: the chaos suite (workload, faults, history, checker), run by
-//!   `leasehold-chaos` and `tests/chaos.rs`.
 //! - [`bench`]: `leasehold bench`, the load generator (and, with the `etcd`
 //!   feature, the same workloads against etcd), with the report, table and
 //!   plots behind docs/BENCHMARKS.md.
-//! - [`rng`]: the seeded random numbers the chaos suite and the bench share.
+//! - [`rng`]: the seeded random numbers the chaos suite (the
+//!   `leasehold-chaos` crate) and the bench share.
 //!
 //! Layers, lowest first (a module names only its own layer and those
 //! below; `tests/layers.rs` checks it): `proto`, `rng` < `client` < `lease`
 //! < `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
-//! `bench`, `chaos` < `cli`. The crates `leasehold-proto` and
+//! `bench` < `cli`. The crates `leasehold-proto` and
 //! `leasehold-client` (re-exported as `client`) are below them all.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
 pub mod bench;
-pub mod chaos;
 pub mod cli;
 /// The Rust client, the `leasehold-client` crate (it knows the wire contract
 /// only), under its old path.

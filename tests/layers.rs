@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["identity"],
     &["server"],
-    &["bench", "chaos"],
+    &["bench"],
     &["cli"],
 ];
 

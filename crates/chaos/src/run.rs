@@ -13,8 +13,8 @@ use super::watcher::{WatchFilter, WatchLog, Watcher, WatcherSpec};
 use super::workload::{
     self, History, PauseControl, Reply, Shared, WorkloadConfig, LABEL_GROUP, LABEL_KIND,
 };
-use crate::lease::apply::CLOCK_RATE_BOUND_PPM;
-use crate::proto::v1 as pb;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -469,7 +469,7 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
     for lease in &leases {
         let shared = shared.clone();
         let lease = lease.clone();
-        let client = crate::client::Client::new(shared.cfg.endpoints.clone())
+        let client = leasehold_client::Client::new(shared.cfg.endpoints.clone())
             .map_err(|e| e.message().to_string())?
             .with_timeout(Duration::from_secs(2));
         probes.spawn(async move {

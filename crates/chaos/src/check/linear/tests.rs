@@ -4,7 +4,7 @@
 //! pass.
 
 use super::*;
-use crate::chaos::history::LeaseView;
+use crate::history::LeaseView;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;

@@ -116,7 +116,7 @@ impl Default for DockerOptions {
     /// The compose files are found through the source tree this binary was
     /// built from (`CARGO_MANIFEST_DIR`): the suite runs from a checkout.
     fn default() -> Self {
-        let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
+        let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster");
         let nodes = (1..=3u16)
             .map(|i| DockerNode {
                 id: NodeId::from(i),
@@ -1760,8 +1760,8 @@ mod tests {
 #[cfg(test)]
 mod live {
     use super::*;
-    use crate::client::Client;
-    use crate::proto::v1 as pb;
+    use leasehold_client::Client;
+    use leasehold_proto::v1 as pb;
 
     async fn status(b: &DockerBackend, id: NodeId) -> Option<pb::StatusResponse> {
         let c = Client::new(vec![b.client_endpoint(id)])

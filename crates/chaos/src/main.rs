@@ -6,11 +6,11 @@
 //! could not be set up.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use leasehold::chaos::backend::Backend;
-use leasehold::chaos::faults::FaultKind;
-use leasehold::chaos::lazydisk::find_beside;
-use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
-use leasehold::chaos::run::{run, RunConfig};
+use leasehold_chaos::backend::Backend;
+use leasehold_chaos::faults::FaultKind;
+use leasehold_chaos::lazydisk::find_beside;
+use leasehold_chaos::local::{find_faketime, LocalBackend, LocalOptions};
+use leasehold_chaos::run::{run, RunConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -268,8 +268,8 @@ fn sibling_leasehold() -> Option<PathBuf> {
 }
 
 async fn docker_backend() -> Result<Arc<dyn Backend>, String> {
-    let b = leasehold::chaos::docker::DockerBackend::new(
-        leasehold::chaos::docker::DockerOptions::default(),
+    let b = leasehold_chaos::docker::DockerBackend::new(
+        leasehold_chaos::docker::DockerOptions::default(),
     )
     .await?;
     Ok(Arc::new(b))

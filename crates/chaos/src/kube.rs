@@ -38,8 +38,8 @@ use super::workload::{
     get_op, labels_of, reuse_id_for_other, rv_of, use_tenure, Clients, Holding, Reply, Rng, Shared,
     Written, LABEL_KIND,
 };
-use crate::lease::Timestamp;
-use crate::proto::v1 as pb;
+use leasehold::lease::Timestamp;
+use leasehold_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tonic::Status;

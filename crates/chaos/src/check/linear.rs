@@ -119,7 +119,7 @@
 //! model state there, the last ops linearized on the way, and every
 //! candidate at that point with the model's reason for refusing it.
 
-use crate::chaos::history::{secs, LeaseView, Lost, Nanos, Op, OpKind, Outcome};
+use crate::history::{secs, LeaseView, Lost, Nanos, Op, OpKind, Outcome};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};

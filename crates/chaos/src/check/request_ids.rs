@@ -11,7 +11,7 @@
 //! within the resolve window) gives no verdict; it is counted.
 
 use super::Anomaly;
-use crate::chaos::history::IdReuse;
+use crate::history::IdReuse;
 use serde::{Deserialize, Serialize};
 
 /// Counts for the report.
@@ -90,7 +90,7 @@ pub fn check(reuses: &[IdReuse]) -> (Vec<Anomaly>, IdStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::Answer;
+    use crate::history::Answer;
     use std::collections::BTreeMap;
 
     fn answer(code: &str, field: Option<&str>, body: &str) -> Answer {

@@ -24,8 +24,8 @@
 
 use super::Anomaly;
 #[cfg(test)]
-use crate::chaos::history::LeaseView;
-use crate::chaos::history::{Nanos, Op, OpKind, Outcome};
+use crate::history::LeaseView;
+use crate::history::{Nanos, Op, OpKind, Outcome};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -50,9 +50,9 @@
 
 use super::history::{Answer, IdReuse, LeaseView, Lost, Nanos, Op, OpKind, Outcome, RunClock};
 use super::register::FencedRegister;
-use crate::api::status::{error_info, reason};
-use crate::client::Client;
-use crate::proto::v1 as pb;
+use leasehold_client::Client;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::wire::{error_info, reason};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -125,7 +125,7 @@ impl WorkloadConfig {
     }
 }
 
-pub use crate::rng::Rng;
+pub use leasehold::rng::Rng;
 
 /// The operations and request-id reuses recorded so far.
 pub struct History {
@@ -1294,10 +1294,10 @@ mod tests {
 
     #[test]
     fn refusals_are_definite_and_transport_failures_ambiguous() {
-        let held = crate::api::status::from_lease_error(&crate::lease::LeaseError::Held {
-            key: crate::lease::LeaseKey::new("ns", "a"),
+        let held = leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::Held {
+            key: leasehold::lease::LeaseKey::new("ns", "a"),
             holder: "w1-g0".into(),
-            expire_time: crate::lease::Timestamp(0),
+            expire_time: leasehold::lease::Timestamp(0),
             remaining_millis: 5,
         });
         assert_eq!(
@@ -1307,17 +1307,19 @@ mod tests {
             })
         );
         assert!(!ambiguous(&held));
-        let conflict = crate::api::status::from_lease_error(&crate::lease::LeaseError::Conflict {
-            key: crate::lease::LeaseKey::new("ns", "a"),
-            expected: 3,
-            actual: 5,
-        });
+        let conflict =
+            leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::Conflict {
+                key: leasehold::lease::LeaseKey::new("ns", "a"),
+                expected: 3,
+                actual: 5,
+            });
         assert_eq!(refusal(&conflict), Some(Outcome::Conflict));
         assert!(!ambiguous(&conflict));
-        let exists =
-            crate::api::status::from_lease_error(&crate::lease::LeaseError::AlreadyExists {
-                key: crate::lease::LeaseKey::new("ns", "a"),
-            });
+        let exists = leasehold::api::status::from_lease_error(
+            &leasehold::lease::LeaseError::AlreadyExists {
+                key: leasehold::lease::LeaseKey::new("ns", "a"),
+            },
+        );
         assert_eq!(refusal(&exists), Some(Outcome::AlreadyExists));
         let broken = Status::unavailable("connection reset");
         assert!(refusal(&broken).is_none());
@@ -1328,7 +1330,7 @@ mod tests {
 
     #[test]
     fn a_reused_request_id_refusal_is_definite_and_names_the_field() {
-        let s = crate::api::status::from_lease_error(&crate::lease::LeaseError::invalid(
+        let s = leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::invalid(
             "requestId",
             "was already used for a different command",
         ));

@@ -25,9 +25,9 @@
 //! leases, unknown writes that landed) are allowed.
 
 use super::Anomaly;
-use crate::api::status::reason;
-use crate::chaos::history::{Op, OpKind, Outcome};
-use crate::chaos::watcher::WatchLog;
+use crate::history::{Op, OpKind, Outcome};
+use crate::watcher::WatchLog;
+use leasehold_proto::wire::reason;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -322,8 +322,8 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::LeaseView;
-    use crate::chaos::watcher::{Covered, Delivered, StreamError, WatchFilter};
+    use crate::history::LeaseView;
+    use crate::watcher::{Covered, Delivered, StreamError, WatchFilter};
     use std::collections::BTreeMap;
 
     fn labels(kind: &str) -> BTreeMap<String, String> {

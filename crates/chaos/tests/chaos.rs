@@ -13,10 +13,10 @@
 //! `--fault-skip-wal-sync`) losing power. The runs share the machine's two
 //! cores, so they take turns.
 
-use leasehold::chaos::backend::Backend;
-use leasehold::chaos::faults::{FaultKind, FaultResult};
-use leasehold::chaos::local::{find_faketime, LocalBackend, LocalOptions};
-use leasehold::chaos::run::{run, RunConfig, RunReport};
+use leasehold_chaos::backend::Backend;
+use leasehold_chaos::faults::{FaultKind, FaultResult};
+use leasehold_chaos::local::{find_faketime, LocalBackend, LocalOptions};
+use leasehold_chaos::run::{run, RunConfig, RunReport};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,21 +31,40 @@ async fn chaos(
     chaos_on(dir, extra_args, None, cfg_of).await
 }
 
+/// The `leasehold` binary of the server package, which `cargo test` builds
+/// with the rest of the workspace into the directory above this test's own
+/// executable (`target/<profile>/`; tests run from `target/<profile>/deps/`).
+fn leasehold_bin() -> PathBuf {
+    let me = std::env::current_exe().expect("the test's own path");
+    let bin = me
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("leasehold"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the README's `cargo test` (every workspace member), or \
+         `cargo build -p leasehold` first",
+        bin.display()
+    );
+    bin
+}
+
 /// The lazy filesystem's binary, which `cargo test` builds with the rest of
 /// the workspace into the directory of the `leasehold` binary; `None` (and
 /// a loud SKIPPED) if this machine cannot mount FUSE.
 fn lazyfs() -> Option<PathBuf> {
-    if let Some(why) = leasehold::chaos::lazydisk::unavailable() {
+    if let Some(why) = leasehold_chaos::lazydisk::unavailable() {
         eprintln!("SKIPPED: power-loss faults need FUSE: {why}");
         return None;
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_leasehold"));
-    match leasehold::chaos::lazydisk::find_beside(bin) {
+    let bin = leasehold_bin();
+    match leasehold_chaos::lazydisk::find_beside(&bin) {
         Some(p) => Some(p),
         None => panic!(
             "{} was not built next to {}: run the README's `cargo test` (every workspace \
              member), or `cargo build -p leasehold-lazyfs` first",
-            leasehold::chaos::lazydisk::LAZYFS_BIN,
+            leasehold_chaos::lazydisk::LAZYFS_BIN,
             bin.display()
         ),
     }
@@ -58,7 +77,7 @@ async fn chaos_on(
     cfg_of: impl FnOnce(&Path) -> RunConfig,
 ) -> RunReport {
     let backend = LocalBackend::new(LocalOptions {
-        bin: env!("CARGO_BIN_EXE_leasehold").into(),
+        bin: leasehold_bin(),
         root: dir.join("nodes"),
         nodes: 3,
         heartbeat_ms: 100,

@@ -13,7 +13,7 @@
 //! off (the negative control) a paused ex-holder's write must show up here.
 
 use super::Anomaly;
-use crate::chaos::register::{RegOp, RegOpKind};
+use crate::register::{RegOp, RegOpKind};
 use std::collections::HashMap;
 
 /// Checks the register log.
@@ -72,8 +72,8 @@ pub fn check(log: &[RegOp]) -> Vec<Anomaly> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::RunClock;
-    use crate::chaos::register::FencedRegister;
+    use crate::history::RunClock;
+    use crate::register::FencedRegister;
 
     #[test]
     fn serial_increments_pass() {

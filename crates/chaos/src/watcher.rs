@@ -23,9 +23,9 @@
 //! revision + 1).
 
 use super::history::{Nanos, RunClock};
-use crate::api::status::{error_info, reason};
-use crate::client::Client;
-use crate::proto::v1 as pb;
+use leasehold_client::Client;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::wire::{error_info, reason};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -10,7 +10,7 @@
 //! repeats its token.
 
 use super::Anomaly;
-use crate::chaos::history::{Op, OpKind, Outcome};
+use crate::history::{Op, OpKind, Outcome};
 use std::collections::BTreeMap;
 
 /// A definite new tenure.
@@ -128,7 +128,7 @@ pub fn check(ops: &[Op]) -> Vec<Anomaly> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::Op;
+    use crate::history::Op;
 
     fn grant(id: u64, lease: &str, holder: &str, invoke: u64, complete: u64, token: u64) -> Op {
         Op {
@@ -190,7 +190,7 @@ mod tests {
             skew_ms: 0,
         };
         put.outcome = Outcome::Put {
-            view: crate::chaos::history::LeaseView {
+            view: crate::history::LeaseView {
                 holder: Some("k".into()),
                 token: 40,
                 expired: false,

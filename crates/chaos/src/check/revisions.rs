@@ -20,7 +20,7 @@
 //! Ambiguous writes are left out: their revision is not known.
 
 use super::Anomaly;
-use crate::chaos::history::{Nanos, Op, OpKind, Outcome};
+use crate::history::{Nanos, Op, OpKind, Outcome};
 use std::collections::{BTreeMap, HashMap};
 
 /// How many examples of one kind of failure are reported.
@@ -282,7 +282,7 @@ fn real_time<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::LeaseView;
+    use crate::history::LeaseView;
 
     fn op(id: u64, lease: &str, kind: OpKind, outcome: Outcome, at: u64, rev: u64) -> Op {
         Op {
