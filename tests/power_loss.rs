@@ -20,7 +20,7 @@ mod common;
 use common::{acquire_req, free_ports, Deadline};
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
-use leasehold_chaos::lazydisk::{find_beside, unavailable, LazyDisk, LAZYFS_BIN};
+use leasehold_testkit::lazydisk::{find_beside, unavailable, LazyDisk, LAZYFS_BIN};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn start_node(data: &Path, addr: &str, log: &Path) -> Child {
     ])
     .arg("--data-dir")
     .arg(data);
-    leasehold_chaos::local::isolate_node_command(&mut cmd, log).expect("node command");
+    leasehold_testkit::isolate_node_command(&mut cmd, log).expect("node command");
     cmd.stdin(Stdio::null());
     cmd.spawn().expect("start the node")
 }

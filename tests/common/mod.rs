@@ -155,7 +155,7 @@ impl NodeProc {
         cmd.arg("--hostname").arg(format!("node-{}", self.id));
         cmd.args(&opts.extra_args);
         // Nothing from the test runner's environment may change the flags.
-        leasehold_chaos::local::isolate_node_command(&mut cmd, log)
+        leasehold_testkit::isolate_node_command(&mut cmd, log)
             .unwrap_or_else(|e| panic!("node {} command: {e}", self.id));
         let child = cmd
             .spawn()

@@ -29,8 +29,9 @@ pub mod docker;
 pub mod faults;
 pub mod history;
 pub mod kube;
-pub mod lazydisk;
 pub mod local;
+
+pub use leasehold_testkit::lazydisk;
 pub mod nemesis;
 pub mod register;
 pub mod run;

@@ -15,11 +15,11 @@
 
 use super::backend::{Backend, NodeId};
 use super::faults::FaultKind;
-use super::lazydisk::LazyDisk;
+use leasehold_testkit::lazydisk::LazyDisk;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,26 +37,7 @@ pub fn find_faketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Prepares a `leasehold serve` command for a test node: nothing from the
-/// caller's environment may change its flags (every `LEASEHOLD_*` variable
-/// is removed), it logs at `info` without colours, and its output goes to
-/// `log`. Shared by this backend and the process harness in `tests/common`.
-pub fn isolate_node_command(cmd: &mut Command, log: File) -> Result<(), String> {
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("clone log handle: {e}"))?;
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEASEHOLD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err));
-    Ok(())
-}
+pub use leasehold_testkit::isolate_node_command;
 
 /// How to run the local nodes.
 #[derive(Debug, Clone)]
