@@ -277,14 +277,23 @@ impl Nemesis {
         let node = |id: NodeId| format!("node {id}");
         let fail = |t: String| move |e: String| (t.clone(), e);
         match kind {
-            FaultKind::KillLeader | FaultKind::KillFollower => {
-                let id = if kind == FaultKind::KillLeader {
+            FaultKind::KillLeader
+            | FaultKind::KillFollower
+            | FaultKind::PowerLossLeader
+            | FaultKind::PowerLossFollower => {
+                let id = if matches!(kind, FaultKind::KillLeader | FaultKind::PowerLossLeader) {
                     leader
                 } else {
                     pick(&mut self.rng, &others)
                 };
                 let t = node(id);
                 b.kill(id).await.map_err(fail(t.clone()))?;
+                let lost = if kind.is_power_loss() {
+                    let d = self.cut_power(id).await.map_err(fail(t.clone()))?;
+                    format!("; {d}")
+                } else {
+                    String::new()
+                };
                 let hold = self.hold(1500, 4000);
                 tokio::time::sleep(hold).await;
                 let after = self.leader().await;
@@ -292,7 +301,7 @@ impl Nemesis {
                 Ok((
                     t,
                     format!(
-                        "leader was {leader} (term {term}); down {} ms; leader meanwhile {}",
+                        "leader was {leader} (term {term}){lost}; down {} ms; leader meanwhile {}",
                         hold.as_millis(),
                         fmt_leader(after)
                     ),
@@ -319,14 +328,23 @@ impl Nemesis {
                     ),
                 ))
             }
-            FaultKind::KillAll => {
+            FaultKind::KillAll | FaultKind::PowerLossAll => {
                 let t = "all nodes".to_string();
                 let probe = self
                     .durability_acquire(kind)
                     .await
                     .map_err(fail(t.clone()))?;
+                // As one power cut: every process dies before any disk
+                // forgets, so no node sees another's loss while running.
                 for id in b.node_ids() {
                     b.kill(id).await.map_err(fail(t.clone()))?;
+                }
+                let mut lost = Vec::new();
+                if kind.is_power_loss() {
+                    for id in b.node_ids() {
+                        let d = self.cut_power(id).await.map_err(fail(t.clone()))?;
+                        lost.push(format!("node {id}: {d}; "));
+                    }
                 }
                 let hold = self.hold(1000, 2500);
                 tokio::time::sleep(hold).await;
@@ -338,7 +356,8 @@ impl Nemesis {
                     .map_err(fail(t.clone()))?;
                 let probe = self.durability_check(probe).await;
                 let detail = format!(
-                    "down {} ms; probe {} token {}: {}",
+                    "{}down {} ms; probe {} token {}: {}",
+                    lost.concat(),
                     hold.as_millis(),
                     probe.lease,
                     probe.token,
@@ -433,64 +452,6 @@ impl Nemesis {
                 ))
             }
             FaultKind::ClockOffset => self.clock_offset(&others).await,
-            FaultKind::PowerLossLeader | FaultKind::PowerLossFollower => {
-                let id = if kind == FaultKind::PowerLossLeader {
-                    leader
-                } else {
-                    pick(&mut self.rng, &others)
-                };
-                let t = node(id);
-                b.kill(id).await.map_err(fail(t.clone()))?;
-                let dropped = self.cut_power(id).await.map_err(fail(t.clone()))?;
-                let hold = self.hold(1000, 3000);
-                tokio::time::sleep(hold).await;
-                let after = self.leader().await;
-                b.start(id).await.map_err(fail(t.clone()))?;
-                Ok((
-                    t,
-                    format!(
-                        "leader was {leader} (term {term}); {dropped}; down {} ms; leader meanwhile {}",
-                        hold.as_millis(),
-                        fmt_leader(after)
-                    ),
-                ))
-            }
-            FaultKind::PowerLossAll => {
-                let t = "all nodes".to_string();
-                let probe = self
-                    .durability_acquire(kind)
-                    .await
-                    .map_err(fail(t.clone()))?;
-                // As one power cut: every process dies before any disk
-                // forgets, so no node sees another's loss while running.
-                for id in b.node_ids() {
-                    b.kill(id).await.map_err(fail(t.clone()))?;
-                }
-                let mut dropped = Vec::new();
-                for id in b.node_ids() {
-                    let d = self.cut_power(id).await.map_err(fail(t.clone()))?;
-                    dropped.push(format!("node {id}: {d}"));
-                }
-                let hold = self.hold(1000, 2500);
-                tokio::time::sleep(hold).await;
-                for id in b.node_ids() {
-                    b.start(id).await.map_err(fail(t.clone()))?;
-                }
-                self.wait_healthy(RECOVERY_TIMEOUT)
-                    .await
-                    .map_err(fail(t.clone()))?;
-                let probe = self.durability_check(probe).await;
-                let detail = format!(
-                    "{}; down {} ms; probe {} token {}: {}",
-                    dropped.join(", "),
-                    hold.as_millis(),
-                    probe.lease,
-                    probe.token,
-                    probe.read_back
-                );
-                self.durability.push(probe);
-                Ok((t, detail))
-            }
             FaultKind::WipeNode => {
                 let id = pick(&mut self.rng, &others);
                 let t = node(id);
