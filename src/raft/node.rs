@@ -136,8 +136,6 @@ pub struct Node {
     pub meta: NodeMeta,
     /// Where writes are batched into proposals.
     proposer: Proposer,
-    /// The last log index when this process started (see `read_barrier`).
-    startup_last_log: u64,
 }
 
 /// Longest accepted request id.
@@ -218,6 +216,7 @@ impl Node {
         })?;
         let meta = NodeMeta::load_or_create(&cfg.data_dir, cfg.id)?;
         let (log, sm) = store::open_with(&cfg.data_dir, cfg.store.clone())?;
+        let log = log.start_as_follower();
         let t = &cfg.timing;
         anyhow::ensure!(
             t.heartbeat_ms > 0 && t.heartbeat_ms < t.election_timeout_min_ms,
@@ -253,7 +252,6 @@ impl Node {
         )
         .await?;
         let clock = StampClock::new();
-        let startup_last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
         Ok(Arc::new(Node {
             id: cfg.id,
             advertise: cfg.advertise.clone(),
@@ -263,7 +261,6 @@ impl Node {
             channels,
             clock,
             meta,
-            startup_last_log,
         }))
     }
 
@@ -466,7 +463,11 @@ impl Node {
 
     /// Waits until a read on this node's state machine is linearizable: this
     /// node is the leader, a quorum confirmed it, and everything committed
-    /// before the call is applied (openraft's ReadIndex).
+    /// before the call is applied (openraft's ReadIndex). The read index is
+    /// at least the blank entry that opened this leader's term, which covers
+    /// everything an earlier leader acknowledged; that holds because no
+    /// process ever resumes a leadership without an election
+    /// ([`store::LogStore::start_as_follower`]).
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         let confirmed =
             tokio::time::timeout(REQUEST_TIMEOUT, self.raft.ensure_linearizable()).await;
@@ -477,7 +478,7 @@ impl Node {
             )));
         };
         match confirmed {
-            Ok(_) => self.wait_startup_log_applied().await,
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))
             }
@@ -486,29 +487,6 @@ impl Node {
             }
             Err(RaftError::Fatal(f)) => Err(NodeError::Unavailable(format!("raft stopped: {f}"))),
         }
-    }
-
-    /// A leader that restarted resumes its old term (openraft restores it)
-    /// with the commit index it last persisted, which may be behind writes
-    /// it acknowledged before the restart; openraft's read index is then
-    /// behind them too, and a read would miss an acknowledged write (found
-    /// by the chaos suite's revision check). Every entry in the log at
-    /// startup is either committed already or will be by this leader before
-    /// it commits anything of its own, so reads wait until they are applied.
-    async fn wait_startup_log_applied(&self) -> Result<(), NodeError> {
-        let target = self.startup_last_log;
-        if self.sm.applied_index() >= target {
-            return Ok(());
-        }
-        tokio::time::timeout(REQUEST_TIMEOUT, self.sm.wait_applied(target))
-            .await
-            .map_err(|_| {
-                NodeError::Unavailable(format!(
-                    "this node restarted as leader and has not yet committed the log it holds \
-                     (up to index {target}) within {} s",
-                    REQUEST_TIMEOUT.as_secs()
-                ))
-            })
     }
 
     fn not_leader(&self, id: Option<NodeId>, node: Option<Member>) -> NodeError {

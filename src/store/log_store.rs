@@ -17,6 +17,8 @@ use std::ops::RangeBounds;
 #[derive(Clone)]
 pub struct LogStore {
     wal: Wal,
+    /// See [`LogStore::start_as_follower`].
+    as_follower: bool,
 }
 
 fn err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: std::io::Error) -> StorageError {
@@ -25,7 +27,38 @@ fn err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: std::io::Error) -> Sto
 
 impl LogStore {
     pub(crate) fn new(wal: Wal) -> Self {
-        LogStore { wal }
+        LogStore {
+            wal,
+            as_follower: false,
+        }
+    }
+
+    /// Makes `read_vote` report a committed vote as not committed, so that
+    /// a restarted process starts as a follower and never resumes the
+    /// leadership its previous process held.
+    ///
+    /// openraft restores a node whose stored vote is its own and committed
+    /// as leader of the same term, without an election and without a blank
+    /// entry of its own. That is unsafe after a power cut: a leader counts
+    /// an entry as committed once a quorum of *followers* has synced it,
+    /// before its own fdatasync returns, so its restarted process may lack
+    /// an acknowledged entry that two followers hold, and would then write
+    /// a different entry under the same log id (same term, leader, index),
+    /// which the followers take for the one they have: the logs diverge and
+    /// an acknowledged write is lost. It also made reads unsafe: the
+    /// restored leader's read index is its persisted commit index, behind
+    /// what it acknowledged. As a follower, the node waits for an election;
+    /// the winner (itself or another) opens a new term with a blank entry,
+    /// which truncates any divergent suffix and which every read waits for.
+    ///
+    /// Reporting the vote as uncommitted only lowers it within the same
+    /// leader id: the node still refuses every vote request that is not
+    /// above the leader id it voted for, and the leader of that id, if it is
+    /// another node, commits it again with its first append. The stored
+    /// vote is not changed.
+    pub fn start_as_follower(mut self) -> Self {
+        self.as_follower = true;
+        self
     }
 
     /// The WAL (for tests and status).
@@ -101,7 +134,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.wal.vote())
+        let vote = self.wal.vote();
+        if self.as_follower {
+            return Ok(vote.map(|mut v| {
+                v.committed = false;
+                v
+            }));
+        }
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
