@@ -13,9 +13,9 @@
 #   --workloads "W..."  load workloads (default "renew acquire mixed keepalive")
 #   --no-watch          skip the watch run (16 clients, 4 watchers)
 #   --no-failover       skip the failover run (16 clients, leader SIGKILLed)
-#   --no-build          use the binary built last time (target/bench/bin)
+#   --no-build          use the binaries built last time (target/bench/bin)
 #   --plots DIR         also draw the SVG charts into DIR (e.g. docs)
-#   --scale N           then run `bench scale` on the Leasehold cluster: load N
+#   --scale N           then run the `scale` workload on the Leasehold cluster: load N
 #                       leases, renew them, kill and restart a follower; then
 #                       renew with and without 8 selector scans of them
 #   --scale-minutes M   minutes of renewals in the scale run (default 10)
@@ -57,7 +57,7 @@ while [ $# -gt 0 ]; do
         --leasehold-args) leasehold_args="$2"; shift ;;
         --scale) scale="$2"; shift ;;
         --scale-minutes) scale_minutes="$2"; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -83,17 +83,26 @@ fi
 # other ports and never touch it.
 
 BENCH=$REPO/target/bench
+# The server, and the load generator (its own package, with the etcd and
+# plots features).
 BIN=$BENCH/bin/leasehold
+BENCH_BIN=$BENCH/bin/leasehold-bench
 if [ "$build" = 1 ]; then
-    say "cargo build --release --features etcd,plots"
-    cargo build --release --locked --features etcd,plots
-    # A private copy: other builds (cluster/up.sh, tests) replace
-    # target/release/leasehold with binaries without the etcd feature.
+    say "cargo build --release -p leasehold -p leasehold-bench --features leasehold-bench/etcd,leasehold-bench/plots"
+    cargo build --release --locked -p leasehold -p leasehold-bench \
+        --features leasehold-bench/etcd,leasehold-bench/plots
+    # Private copies of one build: other builds (cluster/up.sh, tests)
+    # replace target/release/leasehold-bench with binaries without the etcd
+    # feature, and target/release/leasehold with other versions.
     mkdir -p "$BENCH/bin"
-    cp target/release/leasehold "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+    for b in "$BIN" "$BENCH_BIN"; do
+        cp "target/release/$(basename "$b")" "$b.tmp" && mv "$b.tmp" "$b"
+    done
 fi
-[ -x "$BIN" ] || die "no $BIN: run without --no-build"
-"$BIN" bench renew --target etcd --help >/dev/null 2>&1 || die "$BIN cannot run"
+for b in "$BIN" "$BENCH_BIN"; do
+    [ -x "$b" ] || die "no $b: run without --no-build"
+done
+"$BENCH_BIN" renew --target etcd --help >/dev/null 2>&1 || die "$BENCH_BIN cannot run"
 
 # --- ports ---------------------------------------------------------------
 LH_PORTS=(17171 17172 17173)
@@ -220,7 +229,7 @@ run() {
     [ "$target" = etcd ] && endpoints=$ETCD_ENDPOINTS
     pids=$(pids_of "$([ "$target" = etcd ] && echo etcd || echo lh)")
     local out="$RESULTS/$name-$target.json"
-    if ! "$BIN" --endpoints "$endpoints" -o json bench "$@" --target "$target" \
+    if ! "$BENCH_BIN" --endpoints "$endpoints" -o json "$@" --target "$target" \
         --server-pids "$pids" --quiet >"$out.tmp" 2>"$RESULTS/$name-$target.err"; then
         echo "   $name $target: FAILED (see $RESULTS/$name-$target.err)" >&2
         rm -f "$out.tmp"
@@ -228,7 +237,7 @@ run() {
     fi
     mv "$out.tmp" "$out"
     # One line per run, from the report itself.
-    "$BIN" bench table "$out" | awk -F'|' -v n="$name" -v t="$target" \
+    "$BENCH_BIN" table "$out" | awk -F'|' -v n="$name" -v t="$target" \
         'NR==3 {gsub(/ /,"",$6); gsub(/ /,"",$7); gsub(/ /,"",$9); gsub(/ /,"",$10); gsub(/ /,"",$12); gsub(/ /,"",$13);
                 ops = (t=="etcd") ? $7 : $6; p50 = (t=="etcd") ? $10 : $9; p99 = (t=="etcd") ? $13 : $12;
                 printf "   %-22s %-9s %8s ops/s  p50 %s ms  p99 %s ms\n", n, t, ops, p50, p99}' >&2
@@ -265,7 +274,7 @@ if [ "$scale" -gt 0 ]; then
     # the restarted node is the bench's child, not this script's.
     restart_cmd="echo \$\$ >'$RESULTS/restarted-{id}.pid'; exec '$BIN' serve --id {id} --listen 127.0.0.1:1717{id} --data-dir '$DATA/leasehold-{id}' --peers '$LH_PEERS' --hostname bench-{id} $leasehold_args >>'$RESULTS/leasehold-{id}.log' 2>&1"
     out="$RESULTS/scale-$scale-leasehold.json"
-    if "$BIN" --endpoints "$LH_ENDPOINTS" -o json bench scale --namespace scale --leases "$scale" \
+    if "$BENCH_BIN" --endpoints "$LH_ENDPOINTS" -o json scale --namespace scale --leases "$scale" \
         --clients 64 --renew-minutes "$scale_minutes" --server-pids "$(pids_of lh)" \
         --data-dirs "$DATA/leasehold-1,$DATA/leasehold-2,$DATA/leasehold-3" \
         --restart-cmd "$restart_cmd" >"$out.tmp" 2>"$RESULTS/scale-$scale-leasehold.err"; then
@@ -285,7 +294,7 @@ if [ "$scale" -gt 0 ]; then
     for scanners in 0 8; do
         say "renew with $scanners scanners over the $scale leases"
         out="$RESULTS/scan/renew-scanners-$scanners.json"
-        if "$BIN" --endpoints "$LH_ENDPOINTS" -o json bench renew --clients 16 \
+        if "$BENCH_BIN" --endpoints "$LH_ENDPOINTS" -o json renew --clients 16 \
             --duration "$duration" --warmup "$warmup" --scanners "$scanners" \
             >"$out.tmp" 2>"$RESULTS/scan/renew-scanners-$scanners.err"; then
             mv "$out.tmp" "$out"
@@ -296,7 +305,7 @@ if [ "$scale" -gt 0 ]; then
 fi
 
 say "results: $RESULTS"
-"$BIN" bench table "$RESULTS" | tee "$RESULTS/table.md"
+"$BENCH_BIN" table "$RESULTS" | tee "$RESULTS/table.md"
 if [ -n "$plots_dir" ]; then
-    "$BIN" bench plot "$RESULTS" --out-dir "$plots_dir"
+    "$BENCH_BIN" plot "$RESULTS" --out-dir "$plots_dir"
 fi

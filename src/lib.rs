@@ -23,22 +23,17 @@
 //!   and forwarding.
 //! - [`proto`]: generated code: the client API re-exported from the
 //!   `leasehold-proto` crate (the wire contract), and the peer transport.
-//! - [`bench`]: `leasehold bench`, the load generator (and, with the `etcd`
-//!   feature, the same workloads against etcd), with the report, table and
-//!   plots behind docs/BENCHMARKS.md.
-//! - [`rng`]: the seeded random numbers the chaos suite (the
-//!   `leasehold-chaos` crate) and the bench share.
 //!
 //! Layers, lowest first (a module names only its own layer and those
-//! below; `tests/layers.rs` checks it): `proto`, `rng` < `client` < `lease`
-//! < `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
-//! `bench` < `cli`. The crates `leasehold-proto` and
-//! `leasehold-client` (re-exported as `client`) are below them all.
+//! below; `tests/layers.rs` checks it): `proto` < `client` < `lease` <
+//! `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
+//! `cli`. The crates `leasehold-proto` and `leasehold-client` (re-exported
+//! as `client`) are below them all. The load generator is the
+//! `leasehold-bench` crate, a client that does not link this one.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
-pub mod bench;
 pub mod cli;
 /// The Rust client, the `leasehold-client` crate (it knows the wire contract
 /// only), under its old path.
@@ -47,7 +42,6 @@ pub mod identity;
 pub mod lease;
 pub mod proto;
 pub mod raft;
-pub mod rng;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// `leasehold-proto` alone, which the compiler enforces); the server's
 /// modules may use it (forwarding, peer channels, identity).
 const LAYERS: &[&[&str]] = &[
-    &["proto", "rng"],
+    &["proto"],
     &["client"],
     &["lease"],
     &["state"],
@@ -25,7 +25,6 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["identity"],
     &["server"],
-    &["bench"],
     &["cli"],
 ];
 

@@ -4,7 +4,6 @@
 //! another refusal; 2 invalid input (including bad flags); 3 cluster
 //! unavailable (no endpoint reachable, no leader, deadline exceeded).
 
-pub mod bench;
 mod lock;
 pub mod output;
 mod watch;
@@ -155,14 +154,6 @@ pub enum Command {
     Elect(ElectArgs),
     /// Keep a node lease (kube-node-lease/NODE) alive until interrupted.
     Heartbeat(HeartbeatArgs),
-    /// Load generator: renew, acquire, mixed, watch, failover and scale
-    /// workloads against Leasehold (or etcd); `table` and `plot` read the
-    /// JSON reports. See docs/BENCHMARKS.md.
-    Bench {
-        /// Workload or helper.
-        #[command(subcommand)]
-        command: bench::BenchCommand,
-    },
 }
 
 /// Which leases a `get` or `watch` covers.
@@ -388,9 +379,6 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Lock(args) => lock::lock(&cli.endpoints, cli.timeout, args).await,
         Command::Elect(args) => lock::elect(&cli.endpoints, cli.timeout, args).await,
         Command::Heartbeat(args) => lock::heartbeat(&cli.endpoints, cli.timeout, args).await,
-        Command::Bench { command } => {
-            bench::run(&cli.endpoints, cli.timeout, cli.output, command).await
-        }
         ref cmd => {
             let client = match Client::new(cli.endpoints.clone()) {
                 Ok(c) => c.with_timeout(Duration::from_secs_f64(cli.timeout.max(0.001))),
@@ -479,8 +467,7 @@ async fn client_command(
         | Command::Watch { .. }
         | Command::Lock(_)
         | Command::Elect(_)
-        | Command::Heartbeat(_)
-        | Command::Bench { .. } => unreachable!("handled by run"),
+        | Command::Heartbeat(_) => unreachable!("handled by run"),
         Command::Acquire {
             lease,
             holder,

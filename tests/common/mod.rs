@@ -1,5 +1,10 @@
 //! Test harness: real `leasehold serve` processes on 127.0.0.1.
 //!
+//! Each process is a `leasehold_testkit::node::NodeProcess`, the same code
+//! the chaos suite's local backend runs its nodes with; this file adds the
+//! test-facing cluster: bounded waits that panic with what they saw, port
+//! retries, clients and request helpers.
+//!
 //! A [`Cluster`] owns its node processes and one temporary directory. Each
 //! node gets `<tmp>/node-<id>/data` as its data directory and appends its
 //! output to `<tmp>/node-<id>/node.log` (kept across restarts and wipes), so
@@ -15,13 +20,11 @@
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
 use leasehold::proto::v1::cluster_client::ClusterClient;
+use leasehold_testkit::node::{NodeProcess, NodeSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::sync::Mutex;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::Code;
@@ -93,125 +96,43 @@ pub struct Options {
     pub extra_args: Vec<String>,
 }
 
-/// One node process (running or not).
-struct NodeProc {
+/// The spec of node `id` of a test cluster (see `leasehold_testkit::node`).
+fn spec(
     id: u64,
     port: u16,
-    /// `node-<id>`: holds `data/` and `node.log`.
     root: PathBuf,
-    /// `--peers ...`, or `--initial-cluster-state existing` for a node that
-    /// joins (or rejoins after its data was lost).
     membership_args: Vec<String>,
-    child: Mutex<Option<Child>>,
-    /// How the process ended when it exited without being killed by the
-    /// harness (a crash or an unexpected shutdown).
-    crashed: Mutex<Option<ExitStatus>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl NodeProc {
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+    opts: &Options,
+) -> NodeSpec {
+    let mut extra_args = Vec::new();
+    if let Some(n) = opts.snapshot_logs {
+        extra_args.push("--snapshot-logs".to_string());
+        extra_args.push(n.to_string());
     }
-
-    fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.root.join("node.log")
-    }
-
-    fn spawn(&mut self, opts: &Options) {
-        assert!(!self.running(), "node {} is already running", self.id);
-        std::fs::create_dir_all(&self.root).expect("create node dir");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open node log");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--id")
-            .arg(self.id.to_string())
-            .arg("--listen")
-            .arg(self.addr())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--heartbeat-ms")
-            .arg(HEARTBEAT_MS.to_string())
-            .arg("--election-timeout-min-ms")
-            .arg(ELECTION_MIN_MS.to_string())
-            .arg("--election-timeout-max-ms")
-            .arg(ELECTION_MAX_MS.to_string())
-            .args(&self.membership_args);
-        if let Some(n) = opts.snapshot_logs {
-            cmd.arg("--snapshot-logs").arg(n.to_string());
-        }
-        // Every node runs on this one host: give each its own identity.
-        cmd.arg("--hostname").arg(format!("node-{}", self.id));
-        cmd.args(&opts.extra_args);
-        // Nothing from the test runner's environment may change the flags.
-        leasehold_testkit::isolate_node_command(&mut cmd, log)
-            .unwrap_or_else(|e| panic!("node {} command: {e}", self.id));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        *lock(&self.child) = Some(child);
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
-    fn kill(&mut self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Whether the process is running; records how it ended if it exited
-    /// on its own.
-    fn running(&self) -> bool {
-        let mut child = lock(&self.child);
-        let Some(c) = child.as_mut() else {
-            return false;
-        };
-        match c.try_wait() {
-            Ok(Some(status)) => {
-                *lock(&self.crashed) = Some(status);
-                *child = None;
-                false
-            }
-            Ok(None) | Err(_) => true,
-        }
-    }
-
-    /// The exit status if the process has exited on its own.
-    fn exited(&self) -> Option<ExitStatus> {
-        self.running();
-        *lock(&self.crashed)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        all[from..].join("\n")
+    extra_args.extend(opts.extra_args.iter().cloned());
+    NodeSpec {
+        bin: PathBuf::from(BIN),
+        id,
+        port,
+        root,
+        hostname: format!("node-{id}"),
+        heartbeat_ms: HEARTBEAT_MS,
+        election_timeout_ms: (ELECTION_MIN_MS, ELECTION_MAX_MS),
+        membership_args,
+        extra_args,
+        env: Vec::new(),
     }
 }
 
-/// Ports that were free a moment ago (bound on 127.0.0.1:0, then released).
-/// Another process may take one before the node binds it; callers retry.
+/// Starts node `n`'s process; panics (naming the node) if it cannot.
+fn spawn(n: &NodeProcess) {
+    n.spawn(&[])
+        .unwrap_or_else(|e| panic!("node {}: {e}", n.id()));
+}
+
+/// Ports that were free a moment ago (see `leasehold_testkit::node::free_ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    leasehold_testkit::node::free_ports(n).expect("free ports on 127.0.0.1")
 }
 
 /// A client of `endpoints` with the harness' call deadline.
@@ -223,7 +144,7 @@ pub fn client(endpoints: Vec<String>) -> Client {
 
 /// A cluster of `leasehold serve` processes.
 pub struct Cluster {
-    nodes: BTreeMap<u64, NodeProc>,
+    nodes: BTreeMap<u64, NodeProcess>,
     opts: Options,
     tmp: TempDir,
 }
@@ -255,17 +176,9 @@ impl Cluster {
             let nodes = (1..=n)
                 .zip(&ports)
                 .map(|(id, port)| {
-                    (
-                        id,
-                        NodeProc {
-                            id,
-                            port: *port,
-                            root: tmp.path().join(format!("node-{id}")),
-                            membership_args: vec!["--peers".into(), peers.clone()],
-                            child: Mutex::new(None),
-                            crashed: Mutex::new(None),
-                        },
-                    )
+                    let root = tmp.path().join(format!("node-{id}"));
+                    let args = vec!["--peers".into(), peers.clone()];
+                    (id, NodeProcess::new(spec(id, *port, root, args, &opts)))
                 })
                 .collect();
             let mut cluster = Cluster {
@@ -274,9 +187,8 @@ impl Cluster {
                 tmp,
             };
             let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-            for id in &ids {
-                let opts = cluster.opts.clone();
-                cluster.node_mut(*id).spawn(&opts);
+            for n in cluster.nodes.values() {
+                spawn(n);
             }
             let mut failed = false;
             for id in &ids {
@@ -296,13 +208,13 @@ impl Cluster {
         panic!("could not start a {n}-node cluster in {START_ATTEMPTS} attempts (ports kept being taken)");
     }
 
-    fn node(&self, id: u64) -> &NodeProc {
+    fn node(&self, id: u64) -> &NodeProcess {
         self.nodes
             .get(&id)
             .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
-    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+    fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
         self.nodes
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no node {id} in this cluster"))
@@ -339,7 +251,7 @@ impl Cluster {
         self.nodes
             .values()
             .filter(|n| n.running())
-            .map(|n| n.id)
+            .map(NodeProcess::id)
             .collect()
     }
 
@@ -350,7 +262,7 @@ impl Cluster {
 
     /// Every node's endpoint, in id order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.values().map(NodeProc::addr).collect()
+        self.nodes.values().map(NodeProcess::addr).collect()
     }
 
     /// The data directory of node `id`.
@@ -440,38 +352,37 @@ impl Cluster {
 
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
-        self.node_mut(id).kill();
+        if let Err(e) = self.node(id).kill() {
+            panic!("{e}");
+        }
     }
 
     /// SIGKILLs every node.
     pub fn kill_all(&mut self) {
-        for n in self.nodes.values_mut() {
-            n.kill();
+        for n in self.nodes.values() {
+            if let Err(e) = n.kill() {
+                panic!("{e}");
+            }
         }
     }
 
     /// Starts node `id` again with the same id, port, flags and data
     /// directory, and waits until it answers Status.
     pub async fn restart(&mut self, id: u64) {
-        let opts = self.opts.clone();
-        self.node_mut(id).spawn(&opts);
+        spawn(self.node(id));
         if let Err(StartFailure::PortTaken) = self.wait_serving(id).await {
             self.dump_logs();
             panic!(
                 "node {id} cannot bind its old port {} on restart (taken by another process)",
-                self.node(id).port
+                self.node(id).port()
             );
         }
     }
 
     /// Deletes node `id`'s data directory. The node must not be running.
     pub fn wipe(&mut self, id: u64) {
-        let n = self.node(id);
-        assert!(!n.running(), "wipe of running node {id}");
-        let dir = n.data_dir();
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("cannot delete {}: {e}", dir.display()));
+        if let Err(e) = self.node(id).wipe_data() {
+            panic!("{e}");
         }
     }
 
@@ -480,8 +391,8 @@ impl Cluster {
     /// it waits to be put back with `member replace` (see [`Cluster::replace`]).
     /// Waits until it answers Status.
     pub async fn restart_wiped(&mut self, id: u64) {
-        self.node_mut(id).membership_args =
-            vec!["--initial-cluster-state".into(), "existing".into()];
+        self.node_mut(id)
+            .set_membership_args(vec!["--initial-cluster-state".into(), "existing".into()]);
         self.restart(id).await;
     }
 
@@ -505,13 +416,12 @@ impl Cluster {
         id: u64,
         timeout: Duration,
     ) -> (ExitStatus, String) {
-        let opts = self.opts.clone();
-        self.node_mut(id).spawn(&opts);
+        spawn(self.node(id));
         let d = Deadline::new(format!("node {id} to exit by itself"), timeout);
         loop {
             if let Some(status) = self.node(id).exited() {
                 // Not a crash the other tests should report.
-                *lock(&self.node(id).crashed) = None;
+                self.node(id).forget_exit();
                 return (status, self.node(id).log_tail(60));
             }
             d.check("still running").await;
@@ -524,26 +434,17 @@ impl Cluster {
         assert!(!self.nodes.contains_key(&id), "node {id} exists already");
         for _ in 0..START_ATTEMPTS {
             let port = free_ports(1)[0];
-            let mut n = NodeProc {
-                id,
-                port,
-                root: self.tmp.path().join(format!("node-{id}")),
-                membership_args: vec!["--join".into()],
-                child: Mutex::new(None),
-                crashed: Mutex::new(None),
-            };
-            if n.root.exists() {
-                let _ = std::fs::remove_dir_all(&n.root);
+            let root = self.tmp.path().join(format!("node-{id}"));
+            if root.exists() {
+                let _ = std::fs::remove_dir_all(&root);
             }
-            n.spawn(&self.opts);
+            let n = NodeProcess::new(spec(id, port, root, vec!["--join".into()], &self.opts));
+            spawn(&n);
             self.nodes.insert(id, n);
             match self.wait_serving(id).await {
                 Ok(()) => return self.endpoint(id),
-                Err(StartFailure::PortTaken) => {
-                    if let Some(mut n) = self.nodes.remove(&id) {
-                        n.kill();
-                    }
-                }
+                // Dropping the node kills its process.
+                Err(StartFailure::PortTaken) => drop(self.nodes.remove(&id)),
             }
         }
         panic!("could not start joining node {id}: ports kept being taken");
@@ -554,7 +455,7 @@ impl Cluster {
     pub fn crashed(&self) -> BTreeMap<u64, ExitStatus> {
         self.nodes
             .values()
-            .filter_map(|n| n.exited().map(|st| (n.id, st)))
+            .filter_map(|n| n.exited().map(|st| (n.id(), st)))
             .collect()
     }
 
@@ -572,7 +473,7 @@ impl Cluster {
         for n in self.nodes.values() {
             eprintln!(
                 "===== node {} ({}, {}) log: {} =====\n{}",
-                n.id,
+                n.id(),
                 n.addr(),
                 match (n.running(), n.exited()) {
                     (true, _) => "running".to_string(),
@@ -591,8 +492,8 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        for n in self.nodes.values_mut() {
-            n.kill();
+        for n in self.nodes.values() {
+            let _ = n.kill();
         }
         // For debugging: LEASEHOLD_IT_KEEP=1 keeps every node's directory.
         if std::env::var_os("LEASEHOLD_IT_KEEP").is_some() {

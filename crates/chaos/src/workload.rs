@@ -125,7 +125,7 @@ impl WorkloadConfig {
     }
 }
 
-pub use leasehold::rng::Rng;
+pub use leasehold_rng::Rng;
 
 /// The operations and request-id reuses recorded so far.
 pub struct History {

@@ -1,13 +1,15 @@
 //! `leasehold-testkit`: what the server's integration tests and the chaos
-//! suite's local backend share to run `leasehold serve` processes: the
-//! isolated node command, and a data directory on the lazy filesystem that
-//! can lose power ([`lazydisk`]).
+//! suite's local backend share to run `leasehold serve` processes: a node
+//! process that can be started, signalled, killed and wiped ([`node`]), the
+//! isolated node command under it, and a data directory on the lazy
+//! filesystem that can lose power ([`lazydisk`]).
 //!
 //! Its own crate so that both depend on it and neither on the other: an
 //! edit to the chaos suite rebuilds no server test, and the server's tests
 //! do not compile the chaos suite.
 
 pub mod lazydisk;
+pub mod node;
 
 use std::fs::File;
 use std::process::{Command, Stdio};

@@ -3,10 +3,14 @@
 //! (every operation applied at an instant inside its interval), which must
 //! pass.
 
+use super::explain::describe;
+use super::model::{step, Effect, State};
+use super::prepare::{Names, Role};
 use super::*;
-use crate::history::LeaseView;
+use crate::history::{LeaseView, Lost, Nanos, OpKind, Outcome};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 const BUDGET: u64 = 1_000_000;

@@ -6,11 +6,11 @@
 
 use super::acquire::acquire_release;
 use super::{after_error, owned_name, renew_one, renewal_setup, run_clients, timed, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::report::{Report, RunInfo};
-use crate::bench::systems::{Target, LIST_PAGE};
-use crate::bench::BenchError;
-use crate::rng::Rng;
+use crate::config::LoadConfig;
+use crate::report::{Report, RunInfo};
+use crate::systems::{Target, LIST_PAGE};
+use crate::BenchError;
+use leasehold_rng::Rng;
 use std::sync::Arc;
 
 /// Contended leases in the mix.

@@ -21,15 +21,15 @@
 
 use super::failover::kill9;
 use super::{run_clients, timed, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::procstat::{self, ServerUsage};
-use crate::bench::report::{Report, RunInfo, ScaleReport};
-use crate::bench::systems::{Acquired, Target};
-use crate::bench::BenchError;
-use crate::proto::v1 as pb;
-use crate::proto::v1::cluster_client::ClusterClient;
-use crate::proto::v1::leases_client::LeasesClient;
+use crate::config::LoadConfig;
+use crate::procstat::{self, ServerUsage};
+use crate::report::{Report, RunInfo, ScaleReport};
+use crate::systems::{Acquired, Target};
+use crate::BenchError;
 use futures::StreamExt;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::v1::cluster_client::ClusterClient;
+use leasehold_proto::v1::leases_client::LeasesClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -325,7 +325,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     let h = Harness::start(&renew_cfg, "scale renew", |r| r);
     let snapshotting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let snapshots_seen = Arc::new(AtomicU64::new(0));
-    let during = Arc::new(std::sync::Mutex::new(crate::bench::recorder::histogram()));
+    let during = Arc::new(std::sync::Mutex::new(crate::recorder::histogram()));
     let watcher = tokio::spawn(watch_snapshots(
         cfg.endpoints.clone(),
         snapshotting.clone(),
@@ -360,7 +360,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
                 .await;
                 if r.is_ok() && (at_send || snapshotting.load(Ordering::Relaxed)) {
                     let mut h = during.lock().unwrap_or_else(|p| p.into_inner());
-                    crate::bench::recorder::record_duration(&mut h, t.done - t.intended);
+                    crate::recorder::record_duration(&mut h, t.done - t.intended);
                 }
                 match r {
                     Ok(rn) => {
@@ -383,7 +383,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     let (totals, servers): (_, Vec<ServerUsage>) = h.finish().await;
     scale.snapshots_seen = snapshots_seen.load(Ordering::Relaxed);
     scale.renew_during_snapshot_ms =
-        crate::bench::report::Percentiles::of(&during.lock().unwrap_or_else(|p| p.into_inner()));
+        crate::report::Percentiles::of(&during.lock().unwrap_or_else(|p| p.into_inner()));
     scale.disk_parts_mib_after_renew = disk_parts(cfg);
     scale.renewals = totals.latency.len();
     scale.renew_seconds = renew_cfg.duration.as_secs_f64();

@@ -309,7 +309,7 @@ impl KeepAlive {
 /// A stream of change events on the namespace.
 pub enum WatchStream {
     /// Leasehold's Watch stream.
-    Leasehold(tonic::Streaming<crate::proto::v1::WatchEvent>),
+    Leasehold(tonic::Streaming<leasehold_proto::v1::WatchEvent>),
     /// etcd's watch stream.
     #[cfg(feature = "etcd")]
     Etcd(etcd_client::WatchStream),

@@ -4,11 +4,11 @@
 //! an application would see.
 
 use super::{code_name, Acquired, OpError, Renewed, WatchStream, LIST_PAGE};
-use crate::api::status::{error_info, reason};
-use crate::bench::config::LoadConfig;
-use crate::bench::BenchError;
-use crate::client::Client;
-use crate::proto::v1 as pb;
+use crate::config::LoadConfig;
+use crate::BenchError;
+use leasehold_client::Client;
+use leasehold_proto::v1 as pb;
+use leasehold_proto::wire::{error_info, reason};
 use std::time::Instant;
 use tonic::Code;
 
@@ -23,7 +23,7 @@ pub struct LeaseholdTarget {
 
 /// One client's renew stream.
 pub struct LeaseholdKeepAlive {
-    stream: crate::client::RenewStream,
+    stream: leasehold_client::RenewStream,
     namespace: String,
 }
 

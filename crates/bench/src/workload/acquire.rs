@@ -4,12 +4,12 @@
 //! not an error: that is what contention looks like.
 
 use super::{after_error, contended_name, run_clients, timed, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::recorder::Recorder;
-use crate::bench::report::{Report, RunInfo};
-use crate::bench::systems::{Acquired, Target};
-use crate::bench::BenchError;
-use crate::rng::Rng;
+use crate::config::LoadConfig;
+use crate::recorder::Recorder;
+use crate::report::{Report, RunInfo};
+use crate::systems::{Acquired, Target};
+use crate::BenchError;
+use leasehold_rng::Rng;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -10,11 +10,11 @@
 //! run and matched afterwards, so matching costs nothing while measuring.
 
 use super::{renew_round_robin, renewal_setup, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::recorder::{self, Recorder};
-use crate::bench::report::{Percentiles, Report, RunInfo, WatchReport, WatcherDelay};
-use crate::bench::systems::{OpError, Target};
-use crate::bench::BenchError;
+use crate::config::LoadConfig;
+use crate::recorder::{self, Recorder};
+use crate::report::{Percentiles, Report, RunInfo, WatchReport, WatcherDelay};
+use crate::systems::{OpError, Target};
+use crate::BenchError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

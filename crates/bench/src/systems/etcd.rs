@@ -15,8 +15,8 @@
 //! this policy does.)
 
 use super::{code_name, Acquired, OpError, Renewed, WatchStream, LIST_PAGE};
-use crate::bench::config::LoadConfig;
-use crate::bench::BenchError;
+use crate::config::LoadConfig;
+use crate::BenchError;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };

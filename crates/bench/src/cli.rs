@@ -1,23 +1,78 @@
-//! `leasehold bench`: flags of the load generator, turned into a
-//! [`LoadConfig`]; the output of a run as text, JSON or YAML; and the
+//! The `leasehold-bench` command line: flags of the load generator, turned
+//! into a [`LoadConfig`]; the output of a run as text, JSON or YAML; and the
 //! `table` and `plot` helpers that read JSON reports.
+//!
+//! It was `leasehold bench`: the subcommands, their flags, the global
+//! `--endpoints`, `--timeout` and `-o` (with the same environment
+//! variables) and the exit codes are unchanged, so scripts only swap
+//! `leasehold bench` for `leasehold-bench`.
 //!
 //! Defaults differ per workload where the issue's scenarios differ: renew
 //! and friends use 10,000 leases of 40 s (node leases), acquire contends for
 //! 10 leases of 15 s (client-go's election lease), scale loads 1,000,000
 //! leases of one hour (so none expires while loading).
 
-use super::output::{self, Format};
-use super::{EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE};
-use crate::bench::config::{
-    parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions,
-};
-use crate::bench::{self, BenchError, LoadConfig, TargetKind, Workload};
-use clap::{Args, Subcommand};
+use crate::config::{parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions};
+use crate::{BenchError, LoadConfig, TargetKind, Workload};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `leasehold bench` subcommands.
+/// Exit code: the report (or table, or charts) was written.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run started but failed.
+pub const EXIT_REFUSED: i32 = 1;
+/// Exit code: invalid flags or reports.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit code: the cluster could not be reached or did not serve the setup.
+pub const EXIT_UNAVAILABLE: i32 = 3;
+
+/// Load generator: renew, acquire, mixed, watch, failover, keepalive and
+/// scale workloads against Leasehold (or etcd); `table` and `plot` read the
+/// JSON reports. See docs/BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold-bench", version)]
+pub struct Cli {
+    /// Cluster endpoints, HOST:PORT, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASEHOLD_ENDPOINTS",
+        default_value = "127.0.0.1:7070",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format of a run's report: `table` prints it as text, `json`
+    /// is what `table` and `plot` read back.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Format,
+    /// Deadline of each call, in seconds.
+    #[arg(long, global = true, env = "LEASEHOLD_TIMEOUT", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Workload or helper.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// How a report is printed. The names are the `leasehold` CLI's `-o`
+/// values, so the flag reads the same in both tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The report as text.
+    Table,
+    /// The report as JSON.
+    Json,
+    /// The report as YAML.
+    Yaml,
+}
+
+/// `leasehold-bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Each client keeps its own leases renewed (node heartbeats).
@@ -210,8 +265,14 @@ fn exit_code(e: &BenchError) -> i32 {
     }
 }
 
-/// Runs `leasehold bench ...`; returns the exit code.
-pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchCommand) -> i32 {
+/// Runs `leasehold-bench ...`; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let Cli {
+        endpoints,
+        output: format,
+        timeout,
+        command: cmd,
+    } = cli;
     let (workload, load) = match &cmd {
         BenchCommand::Renew { load, .. } => (Workload::Renew, load),
         BenchCommand::Acquire(l) => (Workload::Acquire, l),
@@ -223,7 +284,7 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
         BenchCommand::Table { reports } => return table(reports),
         BenchCommand::Plot { reports, out_dir } => return plot(reports, out_dir),
     };
-    let mut cfg = match config(workload, load, endpoints, timeout) {
+    let mut cfg = match config(workload, load, &endpoints, timeout) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -271,20 +332,17 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
         }
         _ => {}
     }
-    match bench::run(workload, cfg).await {
-        Ok(report) => {
-            match format {
-                Format::Table => print!("{}", report.text()),
-                f => match serde_json::to_value(&report) {
-                    Ok(v) => print!("{}", output::render(&v, f)),
-                    Err(e) => {
-                        eprintln!("error: cannot render the report: {e}");
-                        return EXIT_REFUSED;
-                    }
-                },
+    match crate::run(workload, cfg).await {
+        Ok(report) => match render(&report, format) {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
             }
-            EXIT_OK
-        }
+            Err(e) => {
+                eprintln!("error: cannot render the report: {e}");
+                EXIT_REFUSED
+            }
+        },
         Err(e) => {
             eprintln!("error: {e}");
             exit_code(&e)
@@ -292,10 +350,28 @@ pub async fn run(endpoints: &[String], timeout: f64, format: Format, cmd: BenchC
     }
 }
 
+/// The report as `format` asks. JSON and YAML go through a
+/// `serde_json::Value`, whose maps are sorted by key, so the keys come out
+/// in the order `leasehold bench` printed them and old and new reports
+/// diff cleanly.
+fn render(report: &crate::Report, format: Format) -> Result<String, String> {
+    if format == Format::Table {
+        return Ok(report.text());
+    }
+    let value = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    if format == Format::Yaml {
+        serde_yaml::to_string(&value).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_string_pretty(&value)
+            .map(|json| json + "\n")
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn table(reports: &[PathBuf]) -> i32 {
-    match bench::table::load(reports) {
+    match crate::table::load(reports) {
         Ok(r) => {
-            print!("{}", bench::table::render(&r));
+            print!("{}", crate::table::render(&r));
             EXIT_OK
         }
         Err(e) => {
@@ -307,14 +383,14 @@ fn table(reports: &[PathBuf]) -> i32 {
 
 #[cfg(feature = "plots")]
 fn plot(reports: &[PathBuf], out_dir: &std::path::Path) -> i32 {
-    let loaded = match bench::table::load(reports) {
+    let loaded = match crate::table::load(reports) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_INVALID;
         }
     };
-    match bench::plot::all(&loaded, out_dir) {
+    match crate::plot::all(&loaded, out_dir) {
         Ok(files) => {
             for f in files {
                 println!("wrote {}", f.display());
@@ -332,7 +408,7 @@ fn plot(reports: &[PathBuf], out_dir: &std::path::Path) -> i32 {
 fn plot(_reports: &[PathBuf], _out_dir: &std::path::Path) -> i32 {
     eprintln!(
         "error: this binary was built without the `plots` feature: \
-         cargo build --release --features plots"
+         cargo build --release -p leasehold-bench --features plots"
     );
     EXIT_INVALID
 }

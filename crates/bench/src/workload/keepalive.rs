@@ -7,10 +7,10 @@
 //! is not timed.
 
 use super::{after_error, run_clients, timed, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::report::{Report, RunInfo};
-use crate::bench::systems::Target;
-use crate::bench::BenchError;
+use crate::config::LoadConfig;
+use crate::report::{Report, RunInfo};
+use crate::systems::Target;
+use crate::BenchError;
 
 /// Runs the workload.
 pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError> {
@@ -51,12 +51,8 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
             started_at,
             host,
             mix: Some(match target.kind() {
-                crate::bench::TargetKind::Leasehold => {
-                    "RenewStream: replicated, synced renewals".into()
-                }
-                crate::bench::TargetKind::Etcd => {
-                    "LeaseKeepAlive: leader-local, not replicated".into()
-                }
+                crate::TargetKind::Leasehold => "RenewStream: replicated, synced renewals".into(),
+                crate::TargetKind::Etcd => "LeaseKeepAlive: leader-local, not replicated".into(),
             }),
             setup: Some(setup),
             servers,

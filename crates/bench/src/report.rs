@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn percentiles_are_ordered_and_in_ms() {
-        let mut h = crate::bench::recorder::histogram();
+        let mut h = crate::recorder::histogram();
         for us in 1..=1000u64 {
             h.record(us * 10).unwrap();
         }
@@ -611,9 +611,6 @@ mod tests {
         assert_eq!(p.count, 1000);
         assert!(p.p50 <= p.p95 && p.p95 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max);
         assert!((p.p50 - 5.0).abs() < 0.05, "{p:?}");
-        assert_eq!(
-            Percentiles::of(&crate::bench::recorder::histogram()).count,
-            0
-        );
+        assert_eq!(Percentiles::of(&crate::recorder::histogram()).count, 0);
     }
 }

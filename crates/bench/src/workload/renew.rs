@@ -7,11 +7,11 @@
 //! latency then shows whether long scans stall writes.
 
 use super::{renew_round_robin, renewal_setup, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::recorder;
-use crate::bench::report::{Percentiles, Report, RunInfo, ScanReport};
-use crate::bench::systems::Target;
-use crate::bench::BenchError;
+use crate::config::LoadConfig;
+use crate::recorder;
+use crate::report::{Percentiles, Report, RunInfo, ScanReport};
+use crate::systems::Target;
+use crate::BenchError;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 

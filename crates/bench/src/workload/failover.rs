@@ -27,11 +27,11 @@
 //! - a latency series (100 ms buckets by default) for the plot.
 
 use super::{renew_round_robin, renewal_setup, Harness};
-use crate::bench::config::LoadConfig;
-use crate::bench::recorder::Recorder;
-use crate::bench::report::{FailoverReport, Report, RunInfo};
-use crate::bench::systems::{Acquired, Target};
-use crate::bench::BenchError;
+use crate::config::LoadConfig;
+use crate::recorder::Recorder;
+use crate::report::{FailoverReport, Report, RunInfo};
+use crate::systems::{Acquired, Target};
+use crate::BenchError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,8 +77,8 @@ async fn probe(target: Arc<Target>, seconds: i32, from: Instant, until: Instant)
     out
 }
 
-/// SIGKILLs `pid` with the system's `kill` (as `cli::lock` does: no libc
-/// binding needed).
+/// SIGKILLs `pid` with the system's `kill` (as `leasehold lock` does: no
+/// libc binding needed).
 pub async fn kill9(pid: u32) -> Result<(), String> {
     let out = tokio::process::Command::new("kill")
         .arg("-KILL")
