@@ -25,7 +25,7 @@
 //!   `leasehold-proto` crate (the wire contract), and the peer transport.
 //!
 //! Layers, lowest first (a module names only its own layer and those
-//! below; `tests/layers.rs` checks it): `proto` < `client` < `lease` <
+//! below; `tests/it/layers.rs` checks it): `proto` < `client` < `lease` <
 //! `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
 //! `cli`. The crates `leasehold-proto` and `leasehold-client` (re-exported
 //! as `client`) are below them all. The load generator is the

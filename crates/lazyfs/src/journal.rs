@@ -33,6 +33,7 @@
 //! change inside a directory is undone in the right place even after that
 //! directory was renamed (by a durable rename).
 
+use leasehold_rng::Rng;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -836,33 +837,6 @@ fn dir_is_empty(dir: &DirRef, name: &OsStr) -> io::Result<bool> {
         0,
     )?;
     Ok(sys::read_dir(fd)?.is_empty())
-}
-
-/// SplitMix64: a tiny seeded generator, so a torn run can be replayed.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! `leasehold-rng`: a small deterministic random number generator
-//! (SplitMix64) for the chaos suite and the load generator: their choices
-//! follow from a seed, so a run can be repeated, and drawing a number costs
-//! nothing next to the request it picks. Not for anything secret.
+//! (SplitMix64) for the chaos suite, the load generator and the lazy
+//! filesystem's torn cuts: their choices follow from a seed, so a run can be
+//! repeated, and drawing a number costs nothing next to the request it
+//! picks. Not for anything secret.
 //!
-//! Its own crate because its two users depend on neither each other nor a
+//! Its own crate because its users depend on neither each other nor a
 //! common crate that would fit it: the load generator must not link the
-//! server, and the wire contract (`leasehold-proto`) is no place for it.
+//! server, the lazy filesystem links nothing of ours, and the wire contract
+//! (`leasehold-proto`) is no place for it.
 
 use std::time::Duration;
 

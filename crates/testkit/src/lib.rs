@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 /// caller's environment may change its flags (every `LEASEHOLD_*` variable
 /// is removed), it logs at `info` without colours, and its output goes to
 /// `log`. Shared by the chaos suite's local backend and the server's process
-/// harness (`tests/common`).
+/// harness (`tests/it/common.rs`).
 pub fn isolate_node_command(cmd: &mut Command, log: File) -> Result<(), String> {
     let log_err = log
         .try_clone()

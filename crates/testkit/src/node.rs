@@ -1,5 +1,5 @@
 //! One `leasehold serve` process on loopback: the piece the server's
-//! integration tests (`tests/common::Cluster`) and the chaos suite's local
+//! integration tests (`Cluster` in `tests/it/common.rs`) and the chaos suite's local
 //! backend (`leasehold_chaos::local`) share to start, signal, kill, reap and
 //! wipe a node.
 //!

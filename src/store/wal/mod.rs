@@ -16,7 +16,7 @@
 //! An append's completion (openraft's `LogFlushed` callback) and
 //! `save_vote`'s return happen strictly after the `fdatasync` of the
 //! segment holding them returned (`writer.rs`); [`Wal::syncs`] counts them,
-//! and `tests/durability.rs` traces the system calls of a node to show it.
+//! and `tests/it/durability.rs` traces the system calls of a node to show it.
 //! A new segment's header is synced and its directory entry synced before
 //! any record goes into it. `fdatasync` flushes the file's data and the
 //! metadata needed to read it back (its size), and the device's write cache

@@ -1,7 +1,7 @@
 //! End-to-end tests of server identity leases (`leasehold::identity`) and of
 //! the leader's garbage collection (`lease::gc`) on a real cluster.
 
-mod common;
+use crate::common;
 
 use common::{assert_status, cli, lease_of, Cluster, Deadline, Options};
 use leasehold::client::Client;

@@ -15,7 +15,7 @@
 //!
 //! Needs FUSE (`/dev/fuse`, root); without it the test says SKIPPED.
 
-mod common;
+use crate::common;
 
 use common::{acquire_req, free_ports, Deadline};
 use leasehold::client::Client;

@@ -2,7 +2,7 @@
 //! exit codes, stopping the job when renewals fail), and mutual exclusion of
 //! plain acquires while the client retries across a killed node.
 
-mod common;
+use crate::common;
 
 use common::*;
 use leasehold::client::fence::validity_deadline;

@@ -1,7 +1,7 @@
 //! The `leasehold` command line against a real cluster: output formats and
 //! exit codes (0 ok, 1 refused, 2 invalid input, 3 unavailable).
 
-mod common;
+use crate::common;
 
 use common::{cli, free_ports, Cluster, Run};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! 127.0.0.1:0 and stopped through its shutdown future; plus the real binary's
 //! reaction to SIGTERM.
 
-mod common;
+use crate::common;
 
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;

@@ -9,7 +9,7 @@
 //! Needs `strace` (Debian: `strace`; `.ci/run` installs it). Without it the
 //! test says so and does nothing else.
 
-mod common;
+use crate::common;
 
 use common::{acquire_req, free_ports, Deadline};
 use leasehold::client::Client;

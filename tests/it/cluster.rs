@@ -3,7 +3,7 @@
 //! Every test starts its own cluster (see `common`), on free ports, so the
 //! tests can run in parallel.
 
-mod common;
+use crate::common;
 
 use common::{
     acquire_req, assert_status, expect_err, lease_of, release_req, renew_req, rv_holder_token,

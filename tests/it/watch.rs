@@ -7,7 +7,7 @@
 //! Writers record the revision of every acknowledged write from the
 //! responses; a watcher must deliver exactly those changes, in order.
 
-mod common;
+use crate::common;
 
 use common::{
     acquire_req, assert_status, cli, free_ports, lease_of, release_req, renew_req, Cluster,

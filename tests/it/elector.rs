@@ -4,7 +4,7 @@
 //! without releasing, stepping down before the validity deadline when the
 //! cluster is unreachable, and a fenced write by a paused former leader.
 
-mod common;
+use crate::common;
 
 use common::*;
 use leasehold::client::elector::{
