@@ -21,8 +21,8 @@ use common::{acquire_req, free_ports, Deadline};
 use leasehold::client::Client;
 use leasehold::proto::v1 as pb;
 use leasehold_testkit::lazydisk::{find_beside, unavailable, LazyDisk, LAZYFS_BIN};
+use leasehold_testkit::node::{NodeProcess, NodeSpec};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,37 +34,36 @@ const PURGED_SNAPSHOT_INDEX: u64 = 1_500;
 /// Writes per round.
 const ROUND: usize = 400;
 
-fn start_node(data: &Path, addr: &str, log: &Path) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open the node log");
-    let mut cmd = Command::new(common::BIN);
-    cmd.args([
-        "serve",
-        "--id",
-        "1",
-        "--listen",
-        addr,
-        "--no-identity-lease",
-        "--snapshot-logs",
-        SNAPSHOT_LOGS,
-    ])
-    .arg("--data-dir")
-    .arg(data);
-    leasehold_testkit::isolate_node_command(&mut cmd, log).expect("node command");
-    cmd.stdin(Stdio::null());
-    cmd.spawn().expect("start the node")
+/// The single node (`leasehold_testkit::node`, the harness's process
+/// code): its data directory `<root>/data` is the lazy mount.
+fn node_at(root: &Path, port: u16) -> NodeProcess {
+    NodeProcess::new(NodeSpec {
+        bin: common::BIN.into(),
+        id: 1,
+        port,
+        root: root.to_path_buf(),
+        hostname: "power-loss-node".into(),
+        heartbeat_ms: common::HEARTBEAT_MS,
+        election_timeout_ms: (common::ELECTION_MIN_MS, common::ELECTION_MAX_MS),
+        membership_args: Vec::new(),
+        extra_args: vec![
+            "--no-identity-lease".into(),
+            "--snapshot-logs".into(),
+            SNAPSHOT_LOGS.into(),
+        ],
+        env: Vec::new(),
+    })
 }
 
-async fn wait_serving(client: &Client, node: &mut Child, log: &Path) {
+/// Starts the node and waits until it serves a linearizable read.
+async fn start(client: &Client, node: &NodeProcess) {
+    node.spawn(&[]).expect("start the node");
     let d = Deadline::new("the node to serve a read", Duration::from_secs(60));
     loop {
-        if let Ok(Some(status)) = node.try_wait() {
+        if let Some(status) = node.exited() {
             panic!(
                 "the node exited with {status} instead of recovering:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+                node.log_tail(200)
             );
         }
         match client
@@ -123,8 +122,8 @@ async fn acknowledged_writes_survive_power_loss_across_snapshots_and_purges() {
         );
     };
     let tmp = tempfile::tempdir().expect("temp dir");
-    let data = tmp.path().join("data");
-    let log = tmp.path().join("node.log");
+    let node = node_at(tmp.path(), free_ports(1)[0]);
+    let data = node.data_dir();
     let disk = LazyDisk::mount(
         &lazyfs,
         &tmp.path().join("disk"),
@@ -133,14 +132,12 @@ async fn acknowledged_writes_survive_power_loss_across_snapshots_and_purges() {
         &tmp.path().join("lazyfs.log"),
     )
     .expect("mount the lazy filesystem");
-    let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
     let client = Arc::new(
-        Client::new(vec![addr.clone()])
+        Client::new(vec![node.addr()])
             .expect("client")
             .with_timeout(Duration::from_secs(10)),
     );
-    let mut node = start_node(&data, &addr, &log);
-    wait_serving(&client, &mut node, &log).await;
+    start(&client, &node).await;
 
     // Acknowledged writes, four at a time, in rounds, until a snapshot
     // lies far enough ahead that the log behind it was purged (concurrent
@@ -183,15 +180,13 @@ async fn acknowledged_writes_survive_power_loss_across_snapshots_and_purges() {
     );
 
     for (round, torn) in [(1, None), (2, Some(0x5eed_u64))] {
-        let _ = node.kill();
-        let _ = node.wait();
+        node.kill().expect("kill the node");
         let dropped = disk
             .control()
             .lose_unsynced(torn)
             .expect("lose the unsynced writes");
         eprintln!("power loss {round} (torn: {torn:?}): dropped {dropped}");
-        node = start_node(&data, &addr, &log);
-        wait_serving(&client, &mut node, &log).await;
+        start(&client, &node).await;
         let after = format!("power loss {round}");
         let max = check_all(&client, &acked, &after).await;
         // A new tenure gets a token above every one issued before.
@@ -207,7 +202,7 @@ async fn acknowledged_writes_survive_power_loss_across_snapshots_and_purges() {
         );
         acked.push((name, r.fencing_token));
     }
-    let _ = node.kill();
-    let _ = node.wait();
+    // The node must be gone before its disk unmounts.
+    drop(node);
     drop(disk);
 }
