@@ -1,7 +1,7 @@
 //! The `leasehold.v1.Leases` service: thin handlers over [`Node`].
 //!
 //! Each handler converts its request into a domain command or read and hands
-//! it to [`route`], which runs it on this node and, when this node is not
+//! it to `route`, which runs it on this node and, when this node is not
 //! the leader, forwards the original request to the leader once. A request
 //! that was itself forwarded is never forwarded again (no loops); if it lands
 //! on a node that lost leadership meanwhile, the caller gets UNAVAILABLE with

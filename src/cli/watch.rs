@@ -7,7 +7,7 @@
 //! longer in the history ends the command with exit code 1.
 
 use super::output::{self, Format};
-use super::{report, EXIT_OK, EXIT_REFUSED};
+use super::{report, Scope, EXIT_OK, EXIT_REFUSED};
 use crate::api::status::{error_info, reason};
 use crate::client::Client;
 use crate::proto::v1 as pb;
@@ -53,6 +53,30 @@ pub fn event_line(e: &pb::WatchEvent, format: Format) -> String {
         })
         .to_string(),
     }
+}
+
+/// `leasehold watch`: every change in `scope`, from revision `from` (or
+/// from now on).
+pub async fn command(
+    endpoints: Vec<String>,
+    scope: &Scope,
+    from: Option<u64>,
+    max_events: Option<u64>,
+    format: Format,
+) -> i32 {
+    let client = match Client::new(endpoints) {
+        Ok(c) => c,
+        Err(s) => return report(&s),
+    };
+    let req = pb::WatchRequest {
+        namespace: scope.namespace(),
+        name: String::new(),
+        label_selector: scope.selector.clone(),
+        start_revision: from.unwrap_or(0),
+        progress_notify: true,
+        progress_interval_ms: 2_000,
+    };
+    run(&client, req, format, max_events).await
 }
 
 /// Runs the watch until interrupted, `max_events` printed, or a fatal error.

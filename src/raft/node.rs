@@ -185,7 +185,7 @@ impl StampClock {
     }
 
     /// This clock's identity (random, chosen at start): what
-    /// [`Proposal::clock_id`] carries.
+    /// [`Proposal::clock_id`](crate::lease::Proposal::clock_id) carries.
     pub fn id(&self) -> u64 {
         self.id
     }

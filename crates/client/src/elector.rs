@@ -31,8 +31,8 @@
 
 use super::errors::LeaseClientError;
 use super::fence::validity_deadline;
+use super::tenure::{self, Ended, Holder, Renewal};
 use super::Client;
-use leasehold_proto::v1 as pb;
 use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -308,6 +308,8 @@ impl ElectorHandle {
 pub struct LeaderElector {
     client: Arc<Client>,
     config: ElectorConfig,
+    /// The lease and identity of `config`, which sends the requests.
+    holder: Holder,
     state: Arc<Mutex<State>>,
     events: mpsc::UnboundedSender<LeaderEvent>,
     /// The token while leading (also after a cancellation interrupted the
@@ -334,10 +336,12 @@ impl LeaderElector {
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaderEvent>), LeaseClientError> {
         config.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let holder = Holder::new(&config.namespace, &config.name, &config.identity);
         Ok((
             LeaderElector {
                 client,
                 config,
+                holder,
                 state: Arc::default(),
                 events: tx,
                 token: None,
@@ -380,15 +384,11 @@ impl LeaderElector {
             }
         };
         if changed {
-            tracing::info!(lease = %self.lease_name(), leader = %holder, "new leader observed");
+            tracing::info!(lease = %self.holder, leader = %holder, "new leader observed");
             self.emit(LeaderEvent::NewLeader {
                 identity: holder.to_string(),
             });
         }
-    }
-
-    fn lease_name(&self) -> String {
-        format!("{}/{}", self.config.namespace, self.config.name)
     }
 
     /// Campaigns, leads, steps down and campaigns again until `cancel`
@@ -442,13 +442,7 @@ impl LeaderElector {
     /// time of the successful call.
     async fn campaign(&mut self) -> Result<(u64, Instant), LeaseClientError> {
         loop {
-            let req = pb::AcquireRequest {
-                namespace: self.config.namespace.clone(),
-                name: self.config.name.clone(),
-                holder: self.config.identity.clone(),
-                lease_duration_seconds: self.config.duration_seconds(),
-                ..Default::default()
-            };
+            let req = self.holder.acquire_request(self.config.duration_seconds());
             let sent = Instant::now();
             self.maybe_held = true;
             // Bounded by the renew deadline, so a success always leaves time
@@ -468,11 +462,11 @@ impl LeaderElector {
                         return Err(e);
                     }
                     e => {
-                        tracing::debug!(lease = %self.lease_name(), "acquire failed, will retry: {e}")
+                        tracing::debug!(lease = %self.holder, "acquire failed, will retry: {e}")
                     }
                 },
                 Err(_) => {
-                    tracing::debug!(lease = %self.lease_name(), "acquire timed out, will retry")
+                    tracing::debug!(lease = %self.holder, "acquire timed out, will retry")
                 }
             }
             let wait = jittered(
@@ -495,53 +489,42 @@ impl LeaderElector {
             valid_until,
         });
         self.observe(&self.config.identity.clone());
-        tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, token, "started leading");
+        tracing::info!(lease = %self.holder, identity = %self.config.identity, token, "started leading");
         self.emit(LeaderEvent::StartedLeading {
             fencing_token: token,
             at: started,
             valid_until,
         });
-        let mut last_ok = sent;
-        let mut next = Instant::now() + self.config.retry_period.max(MIN_RETRY);
-        loop {
-            let renew_by = last_ok + self.config.renew_deadline;
-            tokio::time::sleep_until(next.min(renew_by).into()).await;
-            let now = Instant::now();
-            if now >= renew_by {
-                return Ok(StopReason::RenewDeadline);
-            }
-            next = now + self.config.retry_period.max(MIN_RETRY);
-            let req = pb::RenewRequest {
-                namespace: self.config.namespace.clone(),
-                name: self.config.name.clone(),
-                holder: self.config.identity.clone(),
-                fencing_token: token,
-                ..Default::default()
-            };
-            match tokio::time::timeout_at(renew_by.into(), self.client.renew(req)).await {
-                Err(_) => return Ok(StopReason::RenewDeadline),
-                Ok(Ok(_)) => {
-                    last_ok = now;
-                    if let Some(t) = self.lock().tenure.as_mut() {
-                        t.valid_until = validity_deadline(now, d);
-                    }
+        let every = self.config.retry_period.max(MIN_RETRY);
+        let renewal = Renewal {
+            every,
+            retry: every,
+            give_up_after: self.config.renew_deadline,
+        };
+        let first = Instant::now() + every;
+        let ended = tenure::keep(
+            &self.client,
+            &self.holder,
+            token,
+            sent,
+            first,
+            renewal,
+            |t| {
+                if let Some(tenure) = self.lock().tenure.as_mut() {
+                    tenure.valid_until = validity_deadline(t, d);
                 }
-                Ok(Err(s)) => match LeaseClientError::from(s) {
-                    LeaseClientError::Lost { reason } => {
-                        self.token = None;
-                        self.maybe_held = false;
-                        return Ok(StopReason::Lost(reason));
-                    }
-                    LeaseClientError::NotFound => {
-                        self.token = None;
-                        self.maybe_held = false;
-                        return Ok(StopReason::Deleted);
-                    }
-                    e @ LeaseClientError::Invalid { .. } => return Err(e),
-                    e => {
-                        tracing::warn!(lease = %self.lease_name(), "renew failed, will retry until the renew deadline: {e}")
-                    }
-                },
+            },
+        )
+        .await?;
+        match ended {
+            Ended::GaveUp { .. } => Ok(StopReason::RenewDeadline),
+            Ended::Refused(e) => {
+                self.token = None;
+                self.maybe_held = false;
+                Ok(match e {
+                    LeaseClientError::Lost { reason } => StopReason::Lost(reason),
+                    _ => StopReason::Deleted,
+                })
             }
         }
     }
@@ -550,7 +533,7 @@ impl LeaderElector {
         let at = Instant::now();
         let was = self.lock().tenure.take();
         if was.is_some() {
-            tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, %reason, "stopped leading");
+            tracing::info!(lease = %self.holder, identity = %self.config.identity, %reason, "stopped leading");
             self.emit(LeaderEvent::StoppedLeading { reason, at });
         }
     }
@@ -561,46 +544,30 @@ impl LeaderElector {
         let timeout = self.config.renew_deadline.min(RELEASE_TIMEOUT);
         let token = match self.token {
             Some(t) => Some(t),
+            // An acquire may have gone through unseen: look.
             None if self.maybe_held => {
-                // An acquire may have gone through unseen: look.
-                let get = pb::GetRequest {
-                    namespace: self.config.namespace.clone(),
-                    name: self.config.name.clone(),
-                    ..Default::default()
-                };
-                match tokio::time::timeout(timeout, self.client.get(get)).await {
-                    Ok(Ok(r)) => r.lease.and_then(|l| {
-                        let holder = l.spec.map(|s| s.holder_identity).unwrap_or_default();
-                        (holder == self.config.identity)
-                            .then(|| l.status.map(|s| s.fencing_token))
-                            .flatten()
-                    }),
-                    _ => None,
-                }
+                let held = self.holder.held_token(&self.client);
+                tokio::time::timeout(timeout, held)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
             }
             None => None,
         };
         let Some(token) = token else { return };
-        let req = pb::ReleaseRequest {
-            namespace: self.config.namespace.clone(),
-            name: self.config.name.clone(),
-            holder: self.config.identity.clone(),
-            fencing_token: token,
-            ..Default::default()
-        };
-        match tokio::time::timeout(timeout, self.client.release(req)).await {
-            Ok(Ok(_)) => {
-                tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, "released")
+        let release = self.holder.release(&self.client, token);
+        match tokio::time::timeout(timeout, release).await {
+            Ok(Ok(true)) => {
+                tracing::info!(lease = %self.holder, identity = %self.config.identity, "released")
             }
-            Ok(Err(s)) => match LeaseClientError::from(s) {
-                // Nothing left to give up.
-                LeaseClientError::Lost { .. } | LeaseClientError::NotFound => {}
-                e => {
-                    tracing::warn!(lease = %self.lease_name(), "release failed; successors wait for the lease to lapse: {e}")
-                }
-            },
+            // Nothing left to give up.
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %self.holder, "release failed; successors wait for the lease to lapse: {e}")
+            }
             Err(_) => {
-                tracing::warn!(lease = %self.lease_name(), "release timed out; successors wait for the lease to lapse")
+                tracing::warn!(lease = %self.holder, "release timed out; successors wait for the lease to lapse")
             }
         }
         self.token = None;

@@ -13,6 +13,7 @@
 use super::elector::jittered;
 use super::errors::LeaseClientError;
 use super::fence::validity_deadline;
+use super::tenure::Holder;
 use super::Client;
 use chrono::{DateTime, Utc};
 use leasehold_proto::v1 as pb;
@@ -162,6 +163,8 @@ impl HeartbeatHandle {
 pub struct Heartbeat {
     client: Arc<Client>,
     config: HeartbeatConfig,
+    /// The node lease and holder of `config`, which sends the requests.
+    holder: Holder,
     status: Arc<Mutex<HeartbeatStatus>>,
     token: Option<u64>,
 }
@@ -175,9 +178,11 @@ impl Heartbeat {
     /// A heartbeat with `config` (validated).
     pub fn new(client: Arc<Client>, config: HeartbeatConfig) -> Result<Self, LeaseClientError> {
         config.validate()?;
+        let holder = Holder::new(&config.namespace, &config.node, &config.holder);
         Ok(Heartbeat {
             client,
             config,
+            holder,
             status: Arc::default(),
             token: None,
         })
@@ -197,10 +202,6 @@ impl Heartbeat {
 
     fn lock(&self) -> MutexGuard<'_, HeartbeatStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lease_name(&self) -> String {
-        format!("{}/{}", self.config.namespace, self.config.node)
     }
 
     /// Renews (or acquires) once. A lost lease is re-acquired in the same
@@ -228,24 +229,15 @@ impl Heartbeat {
     async fn beat(&mut self) -> Result<(u64, Instant), LeaseClientError> {
         if let Some(token) = self.token {
             let sent = Instant::now();
-            let r = self
-                .client
-                .renew(pb::RenewRequest {
-                    namespace: self.config.namespace.clone(),
-                    name: self.config.node.clone(),
-                    holder: self.config.holder.clone(),
-                    fencing_token: token,
-                    ..Default::default()
-                })
-                .await;
+            let r = self.client.renew(self.holder.renew_request(token)).await;
             match r.map_err(LeaseClientError::from) {
                 Ok(_) => return Ok((token, sent)),
                 Err(LeaseClientError::Lost { reason }) => {
-                    tracing::warn!(lease = %self.lease_name(), %reason, "node lease lost; acquiring it again");
+                    tracing::warn!(lease = %self.holder, %reason, "node lease lost; acquiring it again");
                     self.token = None;
                 }
                 Err(LeaseClientError::NotFound) => {
-                    tracing::warn!(lease = %self.lease_name(), "node lease was deleted; creating it again");
+                    tracing::warn!(lease = %self.holder, "node lease was deleted; creating it again");
                     self.token = None;
                 }
                 Err(e) => return Err(e),
@@ -254,17 +246,11 @@ impl Heartbeat {
         let sent = Instant::now();
         let r = self
             .client
-            .acquire(pb::AcquireRequest {
-                namespace: self.config.namespace.clone(),
-                name: self.config.node.clone(),
-                holder: self.config.holder.clone(),
-                lease_duration_seconds: self.config.duration_seconds(),
-                ..Default::default()
-            })
+            .acquire(self.holder.acquire_request(self.config.duration_seconds()))
             .await
             .map_err(LeaseClientError::from)?;
         if r.newly_acquired {
-            tracing::info!(lease = %self.lease_name(), token = r.fencing_token, "node lease acquired");
+            tracing::info!(lease = %self.holder, token = r.fencing_token, "node lease acquired");
         }
         self.token = Some(r.fencing_token);
         Ok((r.fencing_token, sent))
@@ -291,11 +277,11 @@ impl Heartbeat {
                     }
                     Err(e @ LeaseClientError::Invalid { .. }) => break Err(e),
                     Err(LeaseClientError::Held { holder, remaining }) => {
-                        tracing::warn!(lease = %self.lease_name(), %holder, "node lease is held by another holder; waiting {remaining:?}");
+                        tracing::warn!(lease = %self.holder, %holder, "node lease is held by another holder; waiting {remaining:?}");
                         remaining.clamp(FIRST_RETRY, self.config.renew_interval)
                     }
                     Err(e) => {
-                        tracing::warn!(lease = %self.lease_name(), "heartbeat failed, retrying in {backoff:?}: {e}");
+                        tracing::warn!(lease = %self.holder, "heartbeat failed, retrying in {backoff:?}: {e}");
                         let w = backoff;
                         backoff = (backoff * 2).min(self.config.renew_interval);
                         w
@@ -318,19 +304,14 @@ impl Heartbeat {
         let Some(token) = self.token.take() else {
             return;
         };
-        let req = pb::ReleaseRequest {
-            namespace: self.config.namespace.clone(),
-            name: self.config.node.clone(),
-            holder: self.config.holder.clone(),
-            fencing_token: token,
-            ..Default::default()
-        };
-        match tokio::time::timeout(Duration::from_secs(5), self.client.release(req)).await {
-            Ok(Ok(_)) => tracing::info!(lease = %self.lease_name(), "node lease released"),
-            Ok(Err(s)) => {
-                tracing::warn!(lease = %self.lease_name(), "release failed: {}", LeaseClientError::from(s))
+        let release = self.holder.release(&self.client, token);
+        match tokio::time::timeout(Duration::from_secs(5), release).await {
+            Ok(Ok(true)) => tracing::info!(lease = %self.holder, "node lease released"),
+            Ok(Ok(false)) => {
+                tracing::info!(lease = %self.holder, "node lease was no longer held; nothing to release")
             }
-            Err(_) => tracing::warn!(lease = %self.lease_name(), "release timed out"),
+            Ok(Err(e)) => tracing::warn!(lease = %self.holder, "release failed: {e}"),
+            Err(_) => tracing::warn!(lease = %self.holder, "release timed out"),
         }
         let mut st = self.lock();
         st.fencing_token = None;

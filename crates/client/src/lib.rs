@@ -354,5 +354,7 @@ pub mod elector;
 pub mod errors;
 pub mod fence;
 pub mod heartbeat;
+pub mod lock;
+mod tenure;
 
 pub use channels::Channels;

@@ -1,0 +1,251 @@
+//! `leasehold serve`: its flags (each also from an environment variable)
+//! and how they become the server's configuration.
+
+use super::{EXIT_INVALID, EXIT_OK};
+use crate::identity::IdentityConfig;
+use crate::raft::node::{InitialClusterState, RaftTiming};
+use crate::server::{self, ServeConfig};
+use crate::store::StoreOptions;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--initial-cluster-state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterStateArg {
+    /// Bootstrap a new cluster.
+    New,
+    /// Join an existing cluster.
+    Existing,
+}
+
+/// `leasehold serve` flags; each also from an environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, env = "LEASEHOLD_ID", default_value_t = 1)]
+    pub id: u64,
+    /// Address to listen on for clients and peers.
+    #[arg(long, env = "LEASEHOLD_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Address others reach this node at (default: the listen address).
+    #[arg(long, env = "LEASEHOLD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "LEASEHOLD_DATA_DIR", default_value = "leasehold-data")]
+    pub data_dir: PathBuf,
+    /// Initial cluster, ID=HOST:PORT comma-separated; used on first start only.
+    #[arg(long, env = "LEASEHOLD_PEERS", default_value = "")]
+    pub peers: String,
+    /// What an empty data directory means: `new` bootstraps the cluster of
+    /// --peers (every initial member must answer first); `existing` waits to
+    /// be added with `leasehold member add` (a new node) or `leasehold member
+    /// replace` (a member whose data was lost). Ignored once the directory
+    /// holds a cluster.
+    #[arg(
+        long,
+        env = "LEASEHOLD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterStateArg,
+    /// Same as `--initial-cluster-state existing`.
+    #[arg(long, env = "LEASEHOLD_JOIN")]
+    pub join: bool,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "LEASEHOLD_HEARTBEAT_MS", default_value_t = RaftTiming::default().heartbeat_ms)]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout, ms.
+    #[arg(long, env = "LEASEHOLD_ELECTION_TIMEOUT_MIN_MS", default_value_t = RaftTiming::default().election_timeout_min_ms)]
+    pub election_timeout_min_ms: u64,
+    /// Maximum election timeout, ms.
+    #[arg(long, env = "LEASEHOLD_ELECTION_TIMEOUT_MAX_MS", default_value_t = RaftTiming::default().election_timeout_max_ms)]
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot every this many applied entries; the log is then
+    /// purged up to 1,000 entries behind the snapshot.
+    #[arg(long, env = "LEASEHOLD_SNAPSHOT_LOGS", default_value_t = RaftTiming::default().snapshot_logs)]
+    pub snapshot_logs: u64,
+    /// Keep at most this many changes for watchers to resume from (0: none).
+    #[arg(long, env = "LEASEHOLD_HISTORY_REVISIONS", default_value_t = 10_000)]
+    pub history_revisions: u64,
+    /// Drop watch history older than this many seconds (0: no age limit).
+    #[arg(long, env = "LEASEHOLD_HISTORY_AGE_SECONDS", default_value_t = 3600)]
+    pub history_age_seconds: u64,
+    /// Hostname published in this node's identity lease (default: the system's).
+    #[arg(long, env = "LEASEHOLD_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Do not publish an identity lease for this node.
+    #[arg(long, env = "LEASEHOLD_NO_IDENTITY_LEASE")]
+    pub no_identity_lease: bool,
+    /// Duration of the identity lease, seconds.
+    #[arg(long, env = "LEASEHOLD_IDENTITY_LEASE_SECONDS", default_value_t = 3600)]
+    pub identity_lease_seconds: i32,
+    /// Renew the identity lease every this many seconds.
+    #[arg(long, env = "LEASEHOLD_IDENTITY_RENEW_SECONDS", default_value_t = 10.0)]
+    pub identity_renew_seconds: f64,
+    /// Delete identity leases this many seconds after they expired.
+    #[arg(
+        long,
+        env = "LEASEHOLD_IDENTITY_GC_AGE_SECONDS",
+        default_value_t = 3600
+    )]
+    pub identity_gc_age_seconds: u64,
+    /// Fault injection for the chaos suite's negative control, in debug
+    /// builds only (release builds do not have this flag): `Put` stores the
+    /// client's renewTime and acquireTime instead of the leader's stamp,
+    /// which breaks the lease timing guarantee on purpose.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub fault_put_trusts_client_times: bool,
+    /// Fault injection for the power-loss negative control, in debug builds
+    /// only: the WAL acknowledges writes without `fdatasync`, so a power
+    /// loss (the chaos suite's lazy filesystem) loses acknowledged writes.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub fault_skip_wal_sync: bool,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--peers entry {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i > 0)
+            .ok_or_else(|| format!("--peers entry {part:?}: id must be a positive integer"))?;
+        let addr = addr.trim();
+        if !addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return Err(format!("--peers entry {part:?}: address must be HOST:PORT"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--peers lists id {id} twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn secs_to_micros(s: u64) -> i64 {
+    i64::try_from(s)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000)
+}
+
+// In release builds the fault switch does not exist, so the update below
+// sets nothing there.
+#[allow(clippy::needless_update)]
+fn store_options(args: &ServeArgs) -> StoreOptions {
+    #[allow(unused_mut)]
+    let mut store = StoreOptions {
+        history_max_events: args.history_revisions,
+        history_max_age_micros: secs_to_micros(args.history_age_seconds),
+        identity_gc_age_micros: secs_to_micros(args.identity_gc_age_seconds),
+        ..Default::default()
+    };
+    #[cfg(debug_assertions)]
+    {
+        store.fault_put_trusts_client_times = args.fault_put_trusts_client_times;
+        store.fault_skip_wal_sync = args.fault_skip_wal_sync;
+    }
+    store
+}
+
+/// `leasehold serve`: runs a node until SIGTERM or ctrl-c.
+pub async fn serve(args: ServeArgs) -> i32 {
+    let store = store_options(&args);
+    let peers = match parse_peers(&args.peers) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let cfg = ServeConfig {
+        id: args.id,
+        listen: args.listen,
+        advertise: args.advertise,
+        data_dir: args.data_dir,
+        peers,
+        initial_state: if args.join || args.initial_cluster_state == ClusterStateArg::Existing {
+            InitialClusterState::Existing
+        } else {
+            InitialClusterState::New
+        },
+        timing: RaftTiming {
+            heartbeat_ms: args.heartbeat_ms,
+            election_timeout_min_ms: args.election_timeout_min_ms,
+            election_timeout_max_ms: args.election_timeout_max_ms,
+            snapshot_logs: args.snapshot_logs,
+        },
+        store,
+        identity: (!args.no_identity_lease).then(|| IdentityConfig {
+            hostname: args
+                .hostname
+                .clone()
+                .map(|h| h.to_lowercase())
+                .unwrap_or_else(crate::identity::system_hostname),
+            lease_seconds: args.identity_lease_seconds,
+            renew_every: Duration::from_secs_f64(args.identity_renew_seconds.max(0.1)),
+        }),
+    };
+    if args.identity_lease_seconds <= 0 {
+        eprintln!("error: --identity-lease-seconds must be positive");
+        return EXIT_INVALID;
+    }
+    match server::serve(cfg, shutdown_signal()).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
+            1
+        }
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[&2], "127.0.0.1:7002");
+        assert!(parse_peers("").unwrap().is_empty());
+        assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("twice"));
+        assert!(parse_peers("0=a:1").unwrap_err().contains("positive"));
+        assert!(parse_peers("1=nohost").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_peers("x").unwrap_err().contains("ID=HOST:PORT"));
+    }
+}
