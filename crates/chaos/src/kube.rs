@@ -38,7 +38,6 @@ use super::workload::{
     get_op, labels_of, reuse_id_for_other, rv_of, use_tenure, Clients, Holding, Reply, Rng, Shared,
     Written, LABEL_KIND,
 };
-use leasehold::lease::Timestamp;
 use leasehold_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -90,7 +89,7 @@ impl KubeWorker {
     /// This worker's wall clock, as Kubernetes prints a MicroTime.
     fn now_text(&self) -> String {
         let t = chrono::Utc::now() + chrono::Duration::milliseconds(self.skew_ms);
-        Timestamp::from_datetime(t).to_micro_time()
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     }
 
     async fn pause(&mut self) {

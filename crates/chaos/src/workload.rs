@@ -1292,14 +1292,28 @@ pub fn spawn_workers(shared: Arc<Shared>) -> Result<tokio::task::JoinSet<()>, St
 mod tests {
     use super::*;
 
+    /// A refusal as the server sends it: code, Leasehold's ErrorInfo
+    /// reason and metadata, and the field for invalid input (the server's
+    /// own error map is checked against these wire constants by the server
+    /// package's `client_errors` tests).
+    fn refused(code: Code, why: &str, meta: &[(&str, String)], field: Option<&str>) -> Status {
+        leasehold_proto::wire::error_status(
+            code,
+            format!("refused: {why}"),
+            why,
+            meta,
+            field.map(|f| (f, "is not acceptable")),
+        )
+    }
+
     #[test]
     fn refusals_are_definite_and_transport_failures_ambiguous() {
-        let held = leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::Held {
-            key: leasehold::lease::LeaseKey::new("ns", "a"),
-            holder: "w1-g0".into(),
-            expire_time: leasehold::lease::Timestamp(0),
-            remaining_millis: 5,
-        });
+        let held = refused(
+            Code::FailedPrecondition,
+            reason::LEASE_HELD,
+            &[("holder", "w1-g0".into()), ("remainingMillis", "5".into())],
+            None,
+        );
         assert_eq!(
             refusal(&held),
             Some(Outcome::Held {
@@ -1307,19 +1321,10 @@ mod tests {
             })
         );
         assert!(!ambiguous(&held));
-        let conflict =
-            leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::Conflict {
-                key: leasehold::lease::LeaseKey::new("ns", "a"),
-                expected: 3,
-                actual: 5,
-            });
+        let conflict = refused(Code::Aborted, reason::CONFLICT, &[], None);
         assert_eq!(refusal(&conflict), Some(Outcome::Conflict));
         assert!(!ambiguous(&conflict));
-        let exists = leasehold::api::status::from_lease_error(
-            &leasehold::lease::LeaseError::AlreadyExists {
-                key: leasehold::lease::LeaseKey::new("ns", "a"),
-            },
-        );
+        let exists = refused(Code::AlreadyExists, reason::ALREADY_EXISTS, &[], None);
         assert_eq!(refusal(&exists), Some(Outcome::AlreadyExists));
         let broken = Status::unavailable("connection reset");
         assert!(refusal(&broken).is_none());
@@ -1330,10 +1335,12 @@ mod tests {
 
     #[test]
     fn a_reused_request_id_refusal_is_definite_and_names_the_field() {
-        let s = leasehold::api::status::from_lease_error(&leasehold::lease::LeaseError::invalid(
-            "requestId",
-            "was already used for a different command",
-        ));
+        let s = refused(
+            Code::InvalidArgument,
+            reason::INVALID_ARGUMENT,
+            &[("field", "requestId".into())],
+            Some("requestId"),
+        );
         assert!(matches!(refusal(&s), Some(Outcome::Failed { .. })));
         let a = answer_of_status(&s);
         assert_eq!(a.code, "InvalidArgument");
