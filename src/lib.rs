@@ -15,6 +15,9 @@
 //!   stamps time into proposals.
 //! - [`api`]: tonic services (Leases, Cluster, the internal Raft service),
 //!   proto conversions, and the one map from errors to gRPC statuses.
+//! - [`kube`]: the Kubernetes `coordination.k8s.io/v1` Lease API over
+//!   HTTP/1.1 on the same port (discovery, GET, LIST, Tables), thin
+//!   handlers over the gRPC `Leases` service called in process.
 //! - [`identity`]: each node publishes a server identity lease.
 //! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
@@ -26,9 +29,9 @@
 //!
 //! Layers, lowest first (a module names only its own layer and those
 //! below; `tests/it/layers.rs` checks it): `proto` < `client` < `lease` <
-//! `state` < `types` < `store` < `raft` < `api` < `identity` < `server` <
-//! `cli`. The crates `leasehold-proto` and `leasehold-client` (re-exported
-//! as `client`) are below them all. The load generator is the
+//! `state` < `types` < `store` < `raft` < `api` < `kube` < `identity` <
+//! `server` < `cli`. The crates `leasehold-proto` and `leasehold-client`
+//! (re-exported as `client`) are below them all. The load generator is the
 //! `leasehold-bench` crate, a client that does not link this one.
 //!
 //! See ARCHITECTURE.md for the invariants.
@@ -39,6 +42,7 @@ pub mod cli;
 /// only), under its old path.
 pub use leasehold_client as client;
 pub mod identity;
+pub mod kube;
 pub mod lease;
 pub mod proto;
 pub mod raft;

@@ -1,16 +1,23 @@
-//! `leasehold serve`: one node's gRPC server.
+//! `leasehold serve`: one node's server.
 //!
 //! One port serves everything: the client services (`Leases`, `Cluster`),
-//! the peer Raft service, `grpc.health.v1` and server reflection. The caller
-//! passes shutdown in as a future (SIGTERM/ctrl-c in `main`, a oneshot in
-//! tests); on shutdown the server stops accepting calls, drains in-flight
-//! ones, then stops Raft. A fatal storage error stops the node with an error.
+//! the peer Raft service, `grpc.health.v1` and server reflection over
+//! HTTP/2, and the Kubernetes Lease API (`crate::kube`) over HTTP/1.1. Each
+//! connection is sniffed (HTTP/2 prior knowledge or HTTP/1.1); the gRPC
+//! routes and the Kubernetes routes share one router, whose fallback
+//! answers gRPC clients with UNIMPLEMENTED and others with a Kubernetes
+//! 404. The caller passes shutdown in as a future (SIGTERM/ctrl-c in
+//! `main`, a oneshot in tests); on shutdown the server stops accepting
+//! connections, closes idle ones (HTTP/1.1 keep-alive included), drains
+//! in-flight calls, then stops Raft. A fatal storage error stops the node
+//! with an error.
 
 use crate::api::cluster::ClusterService;
 use crate::api::leases::LeasesService;
 use crate::api::limits::MAX_MESSAGE_BYTES;
 use crate::api::raft_service::RaftService;
 use crate::identity::{IdentityConfig, Publisher};
+use crate::kube;
 use crate::proto::internal::raft_server::RaftServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::leases_server::LeasesServer;
@@ -159,12 +166,15 @@ pub async fn serve_on(
         let _ = stopped_tx.send(why);
     };
 
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
+    // One Leases service for both surfaces: the Kubernetes handlers call
+    // it in process, so forwarding, linearizable reads and the error map
+    // are the gRPC ones.
+    let leases = Arc::new(LeasesService::new(node.clone()));
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
         .add_service(reflection)
         .add_service(
-            LeasesServer::new(LeasesService::new(node.clone()))
+            LeasesServer::from_arc(leases.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -173,7 +183,20 @@ pub async fn serve_on(
             RaftServer::new(RaftService::new(node.raft.clone(), node.meta.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
-        )
+        );
+    // The gRPC routes bring tonic's UNIMPLEMENTED fallback, the Kubernetes
+    // router none (axum refuses to merge two); `kube::fallback` then
+    // replaces it for the whole.
+    let app = kube::router(leases)
+        .merge(grpc.routes().into_axum_router())
+        .fallback(kube::fallback);
+
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // HTTP/1.1 for the Kubernetes API (kubectl and the Python client
+        // speak nothing else over plain http); HTTP/2 stays as it was.
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(app).prepare())
         // Accepted sockets get TCP_NODELAY here: the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself, and
         // without it a small reply can wait for the peer's delayed ACK
@@ -190,7 +213,7 @@ pub async fn serve_on(
     // directory's lock).
     fatal_watch.abort();
     let _ = fatal_watch.await;
-    result.context("gRPC server failed")?;
+    result.context("server failed")?;
     if let Ok(Some(fatal)) = stopped_rx.await {
         anyhow::bail!("node stopped: {fatal}");
     }

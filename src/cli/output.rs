@@ -2,8 +2,11 @@
 //! Kubernetes-shaped JSON/YAML (apiVersion, kind, metadata, spec in
 //! camelCase; Leasehold's additions under `status`).
 
+use crate::kube::duration;
+use crate::kube::types::{Lease, LeaseList};
+use crate::lease::Timestamp;
 use crate::proto::v1 as pb;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,78 +19,20 @@ pub enum Format {
     Yaml,
 }
 
-fn insert_str(m: &mut Map<String, Value>, k: &str, v: &str) {
-    if !v.is_empty() {
-        m.insert(k.into(), Value::String(v.into()));
-    }
-}
-
-fn string_map(m: &std::collections::HashMap<String, String>) -> Value {
-    let sorted: std::collections::BTreeMap<_, _> = m.iter().collect();
-    json!(sorted)
-}
-
-/// A lease as a Kubernetes object.
+/// A lease as a Kubernetes object: exactly what the HTTP API
+/// (`kube::types`) answers for it, Leasehold's additions under `status`.
 pub fn lease_json(l: &pb::Lease) -> Value {
-    let meta = l.metadata.clone().unwrap_or_default();
-    let spec = l.spec.clone().unwrap_or_default();
-    let status = l.status.clone().unwrap_or_default();
-    let mut m = Map::new();
-    insert_str(&mut m, "name", &meta.name);
-    insert_str(&mut m, "namespace", &meta.namespace);
-    insert_str(&mut m, "uid", &meta.uid);
-    m.insert(
-        "resourceVersion".into(),
-        Value::String(meta.resource_version.to_string()),
-    );
-    insert_str(&mut m, "creationTimestamp", &meta.creation_timestamp);
-    if !meta.labels.is_empty() {
-        m.insert("labels".into(), string_map(&meta.labels));
-    }
-    if !meta.annotations.is_empty() {
-        m.insert("annotations".into(), string_map(&meta.annotations));
-    }
-    let mut s = Map::new();
-    insert_str(&mut s, "holderIdentity", &spec.holder_identity);
-    if let Some(d) = spec.lease_duration_seconds {
-        s.insert("leaseDurationSeconds".into(), json!(d));
-    }
-    insert_str(&mut s, "acquireTime", &spec.acquire_time);
-    insert_str(&mut s, "renewTime", &spec.renew_time);
-    if let Some(t) = spec.lease_transitions {
-        s.insert("leaseTransitions".into(), json!(t));
-    }
-    insert_str(&mut s, "strategy", &spec.strategy);
-    insert_str(&mut s, "preferredHolder", &spec.preferred_holder);
-    let mut st = Map::new();
-    st.insert("fencingToken".into(), json!(status.fencing_token));
-    if status.expired {
-        st.insert("expired".into(), json!(true));
-    }
-    insert_str(&mut st, "expireTime", &status.expire_time);
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": m,
-        "spec": s,
-        "status": st,
-    })
+    serde_json::to_value(Lease::from_proto(l)).unwrap_or(Value::Null)
 }
 
 /// A page of leases as a Kubernetes LeaseList.
 pub fn list_json(items: &[pb::Lease], revision: u64, continue_token: &str) -> Value {
-    let mut meta = Map::new();
-    meta.insert(
-        "resourceVersion".into(),
-        Value::String(revision.to_string()),
+    let list = LeaseList::new(
+        items.iter().map(Lease::from_proto).collect(),
+        revision,
+        (!continue_token.is_empty()).then(|| continue_token.to_string()),
     );
-    insert_str(&mut meta, "continue", continue_token);
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "LeaseList",
-        "metadata": meta,
-        "items": items.iter().map(lease_json).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(list).unwrap_or(Value::Null)
 }
 
 /// Cluster status as JSON.
@@ -146,18 +91,14 @@ pub fn render(v: &Value, format: Format) -> String {
     }
 }
 
-/// kubectl's AGE column: the largest unit, e.g. `45s`, `12m`, `3h`, `5d`.
+/// kubectl's AGE column, as an API server prints it (apimachinery's
+/// `HumanDuration`, shared with the HTTP API's tables): `45s`, `5m30s`,
+/// `30m`, `3h15m`, `12h`, `2d4h`, `300d`, `3y10d`.
 pub fn age(created_rfc3339: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(created_rfc3339) else {
-        return "<unknown>".into();
-    };
-    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
-        s if s < 2 * 86400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
+    duration::age(
+        Timestamp::parse_rfc3339(created_rfc3339).ok(),
+        Timestamp::from_datetime(now),
+    )
 }
 
 /// kubectl-style table of leases.
@@ -228,6 +169,10 @@ mod tests {
         assert_eq!(age("2024-05-03T11:30:00Z", now), "30m");
         assert_eq!(age("2024-05-03T07:00:00Z", now), "5h");
         assert_eq!(age("2024-05-01T12:00:00Z", now), "2d");
+        // HumanDuration's finer steps, as kubectl prints them.
+        assert_eq!(age("2024-05-03T11:54:30Z", now), "5m30s");
+        assert_eq!(age("2024-05-03T08:45:00Z", now), "3h15m");
+        assert_eq!(age("2024-05-01T08:00:00Z", now), "2d4h");
         assert_eq!(age("garbage", now), "<unknown>");
     }
 

@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long, env = "LEASEHOLD_ID", default_value_t = 1)]
     pub id: u64,
-    /// Address to listen on for clients and peers.
+    /// Address to listen on for clients and peers: gRPC, and the Kubernetes
+    /// Lease API over HTTP/1.1 (a kubeconfig's `server: http://ADDRESS`).
     #[arg(long, env = "LEASEHOLD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
     /// Address others reach this node at (default: the listen address).

@@ -10,6 +10,7 @@
 //! test says so and does nothing else.
 
 use crate::common;
+use std::os::unix::process::CommandExt;
 
 use common::{acquire_req, free_ports, Deadline};
 use leasehold::client::Client;
@@ -24,6 +25,21 @@ fn now_s() -> f64 {
 }
 
 /// Start times (epoch seconds) of the `fdatasync` calls on files under
+/// SIGKILLs a process group when dropped (also when the test panics).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Ok(pgid) = i32::try_from(self.0) {
+            // SAFETY: killpg only sends a signal; a stale group id at worst
+            // fails with ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// `wal_dir` in an `strace -f -ttt -yy` log.
 fn wal_syncs(log: &str, wal_dir: &str) -> Vec<f64> {
     log.lines()
@@ -83,8 +99,12 @@ async fn every_acknowledged_write_was_fdatasynced_first() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group: killing strace alone detaches the traced
+        // node and leaves it running, so the group is killed (below).
+        .process_group(0)
         .spawn()
         .expect("start the node under strace");
+    let group = KillGroup(node.id());
 
     let client = Client::new(vec![addr.clone()])
         .expect("client")
@@ -105,7 +125,7 @@ async fn every_acknowledged_write_was_fdatasynced_first() {
             .expect("acquire");
         windows.push((sent, now_s()));
     }
-    let _ = node.kill();
+    drop(group);
     let _ = node.wait();
 
     let log = std::fs::read_to_string(&trace).expect("read the trace");

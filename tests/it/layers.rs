@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["raft"],
     &["api"],
+    &["kube"],
     &["identity"],
     &["server"],
     &["cli"],

@@ -10,7 +10,8 @@
 //! - `common`: the process harness (`Cluster`, deadlines, CLI runner,
 //!   request helpers) over `leasehold_testkit::node`;
 //! - `server`: the in-process server (`serve_on`), health, reflection,
-//!   shutdown, restart into a new term;
+//!   shutdown (also with an idle HTTP/1.1 connection open), restart into a
+//!   new term;
 //! - `cluster`: three-node clusters: failover, membership, wiped disks;
 //! - `state_machine`, `storage_suite`: the state machine and openraft's
 //!   storage test suite on our log store;
@@ -19,6 +20,7 @@
 //! - `watch`, `elector`, `lock`, `identity`, `cli`: the client-facing
 //!   features through real processes;
 //! - `client_errors`: the status contract between server and client;
+//! - `kube`: the Kubernetes Lease API over HTTP/1.1, and kubectl;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -29,6 +31,7 @@ mod cluster;
 mod durability;
 mod elector;
 mod identity;
+mod kube;
 mod layers;
 mod lock;
 mod power_loss;

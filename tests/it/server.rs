@@ -167,6 +167,54 @@ async fn graceful_shutdown_then_restart_keeps_state() {
     s.stop().await;
 }
 
+/// The Kubernetes API shares the port over HTTP/1.1: a kept-alive, idle
+/// connection (what kubectl and urllib3 leave open) must not hold up a
+/// graceful shutdown, which waits for every connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http1_keep_alive_connection_does_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    acquire(&s.client(), "warm-up", "h").await;
+    let mut conn = tokio::net::TcpStream::connect(&s.addr)
+        .await
+        .expect("connect");
+    // Two requests on one connection: it is kept alive.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(b"GET /version HTTP/1.1\r\nHost: leasehold\r\n\r\n")
+            .await
+            .expect("send");
+        // The answer is a small JSON object: read until its closing brace.
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"}") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .expect("read");
+            assert!(n > 0, "connection closed after {answer:?}");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("\"minor\":\"32\""), "{text}");
+        seen.push(text);
+    }
+    // The connection is idle and open; stop() requires the server to stop
+    // within 10 s.
+    s.stop().await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the idle connection")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "nothing more after shutdown: {rest:?} (seen {seen:?})"
+    );
+}
+
 /// Waits until the node answers `status` as leader; returns the status.
 async fn wait_leader(c: &Client) -> pb::StatusResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -1,0 +1,131 @@
+//! The Kubernetes `coordination.k8s.io/v1` Lease API over HTTP/1.1, on the
+//! gRPC port, so that kubectl and Kubernetes client libraries can use a
+//! kubeconfig pointing at any Leasehold node.
+//!
+//! # Layout
+//! - `mod.rs`: the [`router`] of every Kubernetes path, the [`fallback`]
+//!   that tells gRPC clients from HTTP ones for unknown paths, and the
+//!   group, version and kind names.
+//! - [`discovery`]: `/version`, `/api` (404, but for the namespaces
+//!   kubectl asks about), `/apis`, the group and its resource list; the
+//!   verbs served.
+//! - [`leases`]: the lease handlers (GET one, LIST), thin calls of the
+//!   gRPC `Leases` service in process; `resourceVersion` semantics, paging.
+//! - [`types`]: the JSON shapes of Lease, LeaseList and
+//!   PartialObjectMetadata, made from the gRPC messages.
+//! - [`table`]: the Table representation (`kubectl get` columns).
+//! - [`duration`]: the AGE column's `HumanDuration`.
+//! - [`negotiate`]: which representation `Accept` asks for.
+//! - [`query`]: bounded, typed query parameters.
+//! - [`fields`]: field selectors (`metadata.name`, `metadata.namespace`).
+//! - [`status`]: Kubernetes `Status` errors and the one map from gRPC
+//!   statuses to them.
+//! - [`response`]: successful JSON answers.
+//!
+//! # Why on the gRPC port
+//! One address per node: a kubeconfig's `server:` is the node's
+//! `--listen` address. The server accepts HTTP/1.1 next to HTTP/2 (tonic's
+//! `accept_http1`: each connection is sniffed, gRPC clients and peers
+//! speak HTTP/2 with prior knowledge as before), and the paths do not
+//! overlap (`/leasehold.v1.Leases/...` against `/api`, `/apis`,
+//! `/version`). Only unknown paths need telling apart, by content type:
+//! gRPC gets UNIMPLEMENTED, anything else a Kubernetes 404 `Status`.
+//!
+//! # What is served
+//! Read-only in this slice: discovery, GET of a lease and LIST (JSON or
+//! Table). Writes (POST, PUT, PATCH, DELETE), watch, protobuf bodies and
+//! the OpenAPI v3 document come with their handlers, each adding its verb
+//! to [`discovery::VERBS`]. Other methods on these paths are 405, and
+//! `watch=true` is a 405 saying that watch is not served yet.
+
+pub mod discovery;
+pub mod duration;
+pub mod fields;
+pub mod leases;
+pub mod negotiate;
+pub mod query;
+pub mod response;
+pub mod status;
+pub mod table;
+pub mod types;
+
+use crate::api::leases::LeasesService;
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, MethodRouter};
+use axum::Router;
+use status::KubeError;
+use std::sync::Arc;
+
+/// The API group.
+pub const GROUP: &str = "coordination.k8s.io";
+/// Its one version.
+pub const VERSION: &str = "v1";
+/// `group/version`, the `apiVersion` of leases.
+pub const GROUP_VERSION: &str = "coordination.k8s.io/v1";
+/// The resource (plural, in paths).
+pub const RESOURCE: &str = "leases";
+/// The kind.
+pub const KIND: &str = "Lease";
+/// The list kind.
+pub const LIST_KIND: &str = "LeaseList";
+
+/// What the handlers share: the gRPC lease service they call in process.
+pub struct Kube {
+    leases: Arc<LeasesService>,
+}
+
+/// A route answering GET (and HEAD) with `handler`, and any other method
+/// with a 405 `Status`.
+fn get_only<H, T>(handler: H) -> MethodRouter<Arc<Kube>>
+where
+    H: axum::handler::Handler<T, Arc<Kube>>,
+    T: 'static,
+{
+    get(handler).fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> KubeError {
+    KubeError::method_not_allowed()
+}
+
+/// Every Kubernetes path, answered from `leases`. It has no fallback of its
+/// own: the server merges it with the gRPC routes and then sets
+/// [`fallback`] on the whole.
+pub fn router(leases: Arc<LeasesService>) -> Router {
+    const V1: &str = "/apis/coordination.k8s.io/v1";
+    Router::new()
+        .route("/version", get_only(discovery::version))
+        .route("/api", any(discovery::no_core_group))
+        .route("/api/{*rest}", any(discovery::no_core_group))
+        .route("/api/v1/namespaces/{name}", get_only(discovery::namespace))
+        .route("/apis", get_only(discovery::apis))
+        .route("/apis/coordination.k8s.io", get_only(discovery::api_group))
+        .route(V1, get_only(discovery::resources))
+        .route(&format!("{V1}/leases"), get_only(leases::list_all))
+        .route(
+            &format!("{V1}/namespaces/{{namespace}}/leases"),
+            get_only(leases::list_namespaced),
+        )
+        .route(
+            &format!("{V1}/namespaces/{{namespace}}/leases/{{name}}"),
+            get_only(leases::get),
+        )
+        .with_state(Arc::new(Kube { leases }))
+}
+
+/// What answers a path no route knows: gRPC UNIMPLEMENTED to a gRPC
+/// client (an unknown service, as tonic's own fallback answers), a
+/// Kubernetes 404 `Status` to anyone else.
+pub async fn fallback(headers: HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented("").into_http::<Body>()
+    } else {
+        KubeError::unknown_path().into_response()
+    }
+}
