@@ -328,7 +328,7 @@ impl Node {
             if silent.is_empty() {
                 return self.initialize(members).await;
             }
-            if attempts % 20 == 0 {
+            if attempts.is_multiple_of(20) {
                 tracing::info!(
                     waiting_for = ?silent,
                     "bootstrapping a new cluster (--initial-cluster-state new): waiting for \

@@ -466,7 +466,10 @@ impl Nemesis {
     /// was dropped, as the filesystem reports it.
     async fn cut_power(&mut self, id: NodeId) -> Result<String, String> {
         self.power_cuts += 1;
-        let torn = (self.power_cuts % 2 == 0).then(|| self.rng.next_u64());
+        let torn = self
+            .power_cuts
+            .is_multiple_of(2)
+            .then(|| self.rng.next_u64());
         let dropped = self.backend.lose_unsynced(id, torn).await?;
         Ok(match torn {
             Some(seed) => format!("lost unsynced writes, torn (seed {seed}): {dropped}"),
@@ -526,7 +529,11 @@ impl Nemesis {
         let fail = |e: String| (t.clone(), e);
         // More than a lease duration either way; alternate the sign.
         let secs = (3 * self.lease_seconds + 7) as i64;
-        let offset = if self.offsets % 2 == 0 { secs } else { -secs };
+        let offset = if self.offsets.is_multiple_of(2) {
+            secs
+        } else {
+            -secs
+        };
         self.offsets += 1;
         b.clock_offset(id, offset).await.map_err(fail)?;
         // The node reads its wall clock when it starts (stamps then follow

@@ -363,7 +363,7 @@ impl Shared {
     /// the machine has two cores). Both fail over to the other endpoints.
     pub fn clients_for(&self, id: u32) -> Result<Clients, Status> {
         let n = self.cfg.endpoints.len().max(1);
-        let clients = if id % 2 == 0 {
+        let clients = if id.is_multiple_of(2) {
             (0..n)
                 .map(|k| self.client_from(k))
                 .collect::<Result<_, _>>()?

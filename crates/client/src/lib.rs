@@ -200,7 +200,7 @@ impl Client {
                         Some(l) if l != idx => l,
                         _ => (idx + 1) % n,
                     };
-                    if tried % n == 0 {
+                    if tried.is_multiple_of(n) {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
