@@ -67,6 +67,7 @@ pub fn draft_from_proto(l: pb::Lease) -> Result<LeaseDraft, LeaseError> {
     Ok(LeaseDraft {
         key: LeaseKey::new(meta.namespace, meta.name),
         resource_version: meta.resource_version,
+        uid: non_empty(&meta.uid),
         labels: meta.labels.into_iter().collect(),
         annotations: meta.annotations.into_iter().collect(),
         spec: LeaseSpec {

@@ -378,6 +378,7 @@ impl pb::leases_server::Leases for LeasesService {
                         Command::Delete {
                             key: LeaseKey::new(m.namespace, m.name),
                             resource_version: m.resource_version,
+                            uid: non_empty(&m.uid),
                         },
                         request_id,
                     )

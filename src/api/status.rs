@@ -103,6 +103,12 @@ pub fn from_lease_error(e: &LeaseError) -> Status {
             expire_time,
             remaining_millis,
             ..
+        }
+        | LeaseError::Tombstoned {
+            holder,
+            expire_time,
+            remaining_millis,
+            ..
         } => status(
             Code::FailedPrecondition,
             msg,
@@ -148,6 +154,15 @@ pub fn from_lease_error(e: &LeaseError) -> Status {
             msg,
             reason::NOT_EXPIRED,
             &[],
+            None,
+        ),
+        LeaseError::UidMismatch {
+            expected, actual, ..
+        } => status(
+            Code::Aborted,
+            msg,
+            reason::CONFLICT,
+            &[("expectedUid", expected.clone()), ("uid", actual.clone())],
             None,
         ),
         LeaseError::Conflict {

@@ -190,6 +190,7 @@ pub async fn delete(
     client: &Client,
     lease: &str,
     resource_version: Option<u64>,
+    uid: Option<String>,
     format: Format,
 ) -> Result<String, CliError> {
     let (namespace, name) = split_lease(lease)?;
@@ -199,6 +200,7 @@ pub async fn delete(
             name,
             resource_version,
             request_id: String::new(),
+            uid: uid.unwrap_or_default(),
         })
         .await?;
     Ok(one_lease(r.lease, format, |l| {

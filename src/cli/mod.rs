@@ -125,13 +125,17 @@ pub enum Command {
         #[arg(long)]
         stale: bool,
     },
-    /// Delete a lease.
+    /// Delete a lease, also a held one: it cannot be created again until
+    /// the deleted tenure could have lapsed.
     Delete {
         /// NAMESPACE/NAME.
         lease: String,
         /// Delete only at this resourceVersion.
         #[arg(long)]
         resource_version: Option<u64>,
+        /// Delete only this incarnation (its metadata.uid).
+        #[arg(long)]
+        uid: Option<String>,
     },
     /// Print changes as they happen, one per line; reconnects to another
     /// endpoint from the last revision seen.
@@ -290,7 +294,8 @@ async fn one_call(client: &Client, command: Command, format: Format) -> Result<S
         Command::Delete {
             lease,
             resource_version,
-        } => lease::delete(client, &lease, resource_version, format).await,
+            uid,
+        } => lease::delete(client, &lease, resource_version, uid, format).await,
         Command::Status => cluster::status(client, format).await,
         Command::Member { action } => cluster::member(client, action, format).await,
         Command::Health => cluster::health(client, format).await,

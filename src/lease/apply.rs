@@ -14,6 +14,19 @@
 //! makes a new leader wait a full duration on its own clock after taking over
 //! before it hands out a lease that was held at its takeover; ρ absorbs clock
 //! rate error. ARCHITECTURE.md derives the guarantee this gives.
+//!
+//! # Tombstones
+//! A held lease may be deleted (`kubectl delete lease` succeeds against
+//! Kubernetes, and one rule serves both APIs). Deleting it must not hand
+//! it to someone else early: the next create would otherwise start a new
+//! tenure at once while the deleted holder still acts on its own. So a
+//! Delete of a lease whose tenure could still be live ([`needs_tombstone`])
+//! leaves the deleted lease behind as a tombstone, and until
+//! [`grantable_at`] of that tenure no command creates the lease again, for
+//! any holder or none ([`LeaseError::Tombstoned`]). The deleted holder
+//! learns of the delete at its next renewal (`NotFound`), and the new
+//! tenure's token is its creating revision, above every token before.
+//! The state machine stores tombstones and drops them once they lapse.
 
 use super::command::{Command, LeaseDraft};
 use super::error::{LeaseError, LostReason};
@@ -60,6 +73,8 @@ pub enum Effect {
     Delete {
         /// The lease as it was.
         lease: Lease,
+        /// Keep it as a tombstone: its tenure could still be live.
+        tombstone: bool,
     },
 }
 
@@ -143,6 +158,57 @@ fn ensure_not_held(key: &LeaseKey, lease: &Lease, ctx: &ApplyContext) -> Result<
     Ok(())
 }
 
+/// Whether deleting `lease` at `ctx` must leave a tombstone: it has a
+/// holder and could not yet be granted to anyone else.
+pub fn needs_tombstone(lease: &Lease, ctx: &ApplyContext) -> bool {
+    grantable_at(lease, ctx.epoch_start).is_some_and(|free_at| ctx.now < free_at)
+}
+
+/// Refuses to create `key` while `tombstone` (the lease as it was deleted)
+/// holds a tenure that could still be live.
+fn ensure_no_live_tombstone(
+    key: &LeaseKey,
+    tombstone: Option<&Lease>,
+    ctx: &ApplyContext,
+) -> Result<(), LeaseError> {
+    let Some(dead) = tombstone else {
+        return Ok(());
+    };
+    let (Some(holder), Some(free_at)) = (dead.holder(), grantable_at(dead, ctx.epoch_start)) else {
+        return Ok(());
+    };
+    if ctx.now < free_at {
+        return Err(LeaseError::Tombstoned {
+            key: key.clone(),
+            holder: holder.to_string(),
+            expire_time: dead.expire_time().unwrap_or(free_at),
+            remaining_millis: (free_at.micros_since(ctx.now) + 999) / 1000,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses unless the stored lease's uid is `expected` (when one is
+/// given; an empty uid is no precondition). A missing lease has no uid.
+fn ensure_uid(
+    key: &LeaseKey,
+    expected: Option<&str>,
+    current: Option<&Lease>,
+) -> Result<(), LeaseError> {
+    let Some(expected) = expected.filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    let actual = current.map_or("", |l| l.uid.as_str());
+    if expected != actual {
+        return Err(LeaseError::UidMismatch {
+            key: key.clone(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A lease's uid: derived from its key and the revision that created it, so
 /// every replica computes the same value and a re-created lease gets a new one.
 pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
@@ -164,7 +230,9 @@ pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
     )
 }
 
-/// Applies `cmd` to `current` (the stored lease with the command's key).
+/// Applies `cmd` to `current` (the stored lease with the command's key)
+/// and `tombstone` (the lease as it was deleted, if the state machine
+/// still keeps its tombstone; see "Tombstones" above).
 ///
 /// Returns the effect to store, or the reason the command is refused; a
 /// refusal changes nothing.
@@ -180,6 +248,7 @@ pub fn derive_uid(key: &LeaseKey, revision: u64) -> String {
 pub fn apply(
     cmd: &Command,
     current: Option<&Lease>,
+    tombstone: Option<&Lease>,
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
     match cmd {
@@ -188,7 +257,15 @@ pub fn apply(
             holder,
             duration_seconds,
             labels,
-        } => acquire(key, holder, *duration_seconds, labels, current, ctx),
+        } => acquire(
+            key,
+            holder,
+            *duration_seconds,
+            labels,
+            current,
+            tombstone,
+            ctx,
+        ),
         Command::Renew {
             key,
             holder,
@@ -244,12 +321,14 @@ pub fn apply(
                 kind: EventKind::Expired,
             })
         }
-        Command::Put { draft } => put(draft, current, ctx),
+        Command::Put { draft } => put(draft, current, tombstone, ctx),
         Command::Delete {
             key,
             resource_version,
+            uid,
         } => {
             let lease = current.ok_or_else(|| LeaseError::NotFound { key: key.clone() })?;
+            ensure_uid(key, uid.as_deref(), current)?;
             if let Some(expected) = resource_version {
                 if *expected != lease.resource_version {
                     return Err(LeaseError::Conflict {
@@ -259,12 +338,12 @@ pub fn apply(
                     });
                 }
             }
-            // Deleting a held lease would let the next Acquire create it
-            // afresh for someone else while the holder's tenure is live:
-            // the holder must release it first, or it must lapse.
-            ensure_not_held(key, lease, ctx)?;
+            // A held lease is deleted too; its tenure is kept as a
+            // tombstone so that nobody gets the lease before it could
+            // have lapsed (see "Tombstones").
             Ok(Effect::Delete {
                 lease: lease.clone(),
+                tombstone: needs_tombstone(lease, ctx),
             })
         }
     }
@@ -319,9 +398,11 @@ fn acquire(
     duration_seconds: i32,
     labels: &BTreeMap<String, String>,
     current: Option<&Lease>,
+    tombstone: Option<&Lease>,
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
     let Some(lease) = current else {
+        ensure_no_live_tombstone(key, tombstone, ctx)?;
         let spec = LeaseSpec {
             holder_identity: Some(holder.to_string()),
             lease_duration_seconds: Some(duration_seconds),
@@ -450,6 +531,9 @@ fn check_tenure<'a>(
 /// Kubernetes-style create or compare-and-swap update, under the same lease
 /// rules as Acquire, Renew and Release:
 ///
+/// - a create is refused while a tombstone of the same key holds a tenure
+///   that could still be live; a uid, when given, must be the stored
+///   lease's (a create with a uid is refused: nothing has it);
 /// - `acquireTime` and `renewTime` are never taken from the request: a
 ///   Put that keeps the holder's live tenure renews it (`renewTime` = the
 ///   stamp), a Put that starts a tenure sets both to the stamp. Clients
@@ -469,6 +553,7 @@ fn check_tenure<'a>(
 fn put(
     draft: &LeaseDraft,
     current: Option<&Lease>,
+    tombstone: Option<&Lease>,
     ctx: &ApplyContext,
 ) -> Result<Effect, LeaseError> {
     let key = &draft.key;
@@ -476,6 +561,8 @@ fn put(
         if draft.resource_version != 0 {
             return Err(LeaseError::NotFound { key: key.clone() });
         }
+        ensure_uid(key, draft.uid.as_deref(), None)?;
+        ensure_no_live_tombstone(key, tombstone, ctx)?;
         let created = new_lease(
             key,
             draft.labels.clone(),
@@ -495,6 +582,7 @@ fn put(
             actual: lease.resource_version,
         });
     }
+    ensure_uid(key, draft.uid.as_deref(), current)?;
     let new_holder = draft
         .spec
         .holder_identity

@@ -118,12 +118,16 @@ pub enum Command {
         /// The desired object.
         draft: LeaseDraft,
     },
-    /// Delete, optionally only at an exact resourceVersion.
+    /// Delete, optionally only at an exact resourceVersion or uid. A held
+    /// lease may be deleted: its tenure is remembered (a tombstone) and the
+    /// lease cannot be created again before that tenure could have lapsed.
     Delete {
         /// The lease.
         key: LeaseKey,
         /// Required current resourceVersion, if any.
         resource_version: Option<u64>,
+        /// Required uid (the incarnation of the lease), if any.
+        uid: Option<String>,
     },
 }
 
@@ -148,6 +152,10 @@ pub struct LeaseDraft {
     pub key: LeaseKey,
     /// 0 to create; otherwise the resourceVersion the update is based on.
     pub resource_version: u64,
+    /// When set, the stored lease's uid must be this (Kubernetes' uid
+    /// precondition: an update of one incarnation never lands on a lease
+    /// deleted and created again under the same name).
+    pub uid: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Annotations.

@@ -61,6 +61,39 @@ pub enum LeaseError {
         /// The lease.
         key: LeaseKey,
     },
+    /// The lease was deleted while held, and its tenure could still be
+    /// live: it cannot be created again, by anyone, before that tenure
+    /// could have lapsed (see `apply`, "Tombstones"). Clients treat it as
+    /// `Held`: wait `remaining_millis` and try again.
+    #[error(
+        "lease {key} was deleted while held by {holder:?}; it can be created again in \
+         {remaining_millis} ms, once that tenure could have lapsed"
+    )]
+    Tombstoned {
+        /// The lease.
+        key: LeaseKey,
+        /// The holder when it was deleted.
+        holder: String,
+        /// When that holder's claim lapses (renewTime + duration).
+        expire_time: Timestamp,
+        /// Milliseconds until the lease can be created again.
+        remaining_millis: i64,
+    },
+    /// A uid precondition failed: the caller named another incarnation of
+    /// the lease (deleted and created again since), or a uid for a lease
+    /// that does not exist.
+    #[error(
+        "conflict on lease {key}: precondition failed: uid in precondition: {expected}, \
+         uid in object meta: {actual}"
+    )]
+    UidMismatch {
+        /// The lease.
+        key: LeaseKey,
+        /// The uid the caller sent.
+        expected: String,
+        /// The stored lease's uid (empty when there is none).
+        actual: String,
+    },
     /// An optimistic-concurrency precondition failed.
     #[error("conflict on lease {key}: expected resourceVersion {expected}, found {actual}")]
     Conflict {

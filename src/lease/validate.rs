@@ -344,6 +344,31 @@ pub fn validate_holder(field: &str, holder: &str) -> Result<(), LeaseError> {
     Ok(())
 }
 
+/// Longest uid accepted as a precondition, bytes. Ours are 36 (a UUID's
+/// text); Kubernetes' are too.
+pub const MAX_UID_LEN: usize = 128;
+
+/// Validates a uid precondition: printable ASCII, at most
+/// [`MAX_UID_LEN`] bytes (it is compared, never stored).
+pub fn validate_uid(field: &str, uid: Option<&str>) -> Result<(), LeaseError> {
+    let Some(uid) = uid else {
+        return Ok(());
+    };
+    if uid.len() > MAX_UID_LEN {
+        return Err(LeaseError::invalid(
+            field,
+            format!("must be at most {MAX_UID_LEN} characters"),
+        ));
+    }
+    if !uid.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(LeaseError::invalid(
+            field,
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a lease duration in seconds: greater than zero and at most
 /// [`MAX_LEASE_DURATION_SECONDS`] (one year; see there for why).
 pub fn validate_duration(field: &str, seconds: i32) -> Result<(), LeaseError> {
@@ -535,6 +560,7 @@ pub fn validate_command(cmd: &Command) -> Result<(), LeaseError> {
         }
         Command::Put { draft } => {
             validate_key(&draft.key)?;
+            validate_uid("metadata.uid", draft.uid.as_deref())?;
             validate_labels("metadata.labels", &draft.labels)?;
             validate_annotations("metadata.annotations", &draft.annotations)?;
             validate_spec(&draft.spec)?;
@@ -552,7 +578,11 @@ pub fn validate_command(cmd: &Command) -> Result<(), LeaseError> {
         Command::Delete {
             key,
             resource_version: _,
-        } => validate_key(key),
+            uid,
+        } => {
+            validate_key(key)?;
+            validate_uid("uid", uid.as_deref())
+        }
     }
 }
 

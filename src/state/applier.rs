@@ -7,16 +7,17 @@
 //!
 //! 1. advance the clock with the entry's stamp ([`SmClock::advance`]);
 //! 2. drop request-id records and history events older than their
-//!    retention at the new time;
+//!    retention at the new time, and tombstones that lapsed;
 //! 3. then for each op, in order:
 //!    1. if it carries a request id seen within the retention: answer with
 //!       the first answer (same command) or refuse (another command);
 //!    2. apply the command to the stored lease with the pure `lease::apply`,
 //!       at the next revision (the cluster revision plus one; a refusal
 //!       does not use it up);
-//!    3. store the effect, move the lease in the indexes, add the event to
-//!       the history, and remember the answer under the request id (evicting
-//!       the oldest record past the count bound).
+//!    3. store the effect, move the lease in the indexes, keep a deleted
+//!       lease's tombstone (or forget one when the lease is created again),
+//!       add the event to the history, and remember the answer under the
+//!       request id (evicting the oldest record past the count bound).
 //!
 //! [`SmClock::advance`]: super::clock::SmClock::advance
 
@@ -65,6 +66,11 @@ impl State {
         let now = self.clock.now;
         self.dedup.expire(now);
         self.history.expire(now, &opts.history);
+        self.tombstones.expire(
+            now,
+            self.clock.epoch_start,
+            super::tombstones::EXAMINED_PER_ENTRY,
+        );
         let mut responses = Vec::with_capacity(proposal.ops.len());
         let mut events = Vec::new();
         for op in &proposal.ops {
@@ -119,7 +125,12 @@ impl State {
             .leases
             .get_key_value(key)
             .map(|(k, v)| (k.clone(), v.clone()));
-        let result = apply(&op.command, current.as_ref().map(|(_, l)| l.as_ref()), &ctx);
+        let result = apply(
+            &op.command,
+            current.as_ref().map(|(_, l)| l.as_ref()),
+            self.tombstones.get(key).map(|l| l.as_ref()),
+            &ctx,
+        );
         #[cfg(debug_assertions)]
         let result = fault_put_client_times(opts, &op.command, result);
         let (response, event) = match result {
@@ -143,18 +154,24 @@ impl State {
                     } => {
                         let lease = Arc::new(lease);
                         self.indexes.insert(&stored_key, &lease);
-                        self.leases.insert(stored_key, lease.clone());
+                        if created {
+                            // A create is refused while a live tombstone
+                            // is kept: any left is a lapsed one.
+                            self.tombstones.remove(key);
+                        }
+                        self.leases.insert(stored_key.clone(), lease.clone());
                         (lease, created, newly_acquired)
                     }
-                    Effect::Delete { lease } => {
+                    Effect::Delete { lease, tombstone } => {
                         self.leases.remove(key);
                         // The event carries the lease as it was (the stored
                         // one, shared rather than copied).
-                        (
-                            prev.clone().unwrap_or_else(|| Arc::new(lease)),
-                            false,
-                            false,
-                        )
+                        let was = prev.clone().unwrap_or_else(|| Arc::new(lease));
+                        if tombstone {
+                            self.tombstones
+                                .insert(stored_key, was.clone(), ctx.epoch_start);
+                        }
+                        (was, false, false)
                     }
                 };
                 self.revision = revision;

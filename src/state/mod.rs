@@ -13,6 +13,8 @@
 //! - [`dedup`]: request ids answered at most once.
 //! - [`history`]: the bounded window of change events watchers resume from.
 //! - [`index`]: leases by expiry and by collection time, for the sweeps.
+//! - [`tombstones`]: leases deleted while their tenure could still be
+//!   live, kept until it could have lapsed.
 //!
 //! Pure: no disk, no network, no clock, no Raft types. `store` persists it
 //! (snapshots, plus the log it replays) and adapts it to openraft.
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod dedup;
 pub mod history;
 pub mod index;
+pub mod tombstones;
 
 pub use applier::ApplyOptions;
 pub use clock::{EpochLeader, SmClock};
@@ -43,6 +46,7 @@ use imbl::OrdMap;
 use index::Indexes;
 use std::ops::Bound;
 use std::sync::Arc;
+use tombstones::Tombstones;
 
 /// How many index entries a sweep examines per command it may propose.
 const SWEEP_SCAN_FACTOR: usize = 8;
@@ -59,6 +63,7 @@ pub struct State {
     history: History,
     dedup: Dedup,
     indexes: Indexes,
+    tombstones: Tombstones,
 }
 
 /// What a snapshot holds of a [`State`] (the indexes are derived, so they
@@ -77,6 +82,9 @@ pub struct Parts<L, E, R> {
     pub events: E,
     /// The request-id records, oldest first.
     pub dedup: R,
+    /// The tombstones (leases deleted while their tenure could still be
+    /// live), in key order. Few: each lapses within its lease duration.
+    pub tombstones: Vec<Arc<Lease>>,
 }
 
 /// How much one List page may hold and scan.
@@ -134,6 +142,7 @@ impl State {
             history: History::from_parts(parts.history_compacted, parts.events),
             dedup: Dedup::from_records(parts.dedup),
             indexes,
+            tombstones: Tombstones::from_leases(parts.tombstones, parts.clock.epoch_start),
         }
     }
 
@@ -158,6 +167,7 @@ impl State {
             history: History::from_parts(parts.history_compacted, parts.events),
             dedup: Dedup::from_records(parts.dedup),
             indexes,
+            tombstones: Tombstones::from_leases(parts.tombstones, parts.clock.epoch_start),
         }
     }
 
@@ -177,6 +187,7 @@ impl State {
             leases: self.leases.values().map(|l| l.as_ref()),
             events: self.history.events().map(|e| e.as_ref()),
             dedup: self.dedup.records(),
+            tombstones: self.tombstones.leases().cloned().collect(),
         }
     }
 
@@ -191,6 +202,7 @@ impl State {
             history: self.history.clone(),
             dedup: Dedup::default(),
             indexes: self.indexes.clone(),
+            tombstones: self.tombstones.clone(),
         }
     }
 
@@ -212,6 +224,11 @@ impl State {
     /// Number of leases.
     pub fn lease_count(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Number of tombstones kept.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// Number of request ids remembered.
@@ -274,6 +291,7 @@ impl State {
                 out.push(Command::Delete {
                     key,
                     resource_version: Some(lease.resource_version),
+                    uid: None,
                 });
                 deleting += 1;
                 if deleting >= limit {

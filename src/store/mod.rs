@@ -39,7 +39,12 @@ use wal::Wal;
 ///   membership records each member's incarnation; the apply path no
 ///   longer re-validates. Each WAL segment and snapshot file carries the
 ///   version; a directory of version 4 or earlier (`db/`) is refused.
-pub const FORMAT_VERSION: u32 = 5;
+///
+/// - 6: a Delete of a held lease succeeds and leaves a tombstone, which
+///   snapshots carry; Put and Delete carry a uid precondition; refusals
+///   gained `Tombstoned` and `UidMismatch`. A directory of version 5 is
+///   refused (its log would replay Deletes under the old rule).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Tunables of the state machine.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | 8 | magic `LHSNAP\r\n` |
 //! | 4 | on-disk format version, u32 big-endian ([`super::FORMAT_VERSION`]) |
-//! | n | bincode body: openraft's `SnapshotMeta`, the clock, the revision, the history's compacted point, then the leases, the history events and the request-id records as sequences |
+//! | n | bincode body: openraft's `SnapshotMeta`, the clock, the revision, the history's compacted point, then the leases, the history events, the request-id records and the tombstones as sequences |
 //! | 4 | CRC-32 of everything before it, u32 big-endian |
 //!
 //! The body is written by streaming over a consistent view of the state
@@ -89,7 +89,7 @@ where
     R: ExactSizeIterator<Item = &'a Record>,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Body", 7)?;
+        let mut st = s.serialize_struct("Body", 8)?;
         st.serialize_field("meta", self.meta)?;
         st.serialize_field("clock", &self.parts.clock)?;
         st.serialize_field("revision", &self.parts.revision)?;
@@ -97,6 +97,7 @@ where
         st.serialize_field("leases", &self.parts.leases)?;
         st.serialize_field("events", &self.parts.events)?;
         st.serialize_field("dedup", &self.parts.dedup)?;
+        st.serialize_field("tombstones", &self.parts.tombstones)?;
         st.end()
     }
 }
@@ -113,6 +114,7 @@ struct BodyIn {
     leases: LeaseMap,
     events: Vec<Event>,
     dedup: Vec<Record>,
+    tombstones: Vec<std::sync::Arc<Lease>>,
 }
 
 /// The lease map, built while the sequence is decoded.
@@ -197,6 +199,7 @@ pub fn encode_into(
             leases: Seq::new(p.leases),
             events: Seq::new(p.events),
             dedup: Seq::new(p.dedup),
+            tombstones: p.tombstones,
         },
     };
     bincode::serialize_into(&mut w, &body).map_err(|e| match *e {
@@ -270,6 +273,7 @@ pub fn decode_from(
             leases: body.leases.0,
             events: body.events,
             dedup: body.dedup,
+            tombstones: body.tombstones,
         },
     );
     Ok((body.meta, state))
@@ -449,6 +453,55 @@ mod tests {
             last_membership: Default::default(),
             snapshot_id: format!("s{index}"),
         }
+    }
+
+    /// A held lease deleted: its tombstone is in the snapshot, and the
+    /// state read back refuses to create the lease again, as the original
+    /// does.
+    #[test]
+    fn tombstones_survive_a_round_trip() {
+        let mut s = state_with_leases(2);
+        let at = |index| EntryPosition {
+            index,
+            leader: EpochLeader { term: 1, node: 1 },
+        };
+        let key = LeaseKey::new("ns", "l1");
+        let delete = Proposal::single(
+            Timestamp::from_micros(3),
+            1,
+            Command::Delete {
+                key: key.clone(),
+                resource_version: None,
+                uid: None,
+            },
+            None,
+        );
+        s.apply_proposal(at(3), &delete, &ApplyOptions::default());
+        assert_eq!(s.tombstone_count(), 1);
+        let bytes = encode(&s, &meta(3)).unwrap();
+        let (_, mut back) = decode(&bytes, 0).unwrap();
+        assert_eq!(back.tombstone_count(), 1);
+        let create = Proposal::single(
+            Timestamp::from_micros(4),
+            1,
+            Command::Acquire {
+                key,
+                holder: "other".into(),
+                duration_seconds: 10,
+                labels: Default::default(),
+            },
+            None,
+        );
+        let (r, _) = back.apply_proposal(at(4), &create, &ApplyOptions::default());
+        assert!(
+            matches!(
+                r.as_slice(),
+                [crate::lease::CommandResponse::Refused(
+                    crate::lease::LeaseError::Tombstoned { .. }
+                )]
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -892,6 +892,7 @@ async fn errors_follow_the_documented_model() {
             name: "missing".into(),
             resource_version: None,
             request_id: String::new(),
+            uid: String::new(),
         })
         .await,
     );
@@ -934,6 +935,7 @@ async fn errors_follow_the_documented_model() {
             name: "cas".into(),
             resource_version: Some(rv),
             request_id: String::new(),
+            uid: String::new(),
         })
         .await,
     );
@@ -1416,4 +1418,102 @@ async fn a_renew_stream_renews_many_leases_in_order() {
         .expect("renew after errors");
     assert_eq!(again.fencing_token, tokens[1]);
     c.assert_no_crashes();
+}
+
+/// A held lease can be deleted (as `kubectl delete lease` can), but nobody
+/// gets it again before the deleted tenure could have lapsed: a create in
+/// the meantime is refused like an acquire of a held lease, the deleted
+/// holder's next renewal finds nothing, and the lease created afterwards
+/// has a higher token. A uid precondition guards against deleting another
+/// incarnation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_lease_can_be_deleted_and_is_not_granted_again_early() {
+    let c = Cluster::start(3).await;
+    c.wait_for_leader(LEADER_TIMEOUT).await;
+    let (cl, other) = (c.client_for(&[1, 2, 3]), c.client_for(&[2]));
+    let sent = std::time::Instant::now();
+    let acq = cl
+        .acquire(acquire_req("ns", "held", "alice", 2))
+        .await
+        .expect("acquire");
+    let lease = lease_of(acq.lease);
+    let uid = lease.metadata.clone().unwrap_or_default().uid;
+    let del = |uid: &str| pb::DeleteRequest {
+        namespace: "ns".into(),
+        name: "held".into(),
+        uid: uid.into(),
+        ..Default::default()
+    };
+    let s = expect_err(
+        "delete another incarnation",
+        cl.delete(del("not-this-one")).await,
+    );
+    let meta = assert_status("uid mismatch", &s, Code::Aborted, reason::CONFLICT);
+    assert_eq!(meta.get("uid"), Some(&uid));
+    let deleted = cl.delete(del(&uid)).await.expect("delete of a held lease");
+    assert_eq!(rv_holder_token(&lease_of(deleted.lease)).1, "alice");
+
+    // Nobody creates it again while alice's tenure could be live: not
+    // bob, not alice, not a Put without a holder.
+    let s = expect_err(
+        "acquire over a tombstone",
+        other.acquire(acquire_req("ns", "held", "bob", 2)).await,
+    );
+    let meta = assert_status(
+        "tombstone",
+        &s,
+        Code::FailedPrecondition,
+        reason::LEASE_HELD,
+    );
+    assert_eq!(meta.get("holder").map(String::as_str), Some("alice"));
+    assert!(
+        s.message().contains("deleted while held"),
+        "{}",
+        s.message()
+    );
+    let remaining: u64 = meta
+        .get("remainingMillis")
+        .and_then(|m| m.parse().ok())
+        .expect("remainingMillis");
+    assert!(remaining <= 2_020, "{remaining} ms");
+    expect_err(
+        "alice re-acquires over her own tombstone",
+        cl.acquire(acquire_req("ns", "held", "alice", 2)).await,
+    );
+    expect_err(
+        "put create over a tombstone",
+        cl.put(put_req(meta_of("ns", "held"), pb::LeaseSpec::default()))
+            .await,
+    );
+    let s = expect_err(
+        "alice renews a deleted lease",
+        cl.renew(renew_req("ns", "held", "alice", acq.fencing_token))
+            .await,
+    );
+    assert_status("renew deleted", &s, Code::NotFound, reason::NOT_FOUND);
+
+    // Once it could have lapsed, bob gets it with a higher token.
+    let d = Deadline::new("bob to get the re-created lease", Duration::from_secs(10));
+    let got = loop {
+        match other.acquire(acquire_req("ns", "held", "bob", 2)).await {
+            Ok(a) => break a,
+            Err(e) if e.code() == Code::FailedPrecondition => d.check(e).await,
+            Err(e) => panic!("acquire after the tombstone: {e:?}"),
+        }
+    };
+    // alice's tenure began after `sent` and ran 2 s, plus the 1 % margin.
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2_020),
+        "granted {:?} after alice's 2 s acquire was sent",
+        sent.elapsed()
+    );
+    assert!(
+        got.created && got.fencing_token > acq.fencing_token,
+        "{got:?}"
+    );
+    c.assert_no_crashes();
+}
+
+fn meta_of(ns: &str, name: &str) -> Option<pb::ObjectMeta> {
+    meta(ns, name, 0)
 }

@@ -127,6 +127,7 @@ fn delete(name: &str, resource_version: Option<u64>) -> Command {
     Command::Delete {
         key: key(name),
         resource_version,
+        uid: None,
     }
 }
 
@@ -318,6 +319,7 @@ async fn applies_a_sequence_and_reads_it_back() {
     let draft = LeaseDraft {
         key: key("y"),
         resource_version: 0,
+        uid: None,
         labels: labels(&[("app", "web")]),
         annotations: BTreeMap::new(),
         spec: LeaseSpec {
@@ -350,8 +352,8 @@ async fn applies_a_sequence_and_reads_it_back() {
             actual: 5
         }
     );
-    // Deleting a held lease waits until it could be granted to someone else
-    // (created at 5 s for 40 s, plus the 1 % margin).
+    // Deleting a held lease (created at 5 s for 40 s) after it could be
+    // granted to someone else (plus the 1 % margin) leaves no tombstone.
     let r = apply1(&mut sm, normal(1, 11, 50 * SEC, delete("y", Some(5)))).await;
     let deleted = applied(&r);
     assert_eq!(deleted.revision, 6);

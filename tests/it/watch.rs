@@ -239,6 +239,7 @@ async fn lease_round(client: &Client, ns: &str, name: &str, round: u32) -> Vec<C
             name: name.into(),
             resource_version: None,
             request_id: String::new(),
+            uid: String::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("delete {ns}/{name}: {e:?}"));

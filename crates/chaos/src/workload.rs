@@ -1243,6 +1243,7 @@ impl Deleter {
             name: lease.to_string(),
             resource_version: base,
             request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
         };
         let repeat = self.rng.chance(self.shared.cfg.repeat_same_id);
         let client = self.clients.pick(&self.shared);

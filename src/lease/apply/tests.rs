@@ -75,6 +75,7 @@ fn delete_cmd(name: &str, resource_version: Option<u64>) -> Command {
     Command::Delete {
         key: key(name),
         resource_version,
+        uid: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn draft(name: &str, resource_version: u64, holder: Option<&str>) -> LeaseDraft 
     LeaseDraft {
         key: key(name),
         resource_version,
+        uid: None,
         labels: labels(&[("tier", "db")]),
         annotations: labels(&[("note", "free text")]),
         spec: LeaseSpec {
@@ -103,7 +105,7 @@ fn put_cmd(d: LeaseDraft) -> Command {
 /// The written lease and the (created, newly_acquired) flags; panics on any
 /// other outcome.
 fn write(cmd: &Command, current: Option<&Lease>, c: &ApplyContext) -> (Lease, bool, bool) {
-    match apply(cmd, current, c) {
+    match apply(cmd, current, None, c) {
         Ok(Effect::Write {
             lease,
             created,
@@ -116,7 +118,7 @@ fn write(cmd: &Command, current: Option<&Lease>, c: &ApplyContext) -> (Lease, bo
 
 /// The refusal; panics if the command succeeded.
 fn refused(cmd: &Command, current: Option<&Lease>, c: &ApplyContext) -> LeaseError {
-    match apply(cmd, current, c) {
+    match apply(cmd, current, None, c) {
         Err(e) => e,
         Ok(effect) => panic!("expected a refusal for {cmd:?}, got {effect:?}"),
     }
@@ -712,6 +714,7 @@ fn release_refusals_and_release_after_expiry() {
 /// forward by `step` seconds, refusals leave the state alone.
 struct Sim {
     leases: HashMap<LeaseKey, Lease>,
+    tombstones: HashMap<LeaseKey, Lease>,
     revision: u64,
     now: i64,
     grants: Vec<(LeaseKey, u64)>,
@@ -721,6 +724,7 @@ impl Sim {
     fn new() -> Self {
         Sim {
             leases: HashMap::new(),
+            tombstones: HashMap::new(),
             revision: 0,
             now: 0,
             grants: Vec::new(),
@@ -732,7 +736,7 @@ impl Sim {
         self.now += step_secs * SEC;
         let c = ctx(self.revision, self.now);
         let k = cmd.key().clone();
-        let result = apply(&cmd, self.leases.get(&k), &c);
+        let result = apply(&cmd, self.leases.get(&k), self.tombstones.get(&k), &c);
         match &result {
             Ok(Effect::Write {
                 lease,
@@ -745,8 +749,11 @@ impl Sim {
                 }
                 self.leases.insert(k, lease.clone());
             }
-            Ok(Effect::Delete { .. }) => {
+            Ok(Effect::Delete { lease, tombstone }) => {
                 self.leases.remove(&k);
+                if *tombstone {
+                    self.tombstones.insert(k, lease.clone());
+                }
             }
             Err(_) => {}
         }
@@ -780,11 +787,12 @@ fn tokens_strictly_increase_across_leases_and_tenures() {
     // y's holder lapses and re-acquires: a new tenure for the same holder.
     s.run(acquire_cmd("y", "d", 10), 30).unwrap();
     assert!(s.token("y") > ty);
-    // Delete y (refused while held, allowed once it lapsed) and re-create it.
+    // Delete y while held: nobody re-creates it before the deleted tenure
+    // could have lapsed, then f does.
     let rv = s.leases[&key("y")].resource_version;
-    s.run(delete_cmd("y", Some(rv)), 1).unwrap_err();
-    s.run(delete_cmd("y", Some(rv)), 11).unwrap();
-    s.run(acquire_cmd("y", "f", 10), 1).unwrap();
+    s.run(delete_cmd("y", Some(rv)), 1).unwrap();
+    s.run(acquire_cmd("y", "f", 10), 1).unwrap_err();
+    s.run(acquire_cmd("y", "f", 10), 10).unwrap();
     s.run(put_cmd(draft("z", 0, Some("g"))), 1).unwrap();
 
     let tokens: Vec<u64> = s.grants.iter().map(|(_, t)| *t).collect();
@@ -887,6 +895,7 @@ fn k8s_update(current: &Lease, holder: Option<&str>, client_time: Timestamp) -> 
     LeaseDraft {
         key: current.key.clone(),
         resource_version: current.resource_version,
+        uid: Some(current.uid.clone()),
         labels: current.labels.clone(),
         annotations: current.annotations.clone(),
         spec: LeaseSpec {
@@ -1031,6 +1040,7 @@ fn a_put_naming_another_holder_waits_like_an_acquire() {
         apply(
             &put_cmd(k8s_update(&a, Some("b"), t(0))),
             Some(&a),
+            None,
             &ctx(rev, at),
         )
     };
@@ -1057,11 +1067,22 @@ fn a_put_naming_another_holder_waits_like_an_acquire() {
     // After a leader change the new epoch's full wait applies to Put too.
     let late = ctx_epoch(5, 15 * SEC, 8 * SEC);
     assert!(matches!(
-        apply(&put_cmd(k8s_update(&a, Some("b"), t(0))), Some(&a), &late),
+        apply(
+            &put_cmd(k8s_update(&a, Some("b"), t(0))),
+            Some(&a),
+            None,
+            &late
+        ),
         Err(LeaseError::Held { .. })
     ));
     let free = ctx_epoch(5, 18 * SEC + margin(10), 8 * SEC);
-    assert!(apply(&put_cmd(k8s_update(&a, Some("b"), t(0))), Some(&a), &free).is_ok());
+    assert!(apply(
+        &put_cmd(k8s_update(&a, Some("b"), t(0))),
+        Some(&a),
+        None,
+        &free
+    )
+    .is_ok());
 }
 
 #[test]
@@ -1140,29 +1161,38 @@ fn delete_and_recreate() {
             actual: 3,
         }
     );
-    // Refused while the holder's tenure is live (and until another holder
-    // could be granted it): otherwise a re-create would hand it out early.
-    assert!(matches!(
-        refused(&delete_cmd("l", Some(3)), Some(&lease), &ctx(4, SEC)),
-        LeaseError::Held { ref holder, remaining_millis: 9_100, .. } if holder == "a"
-    ));
-    assert!(matches!(
-        refused(&delete_cmd("l", None), Some(&lease), &ctx(4, 10 * SEC)),
-        LeaseError::Held { .. }
-    ));
-    // Allowed once the lease could be granted to someone else.
+    // A held lease is deleted too, and leaves a tombstone while its tenure
+    // could still be live (until another holder could be granted it).
+    for at in [SEC, 10 * SEC, 10_100_000 - 1] {
+        assert_eq!(
+            apply(&delete_cmd("l", Some(3)), Some(&lease), None, &ctx(4, at)),
+            Ok(Effect::Delete {
+                lease: lease.clone(),
+                tombstone: true,
+            }),
+            "at {at} µs"
+        );
+    }
+    // None once the lease could be granted to someone else.
     assert_eq!(
-        apply(&delete_cmd("l", Some(3)), Some(&lease), &ctx(4, 10_100_000)),
+        apply(
+            &delete_cmd("l", Some(3)),
+            Some(&lease),
+            None,
+            &ctx(4, 10_100_000)
+        ),
         Ok(Effect::Delete {
-            lease: lease.clone()
+            lease: lease.clone(),
+            tombstone: false,
         })
     );
-    // And at once after a release.
+    // Nor after a release.
     let released = write(&release_cmd("l", "a", 3), Some(&lease), &ctx(4, SEC)).0;
     assert_eq!(
-        apply(&delete_cmd("l", None), Some(&released), &ctx(5, SEC)),
+        apply(&delete_cmd("l", None), Some(&released), None, &ctx(5, SEC)),
         Ok(Effect::Delete {
-            lease: released.clone()
+            lease: released.clone(),
+            tombstone: false,
         })
     );
 
@@ -1176,6 +1206,108 @@ fn delete_and_recreate() {
     assert_eq!(again.fencing_token, 5);
     assert_eq!(again.spec.lease_transitions, Some(0));
     assert_eq!(again.creation_timestamp, t(2 * SEC));
+}
+
+#[test]
+fn a_tombstone_blocks_every_create_until_the_deleted_tenure_could_have_lapsed() {
+    // a holds for 10 s from 0; deleted at 1 s. Grantable at 10.1 s.
+    let dead = acquired("l", "a", 10, 3, 0);
+    let creates = [
+        acquire_cmd("l", "b", 10),
+        acquire_cmd("l", "a", 10),
+        put_cmd(draft("l", 0, Some("b"))),
+        put_cmd(draft("l", 0, Some("a"))),
+        put_cmd(draft("l", 0, None)),
+    ];
+    for cmd in &creates {
+        let e = apply(cmd, None, Some(&dead), &ctx(5, 2 * SEC)).unwrap_err();
+        assert_eq!(
+            e,
+            LeaseError::Tombstoned {
+                key: key("l"),
+                holder: "a".into(),
+                expire_time: t(10 * SEC),
+                remaining_millis: 8_100,
+            },
+            "{cmd:?}"
+        );
+        assert!(
+            apply(cmd, None, Some(&dead), &ctx(5, 10_100_000 - 1)).is_err(),
+            "{cmd:?} one microsecond early"
+        );
+        let Ok(Effect::Write { lease, created, .. }) =
+            apply(cmd, None, Some(&dead), &ctx(5, 10_100_000))
+        else {
+            panic!("{cmd:?} once grantable");
+        };
+        assert!(created);
+        if lease.holder().is_some() {
+            assert!(lease.fencing_token > dead.fencing_token);
+        }
+    }
+    // A new leader's epoch extends the tombstone as it extends a tenure.
+    let new_epoch = ApplyContext {
+        epoch_start: t(5 * SEC),
+        ..ctx(5, 12 * SEC)
+    };
+    assert!(matches!(
+        apply(&creates[0], None, Some(&dead), &new_epoch),
+        Err(LeaseError::Tombstoned { .. })
+    ));
+    // A tombstone of a released lease (none is kept, but if one were)
+    // blocks nothing.
+    let released = write(&release_cmd("l", "a", 3), Some(&dead), &ctx(4, SEC)).0;
+    assert!(apply(&creates[0], None, Some(&released), &ctx(5, 2 * SEC)).is_ok());
+    // Updates of an existing lease never look at tombstones.
+    let live = acquired("l", "b", 10, 7, 20 * SEC);
+    assert!(apply(
+        &renew_cmd("l", "b", 7),
+        Some(&live),
+        Some(&dead),
+        &ctx(8, 21 * SEC)
+    )
+    .is_ok());
+}
+
+#[test]
+fn uid_preconditions() {
+    let lease = acquired("l", "a", 10, 3, 0);
+    let mut d = k8s_update(&lease, Some("a"), t(0));
+    assert!(apply(&put_cmd(d.clone()), Some(&lease), None, &ctx(4, SEC)).is_ok());
+    d.uid = Some("another-incarnation".into());
+    assert_eq!(
+        apply(&put_cmd(d.clone()), Some(&lease), None, &ctx(4, SEC)),
+        Err(LeaseError::UidMismatch {
+            key: key("l"),
+            expected: "another-incarnation".into(),
+            actual: lease.uid.clone(),
+        })
+    );
+    // An empty uid is no precondition.
+    d.uid = Some(String::new());
+    assert!(apply(&put_cmd(d), Some(&lease), None, &ctx(4, SEC)).is_ok());
+    // A create naming a uid: nothing has it.
+    let mut create = draft("m", 0, Some("a"));
+    create.uid = Some("u".into());
+    assert!(matches!(
+        apply(&put_cmd(create), None, None, &ctx(4, SEC)),
+        Err(LeaseError::UidMismatch { ref actual, .. }) if actual.is_empty()
+    ));
+    // Delete: the uid must match; a missing lease is still NotFound.
+    let del = |uid: &str| Command::Delete {
+        key: key("l"),
+        resource_version: None,
+        uid: Some(uid.into()),
+    };
+    assert!(matches!(
+        apply(&del("x"), Some(&lease), None, &ctx(4, SEC)),
+        Err(LeaseError::UidMismatch { .. })
+    ));
+    assert!(apply(&del(&lease.uid), Some(&lease), None, &ctx(4, SEC)).is_ok());
+    assert_eq!(
+        apply(&del("x"), None, None, &ctx(4, SEC)),
+        Err(LeaseError::NotFound { key: key("l") })
+    );
 }
 
 // ---------------------------------------------------------------- invalid
@@ -1261,8 +1393,8 @@ fn invalid_commands_are_refused_at_the_edge_and_apply_stays_total() {
         let e = crate::lease::validate::validate_command(&cmd).unwrap_err();
         assert_eq!(invalid_field(e), field, "{cmd:?}");
         assert_eq!(
-            apply(&cmd, current, &c),
-            apply(&cmd, current, &c),
+            apply(&cmd, current, None, &c),
+            apply(&cmd, current, None, &c),
             "{cmd:?}"
         );
     }

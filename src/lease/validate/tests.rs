@@ -280,6 +280,7 @@ fn a_lease_larger_than_the_limit_is_refused_naming_its_largest_part() {
     let draft = LeaseDraft {
         key,
         resource_version: 0,
+        uid: None,
         labels: big,
         annotations: BTreeMap::new(),
         spec: LeaseSpec::default(),
@@ -448,6 +449,7 @@ fn draft() -> LeaseDraft {
     LeaseDraft {
         key: key(),
         resource_version: 0,
+        uid: None,
         labels: labels(&[("app", "web")]),
         annotations: labels(&[("note", "anything goes")]),
         spec: held_spec(),
@@ -564,11 +566,27 @@ fn command_delete() {
     let ok = Command::Delete {
         key: key(),
         resource_version: Some(3),
+        uid: Some("7f0c2a9e-5b1d-4c3a-9e8f-0123456789ab".into()),
     };
     assert_eq!(validate_command(&ok), Ok(()));
     let bad = Command::Delete {
         key: LeaseKey::new("Default", "x"),
         resource_version: None,
+        uid: None,
     };
     assert_eq!(field_of(validate_command(&bad)), "metadata.namespace");
+    for uid in ["with space", "tab\t", &"u".repeat(129), "ünï"] {
+        let bad = Command::Delete {
+            key: key(),
+            resource_version: None,
+            uid: Some(uid.to_string()),
+        };
+        assert_eq!(field_of(validate_command(&bad)), "uid", "{uid:?}");
+    }
+    let mut d = draft();
+    d.uid = Some("a b".into());
+    assert_eq!(
+        field_of(validate_command(&Command::Put { draft: d })),
+        "metadata.uid"
+    );
 }
