@@ -161,8 +161,12 @@ pub async fn serve_on(
         }
     };
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+    // Long-lived HTTP responses (Kubernetes watches) end on this, so that
+    // the graceful shutdown below does not wait for them.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
         let why = stop.await;
+        let _ = stopping_tx.send(true);
         let _ = stopped_tx.send(why);
     };
 
@@ -187,7 +191,7 @@ pub async fn serve_on(
     // The gRPC routes bring tonic's UNIMPLEMENTED fallback, the Kubernetes
     // router none (axum refuses to merge two); `kube::fallback` then
     // replaces it for the whole.
-    let app = kube::router(leases)
+    let app = kube::router(leases, stopping_rx)
         .merge(grpc.routes().into_axum_router())
         .fallback(kube::fallback);
 

@@ -36,7 +36,9 @@ use axum::response::Response;
 use serde::Serialize;
 
 /// The verbs served on `leases` (grows with each verb's handler).
-pub const VERBS: &[&str] = &["get", "list"];
+pub const VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 /// The Kubernetes minor version `/version` reports.
 pub const KUBE_MINOR: &str = "32";
@@ -325,7 +327,8 @@ mod tests {
             json!({"kind": "APIResourceList", "apiVersion": "v1",
                    "groupVersion": "coordination.k8s.io/v1", "resources": [{
                 "name": "leases", "singularName": "lease", "namespaced": true,
-                "kind": "Lease", "verbs": ["get", "list"]
+                "kind": "Lease",
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
             }]})
         );
     }

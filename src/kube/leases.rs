@@ -1,5 +1,5 @@
-//! The lease endpoints of this slice: GET of one lease, LIST of a
-//! namespace or of every namespace.
+//! The lease read endpoints: GET of one lease, LIST of a namespace or of
+//! every namespace (and, with `watch=true`, WATCH: [`super::watch`]).
 //!
 //! Handlers are thin: they check the query, call the gRPC `Leases`
 //! service in process (through its tonic trait, exactly as a remote call
@@ -21,9 +21,7 @@
 //! `resourceVersion`, not with `continue`, is `Exact` or `NotOlderThan`,
 //! and `Exact` not with `"0"`; `sendInitialEvents` is forbidden for a
 //! list. `resourceVersion="N"` with `continue` is a 400, as upstream.
-//! `watch=true` is refused with 405 MethodNotAllowed: watch over HTTP is
-//! not served yet, and saying so beats answering a list to a client that
-//! waits for events.
+//! `watch=true` hands the request to [`super::watch`].
 //!
 //! Paging: `limit` asks for at most that many leases per page (capped at
 //! [`MAX_PAGE`]); a page may hold fewer, even none, and still carry
@@ -197,7 +195,7 @@ fn list_read_at(q: &Query, has_continue: bool) -> Result<ReadAt, KubeError> {
 
 /// The request's deadline: `timeout` (and, for lists, `timeoutSeconds`),
 /// at most [`MAX_REQUEST_TIMEOUT`]; zero means the default.
-fn deadline(q: &Query) -> Result<Duration, KubeError> {
+pub(super) fn deadline(q: &Query) -> Result<Duration, KubeError> {
     let mut d = MAX_REQUEST_TIMEOUT;
     if let Some(t) = q.duration("timeout")? {
         if !t.is_zero() {
@@ -219,7 +217,7 @@ fn deadline(q: &Query) -> Result<Duration, KubeError> {
 }
 
 /// Runs `f` within `limit`; a 504 Timeout once it passes.
-async fn within<T>(
+pub(super) async fn within<T>(
     limit: Duration,
     f: impl Future<Output = Result<T, KubeError>>,
 ) -> Result<T, KubeError> {
@@ -228,20 +226,8 @@ async fn within<T>(
         .unwrap_or_else(|_| Err(KubeError::timeout(limit)))
 }
 
-/// Refuses `watch=true` (the verb is not served yet); `watch=false` is a
-/// plain read.
-fn refuse_watch(q: &Query) -> Result<(), KubeError> {
-    if q.bool("watch")? == Some(true) {
-        return Err(KubeError::verb_not_supported(
-            "watch",
-            "Leasehold does not serve watch over HTTP yet; use the gRPC Watch (`leasehold watch`)",
-        ));
-    }
-    Ok(())
-}
-
 /// The path's parameters, or a 400 naming the path.
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, KubeError> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, KubeError> {
     p.map(|Path(v)| v)
         .map_err(|e| KubeError::bad_param("path", e.body_text()))
 }
@@ -277,7 +263,11 @@ pub async fn get(
 ) -> Result<Response, KubeError> {
     let (namespace, name) = path(p)?;
     let q = Query::parse(raw.as_deref(), GET_PARAMS)?;
-    refuse_watch(&q)?;
+    if q.bool("watch")? == Some(true) {
+        // The old style of watching one object: by its path.
+        let q = Query::parse(raw.as_deref(), LIST_PARAMS)?;
+        return super::watch::watch(&kube, Some(namespace), Some(name), &headers, &q).await;
+    }
     let repr = negotiate(&headers, true)?;
     let include = IncludeObject::parse(q.get(INCLUDE_OBJECT))?;
     let pretty = q.bool("pretty")?.unwrap_or(false);
@@ -401,13 +391,15 @@ impl ListOptions {
 }
 
 async fn list(
-    kube: &Kube,
+    kube: &Arc<Kube>,
     path_namespace: Option<String>,
     headers: &HeaderMap,
     raw: Option<&str>,
 ) -> Result<Response, KubeError> {
     let q = Query::parse(raw, LIST_PARAMS)?;
-    refuse_watch(&q)?;
+    if q.bool("watch")? == Some(true) {
+        return super::watch::watch(kube, path_namespace, None, headers, &q).await;
+    }
     let repr = negotiate(headers, true)?;
     let include = IncludeObject::parse(q.get(INCLUDE_OBJECT))?;
     let pretty = q.bool("pretty")?.unwrap_or(false);
@@ -659,19 +651,6 @@ mod tests {
         assert_eq!(
             code_and_field(deadline(&q("timeoutSeconds=-1")).unwrap_err()).1,
             "timeoutSeconds"
-        );
-    }
-
-    #[test]
-    fn watch_is_refused_not_ignored() {
-        let e = refuse_watch(&q("watch=1")).unwrap_err();
-        assert_eq!(e.status.code, 405);
-        assert!(e.status.message.contains("watch"));
-        assert!(refuse_watch(&q("watch=false")).is_ok());
-        assert!(refuse_watch(&q("")).is_ok());
-        assert_eq!(
-            code_and_field(refuse_watch(&q("watch=y")).unwrap_err()).1,
-            "watch"
         );
     }
 }

@@ -9,13 +9,24 @@
 //! - [`discovery`]: `/version`, `/api` (404, but for the namespaces
 //!   kubectl asks about), `/apis`, the group and its resource list; the
 //!   verbs served.
-//! - [`leases`]: the lease handlers (GET one, LIST), thin calls of the
-//!   gRPC `Leases` service in process; `resourceVersion` semantics, paging.
+//! - [`leases`]: the lease read handlers (GET one, LIST), thin calls of
+//!   the gRPC `Leases` service in process; `resourceVersion` semantics,
+//!   paging.
+//! - [`write`]: the write handlers (POST, PUT, PATCH, DELETE), thin calls
+//!   of the gRPC `Put` and `Delete`; how update semantics map onto them.
+//! - [`watch`]: WATCH (`?watch=1`): framing, starting points, bookmarks,
+//!   how Leasehold's events map onto Kubernetes' and how a watch ends.
+//! - [`input`]: request bodies: media types, bounds, field validation,
+//!   the Lease and DeleteOptions they hold.
+//! - [`patch`]: the four patch types, as pure functions.
 //! - [`types`]: the JSON shapes of Lease, LeaseList and
 //!   PartialObjectMetadata, made from the gRPC messages.
 //! - [`table`]: the Table representation (`kubectl get` columns).
 //! - [`duration`]: the AGE column's `HumanDuration`.
 //! - [`negotiate`]: which representation `Accept` asks for.
+//! - [`protobuf`]: client-go's protobuf bodies, decoded to their JSON.
+//! - [`openapi`]: the OpenAPI v3 index and document (`openapi_v3.json`)
+//!   that kubectl reads before `apply`, and `explain` uses.
 //! - [`query`]: bounded, typed query parameters.
 //! - [`fields`]: field selectors (`metadata.name`, `metadata.namespace`).
 //! - [`status`]: Kubernetes `Status` errors and the one map from gRPC
@@ -32,22 +43,29 @@
 //! gRPC gets UNIMPLEMENTED, anything else a Kubernetes 404 `Status`.
 //!
 //! # What is served
-//! Read-only in this slice: discovery, GET of a lease and LIST (JSON or
-//! Table). Writes (POST, PUT, PATCH, DELETE), watch, protobuf bodies and
-//! the OpenAPI v3 document come with their handlers, each adding its verb
-//! to [`discovery::VERBS`]. Other methods on these paths are 405, and
-//! `watch=true` is a 405 saying that watch is not served yet.
+//! Discovery, the OpenAPI v3 document, GET of a lease and LIST (JSON or
+//! Table), and the writes: POST, PUT, PATCH (JSON patch, merge patch,
+//! strategic merge patch, server-side apply) and DELETE, with JSON, YAML
+//! or protobuf bodies, and WATCH. Each verb is in [`discovery::VERBS`];
+//! `deletecollection` is not served. Other methods on these paths are
+//! 405.
 
 pub mod discovery;
 pub mod duration;
 pub mod fields;
+pub mod input;
 pub mod leases;
 pub mod negotiate;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
 pub mod query;
 pub mod response;
 pub mod status;
 pub mod table;
 pub mod types;
+pub mod watch;
+pub mod write;
 
 use crate::api::leases::LeasesService;
 use axum::body::Body;
@@ -71,9 +89,12 @@ pub const KIND: &str = "Lease";
 /// The list kind.
 pub const LIST_KIND: &str = "LeaseList";
 
-/// What the handlers share: the gRPC lease service they call in process.
+/// What the handlers share: the gRPC lease service they call in process,
+/// and the server's stop signal (watches end on it, so that a graceful
+/// shutdown does not wait for them).
 pub struct Kube {
     leases: Arc<LeasesService>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A route answering GET (and HEAD) with `handler`, and any other method
@@ -90,10 +111,10 @@ async fn method_not_allowed() -> KubeError {
     KubeError::method_not_allowed()
 }
 
-/// Every Kubernetes path, answered from `leases`. It has no fallback of its
-/// own: the server merges it with the gRPC routes and then sets
-/// [`fallback`] on the whole.
-pub fn router(leases: Arc<LeasesService>) -> Router {
+/// Every Kubernetes path, answered from `leases`; watches end when `stop`
+/// becomes true. It has no fallback of its own: the server merges it with
+/// the gRPC routes and then sets [`fallback`] on the whole.
+pub fn router(leases: Arc<LeasesService>, stop: tokio::sync::watch::Receiver<bool>) -> Router {
     const V1: &str = "/apis/coordination.k8s.io/v1";
     Router::new()
         .route("/version", get_only(discovery::version))
@@ -103,16 +124,24 @@ pub fn router(leases: Arc<LeasesService>) -> Router {
         .route("/apis", get_only(discovery::apis))
         .route("/apis/coordination.k8s.io", get_only(discovery::api_group))
         .route(V1, get_only(discovery::resources))
+        .route(openapi::INDEX_PATH, get_only(openapi::index))
+        .route(openapi::DOCUMENT_PATH, get_only(openapi::document))
         .route(&format!("{V1}/leases"), get_only(leases::list_all))
         .route(
             &format!("{V1}/namespaces/{{namespace}}/leases"),
-            get_only(leases::list_namespaced),
+            get(leases::list_namespaced)
+                .post(write::create)
+                .fallback(method_not_allowed),
         )
         .route(
             &format!("{V1}/namespaces/{{namespace}}/leases/{{name}}"),
-            get_only(leases::get),
+            get(leases::get)
+                .put(write::update)
+                .patch(write::patch)
+                .delete(write::delete)
+                .fallback(method_not_allowed),
         )
-        .with_state(Arc::new(Kube { leases }))
+        .with_state(Arc::new(Kube { leases, stop }))
 }
 
 /// What answers a path no route knows: gRPC UNIMPLEMENTED to a gRPC

@@ -271,6 +271,30 @@ impl KubeError {
     pub fn internal(message: impl Into<String>) -> Self {
         KubeError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
+
+    /// 413 for a body above a bound (upstream's
+    /// `NewRequestEntityTooLargeError`: `message` is `limit is N` for the
+    /// body's size).
+    pub fn request_entity_too_large(message: impl std::fmt::Display) -> Self {
+        KubeError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: {message}"),
+        )
+    }
+
+    /// 415 for a body whose media type is none of `accepted` (upstream's
+    /// `NewUnsupportedMediaTypeError`, no details).
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
+        KubeError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
+    }
 }
 
 fn lease_details(name: &str) -> StatusDetails {

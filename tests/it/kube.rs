@@ -11,7 +11,7 @@
 use crate::common;
 
 use common::{acquire_req, Cluster, Deadline};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::HeaderMap;
@@ -38,7 +38,7 @@ const V1: &str = "/apis/coordination.k8s.io/v1";
 /// One HTTP/1.1 connection to a node.
 struct Http {
     addr: String,
-    send: SendRequest<Empty<Bytes>>,
+    send: SendRequest<Full<Bytes>>,
 }
 
 /// An answer.
@@ -105,24 +105,19 @@ impl Http {
     }
 
     async fn request(&mut self, method: &str, path: &str, accept: Option<&str>) -> Reply {
-        // Fails if the server closed the connection after the last answer.
-        self.send
-            .ready()
-            .await
-            .unwrap_or_else(|e| panic!("connection to {} not kept alive: {e}", self.addr));
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.as_str())
-            .header("user-agent", "leasehold-it");
-        if let Some(a) = accept {
-            req = req.header("accept", a);
-        }
-        let req = req.body(Empty::new()).expect("request");
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.send.send_request(req))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        self.send_body(method, path, &headers, Vec::new()).await
+    }
+
+    /// A request with `headers` and `body`; the whole answer.
+    async fn send_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let resp = self.start(method, path, headers, body).await;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -137,6 +132,35 @@ impl Http {
             headers,
             body,
         }
+    }
+
+    /// Sends a request and returns once the answer's head arrived (the
+    /// body streams on: watches).
+    async fn start(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        // Fails if the server closed the connection after the last answer.
+        self.send
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("connection to {} not kept alive: {e}", self.addr));
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.as_str())
+            .header("user-agent", "leasehold-it");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("request");
+        tokio::time::timeout(Duration::from_secs(30), self.send.send_request(req))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     async fn get(&mut self, path: &str) -> Reply {
@@ -226,6 +250,10 @@ fn is_fresh_age(s: &str) -> bool {
 // Tests
 // ---------------------------------------------------------------------------
 
+mod python;
+mod watch;
+mod write;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_version_and_fallbacks_on_leader_and_follower() {
     let c = Cluster::start(3).await;
@@ -267,7 +295,10 @@ async fn discovery_version_and_fallbacks_on_leader_and_follower() {
         assert_eq!(r["namespaced"], true);
         assert_eq!(r["kind"], "Lease");
         // Only the verbs this server implements.
-        assert_eq!(r["verbs"], serde_json::json!(["get", "list"]));
+        assert_eq!(
+            r["verbs"],
+            serde_json::json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+        );
 
         // No core group; unknown paths; wrong methods.
         for path in [
@@ -300,9 +331,10 @@ async fn discovery_version_and_fallbacks_on_leader_and_follower() {
         assert_eq!(v["details"], serde_json::json!({}));
         for (method, path) in [
             ("POST", "/version".to_string()),
-            ("POST", format!("{V1}/namespaces/default/leases")),
-            ("DELETE", format!("{V1}/namespaces/default/leases/x")),
-            ("PUT", format!("{V1}/namespaces/default/leases/x")),
+            ("PUT", format!("{V1}/namespaces/default/leases")),
+            ("DELETE", format!("{V1}/namespaces/default/leases")),
+            ("POST", format!("{V1}/namespaces/default/leases/x")),
+            ("POST", format!("{V1}/leases")),
         ] {
             h.request(method, &path, None)
                 .await
@@ -599,11 +631,12 @@ async fn get_and_list_leases_written_through_grpc() {
             .await
             .status_object(400, "BadRequest");
         assert_eq!(v["details"]["causes"][0]["field"], "namespace");
+        // A bad watch is refused before it starts.
         let v = h
-            .get(&list("watch=1"))
+            .get(&list("watch=1&resourceVersion=abc"))
             .await
-            .status_object(405, "MethodNotAllowed");
-        assert!(v["message"].as_str().unwrap_or("").contains("watch"), "{v}");
+            .status_object(400, "BadRequest");
+        assert_eq!(v["details"]["causes"][0]["field"], "resourceVersion");
         let long = format!("labelSelector={}", "a".repeat(20_000));
         h.get(&list(&long)).await.bad_param("query string");
     }

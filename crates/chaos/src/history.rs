@@ -183,7 +183,11 @@ pub enum Outcome {
         /// A new tenure started.
         newly: bool,
     },
-    /// Acquire, Put or Delete refused: `holder` holds the lease.
+    /// Acquire or Put refused: `holder` holds the lease, or, for a create
+    /// (an acquire of a missing lease, a Put at resourceVersion 0), held it
+    /// when it was deleted and that tenure could still be live (the
+    /// deleted tenure's tombstone; `holder` may then be the caller). A
+    /// Delete is never refused this way: it deletes held leases too.
     Held {
         /// The holder the server named.
         holder: String,
@@ -208,8 +212,8 @@ pub enum Outcome {
     },
     /// Delete succeeded; the lease as it was when deleted.
     Deleted(LeaseView),
-    /// Put or Delete refused: the resourceVersion sent was not the current
-    /// one (ABORTED, reason CONFLICT).
+    /// Put or Delete refused: the resourceVersion (or uid) sent was not the
+    /// current one (ABORTED, reason CONFLICT).
     Conflict,
     /// Put with resourceVersion 0 refused: the lease exists.
     AlreadyExists,

@@ -140,6 +140,12 @@ pub struct Counts {
     pub put_releases: usize,
     /// Deletes that deleted.
     pub deleted: usize,
+    /// Deletes that deleted a lease with a holder whose expiry was not
+    /// recorded (each may leave a tombstone that refuses creates).
+    pub deleted_held: usize,
+    /// Put creates refused as held: only a tombstone refuses a create (an
+    /// acquire refused on a missing lease is not told apart here).
+    pub creates_held: usize,
 }
 
 /// What a run produced.
@@ -208,12 +214,15 @@ impl RunReport {
         let _ = writeln!(
             s,
             "kubernetes-style puts: {} grants, {} renewals, {} releases; {} conflicts; \
-             deletes: {} done; {} compare-and-swap writes checked",
+             deletes: {} done ({} of a held lease), {} creates refused by a tombstone; \
+             {} compare-and-swap writes checked",
             c.put_grants,
             c.put_renewals,
             c.put_releases,
             self.findings.cas.conflicts,
             c.deleted,
+            c.deleted_held,
+            c.creates_held,
             self.findings.cas.checked
         );
         let ids = &self.findings.request_ids;
@@ -351,7 +360,15 @@ fn count(ops: &[Op]) -> Counts {
             Outcome::Put { view, .. } if view.holder.is_none() => c.put_releases += 1,
             Outcome::Put { view, .. } if op.revision == Some(view.token) => c.put_grants += 1,
             Outcome::Put { .. } => c.put_renewals += 1,
-            Outcome::Deleted(_) => c.deleted += 1,
+            Outcome::Deleted(v) => {
+                c.deleted += 1;
+                if v.holder.is_some() && !v.expired {
+                    c.deleted_held += 1;
+                }
+            }
+            Outcome::Held { .. } if matches!(op.kind, OpKind::Put { base: 0, .. }) => {
+                c.creates_held += 1;
+            }
             _ => {}
         }
     }

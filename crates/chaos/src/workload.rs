@@ -13,7 +13,9 @@
 //!   compare-and-swap `Put` of the whole lease with times from their own,
 //!   skewed clock, release by a `Put` that clears the holder.
 //! - *Deleters* ([`Deleter`]) now and then delete a lease, at the
-//!   resourceVersion they read or unconditionally.
+//!   resourceVersion they read or unconditionally, held or not (a held
+//!   lease's tombstone then keeps it from being created again until its
+//!   tenure could have lapsed).
 //!
 //! Every lease call is recorded in the [`History`], with the revision of
 //! the change a successful write made (what watchers must deliver).
@@ -1178,11 +1180,23 @@ impl Worker {
 }
 
 /// A client that now and then deletes a lease: at the resourceVersion it
-/// just read, or unconditionally. The cluster refuses to delete a lease
-/// that is held and could not yet be granted to someone else (`Held`), a
-/// stale resourceVersion (`Conflict`) and a missing lease (`NotFound`);
-/// a lease that was released, or whose holder's time ran out, is deleted,
-/// and the next acquire or create makes it anew, with a new token.
+/// just read, or unconditionally, as `kubectl delete lease` does. The
+/// cluster refuses a stale resourceVersion (`Conflict`) and a missing lease
+/// (`NotFound`), and deletes any other lease, held or not (it never answers
+/// `Held`). When the deleted lease had a holder whose tenure could still be
+/// live, the cluster keeps a tombstone of that tenure: until the tenure
+/// could have lapsed, every create of the lease (an acquire of the missing
+/// lease or a Put at resourceVersion 0, whoever it names, the deleted
+/// holder too) is refused as `Held` by the deleted holder, so nobody is
+/// granted the lease while that holder may still act on it. After that the
+/// next acquire or create makes the lease anew, with a new, higher token.
+///
+/// Most deletes are of leases that look deletable (no holder, or the
+/// holder's expiry recorded), as a careful operator's are; the rest delete
+/// a held lease on purpose ([`DELETE_HELD`] of the read-based ones, and
+/// blind deletes of whatever is there), so that runs exercise tombstones:
+/// the holder's renewals answer `NotFound`, and acquirers, Kubernetes-style
+/// creators and the deleted holder itself meet the tombstone's `Held`.
 pub struct Deleter {
     id: u32,
     rng: Rng,
@@ -1210,7 +1224,8 @@ impl Deleter {
             let lease = self.shared.cfg.leases[self.rng.below(n) as usize].clone();
             let base = if self.rng.chance(0.7) {
                 // Delete what it read, if it looks deletable (no holder,
-                // or the holder's expiry recorded); the rest go blind.
+                // or the holder's expiry recorded), or sometimes though it
+                // is held; the rest go blind.
                 match get_op(
                     &self.shared,
                     self.clients.pick(&self.shared),
@@ -1221,7 +1236,8 @@ impl Deleter {
                 {
                     (_, Some(l)) => {
                         let v = view_of(&l);
-                        if v.holder.is_some() && !v.expired {
+                        let live = v.holder.is_some() && !v.expired;
+                        if live && !self.rng.chance(DELETE_HELD) {
                             continue;
                         }
                         Some(rv_of(&l))
@@ -1238,12 +1254,14 @@ impl Deleter {
     }
 
     async fn delete(&mut self, lease: &str, base: Option<u64>) -> Written {
+        // No uid precondition: the deleters know the lease only by name
+        // and resourceVersion.
         let req = pb::DeleteRequest {
             namespace: self.shared.cfg.namespace.clone(),
             name: lease.to_string(),
             resource_version: base,
             request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
+            uid: String::new(),
         };
         let repeat = self.rng.chance(self.shared.cfg.repeat_same_id);
         let client = self.clients.pick(&self.shared);
@@ -1262,6 +1280,10 @@ impl Deleter {
         .await
     }
 }
+
+/// The chance that a deleter deletes a lease it read as held (by a holder
+/// whose expiry was not recorded) rather than leave it alone.
+pub const DELETE_HELD: f64 = 0.3;
 
 /// Starts every worker, Kubernetes-style worker and deleter; they run until
 /// `shared.stop` is set.

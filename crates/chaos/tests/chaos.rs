@@ -153,6 +153,13 @@ async fn local_chaos_run_finds_no_anomaly() {
     if c.put_grants == 0 || c.put_renewals == 0 || c.put_releases == 0 || c.deleted == 0 {
         problems.push(format!("too few Kubernetes-style writes or deletes: {c:?}"));
     }
+    // Deletes of held leases and the creates their tombstones refused are
+    // what the timing check judges the tombstones by.
+    if c.deleted_held == 0 || c.creates_held == 0 {
+        problems.push(format!(
+            "no delete of a held lease, or no create refused by its tombstone: {c:?}"
+        ));
+    }
     if f.cas.checked == 0 {
         problems.push(format!("no compare-and-swap checked: {:?}", f.cas));
     }

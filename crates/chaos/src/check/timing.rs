@@ -12,14 +12,19 @@
 //! revision, otherwise a renewal of that token's tenure). Releases are a
 //! release of the token, or a Put that cleared the holder, of the tenure
 //! its sender held (the compare-and-swap made sure the lease was still in
-//! that tenure). A Delete is not a release: the cluster refuses to delete a
-//! held lease before it could be granted to someone else, so a grant after
-//! a Delete (a create) is judged like any other.
+//! that tenure). A Delete is not a release: the cluster may delete a held
+//! lease, but it remembers the deleted tenure (a tombstone) and refuses
+//! every create of the lease until that tenure could have lapsed. So a
+//! grant after a Delete (a create, by an acquire or a Put) is judged
+//! against the tenure the Delete removed like any other hand-over, and
+//! Deletes play no part here.
 //!
 //! Tenures are identified by token; the previous tenure of a grant is the
 //! one with the highest known token below it on the same lease (tokens are
-//! never reused, also across a Delete and re-create). A new tenure of the
-//! same holder (re-acquired after its own lapsed) is not a hand-over and is
+//! never reused and grow also across a Delete and re-create, so the tenure
+//! a Delete removed is the one right before the re-creating grant). A new
+//! tenure of the same holder (re-acquired after its own lapsed, or after
+//! the tombstone of its deleted tenure lapsed) is not a hand-over and is
 //! not judged.
 
 use super::Anomaly;
@@ -244,6 +249,57 @@ mod tests {
             rel,
             acquire(3, "y", S + S / 2, 9),
         ];
+        assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
+    }
+
+    #[test]
+    fn a_create_after_deleting_a_held_lease_is_judged_against_the_deleted_tenure() {
+        // x acquired token 5 at 0 and never renewed; a deleter deleted the
+        // held lease at 0.5 s (revision 7). A create by y must wait for x's
+        // tenure: granted before 2 s it is too early, after 2 s it is fine.
+        let delete = |id| {
+            let mut o = op(
+                id,
+                OpKind::Delete { base: None },
+                S / 2,
+                S / 2 + S / 100,
+                Outcome::Deleted(LeaseView {
+                    holder: Some("x".into()),
+                    token: 5,
+                    expired: false,
+                }),
+            );
+            o.revision = Some(7);
+            o
+        };
+        let ops = vec![acquire(0, "x", 0, 5), delete(1), acquire(2, "y", S, 9)];
+        let a = check("a", &ops, Duration::from_secs(2));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].ops, vec![0, 2]);
+        // The same with a Put create as the grant.
+        let mut create = put(2, Some("k"), S + S / 2, 9, 9, 0);
+        if let OpKind::Put { base, .. } = &mut create.kind {
+            *base = 0;
+        }
+        if let Outcome::Put { created, .. } = &mut create.outcome {
+            *created = true;
+        }
+        let a = check(
+            "a",
+            &[acquire(0, "x", 0, 5), delete(1), create],
+            Duration::from_secs(2),
+        );
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].ops, vec![0, 2]);
+        // Granted after 2 s: no anomaly.
+        let ops = vec![
+            acquire(0, "x", 0, 5),
+            delete(1),
+            acquire(2, "y", 2 * S + S / 10, 9),
+        ];
+        assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
+        // x itself re-acquiring after the delete is not a hand-over.
+        let ops = vec![acquire(0, "x", 0, 5), delete(1), acquire(2, "x", S, 9)];
         assert!(check("a", &ops, Duration::from_secs(2)).is_empty());
     }
 

@@ -36,7 +36,20 @@ impl Names<'_> {
 
     fn state(&self, s: &State) -> String {
         if !s.exists {
-            return "the lease does not exist".to_string();
+            return match s.tomb {
+                Some(h) => format!(
+                    "the lease does not exist; a delete may have left a tombstone of {}'s \
+                     tenure (creates may be refused as held by {}); highest token granted so \
+                     far {}",
+                    self.name(h),
+                    self.name(h),
+                    s.max_token
+                ),
+                None => format!(
+                    "the lease does not exist, with no tombstone; highest token granted so far {}",
+                    s.max_token
+                ),
+            };
         }
         let holder = match s.holder {
             Some(h) => format!(
@@ -69,6 +82,16 @@ impl Names<'_> {
             Refusal::Exists => "the lease exists".to_string(),
             Refusal::Holder => current,
             Refusal::NamesSelf => "the answer names the caller itself as the other holder".to_string(),
+            Refusal::NoTombstone => match s.tomb {
+                Some(h) => format!(
+                    "the lease does not exist, and only {} (whose deleted tenure may have left a \
+                     tombstone) can be named as holder by a refused create",
+                    self.name(h)
+                ),
+                None => "the lease does not exist, and no delete of a held lease left a \
+                         tombstone that could refuse a create"
+                    .to_string(),
+            },
             Refusal::Token(t) => format!("{current}, not {t}"),
             Refusal::NotNewer(t) => format!(
                 "a new tenure's token {t} must exceed every token granted before (highest {}, current {})",

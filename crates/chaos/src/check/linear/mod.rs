@@ -16,9 +16,10 @@
 //!
 //! # The model
 //! One lease: whether it exists, its holder, its fencing token, whether the
-//! leader recorded the tenure as expired (`marked`), and the highest token
+//! leader recorded the tenure as expired (`marked`), the highest token
 //! seen so far (which survives a Delete: a re-created lease gets a new,
-//! higher token). Time never enters it: whether a tenure had lapsed when
+//! higher token), and, while it is missing, the tombstone a Delete may
+//! have left. Time never enters it: whether a tenure had lapsed when
 //! another holder was granted the lease, or when a renew answered
 //! `Lost(Expired)`, is judged by other properties with the run's clock. The
 //! model only checks what must hold in any log order: tokens of new tenures
@@ -26,6 +27,18 @@
 //! succeeds after a read showed the tenure marked expired, a create needs a
 //! missing lease and an update an existing one, a deleted lease is gone
 //! until something creates it, and so on.
+//!
+//! A Delete succeeds on a held lease too (as `kubectl delete lease` does
+//! against Kubernetes), but the cluster remembers the deleted tenure (a
+//! tombstone) and refuses every create of the lease, Acquire or Put,
+//! whoever it names, as `Held` by the deleted holder until that tenure
+//! could have lapsed. So a create answered `Held { by }` on a missing lease
+//! is valid iff the last Delete removed a lease held by `by` (the caller
+//! itself included, re-acquiring after its lease was deleted). When the
+//! tombstone lapses is a matter of time: the model keeps it possible until
+//! a create succeeds (which clears it), and a successful create is never
+//! refused for it (`check::timing` judges the new tenure against the
+//! deleted one, like any other hand-over).
 //!
 //! Kubernetes-style Puts count exactly like the lease calls: a Put that
 //! stored the holder it named with a token equal to its own revision
@@ -91,18 +104,41 @@
 //!    above every token granted before). The one effect for which that last
 //!    point fails is a Put that clears the holder: a no-op on a lease that
 //!    has none, a release anywhere else; it is never taken as an observer
-//!    (`Effect::observer_when_unchanged`).
+//!    (`Effect::observer_when_unchanged`). A create refused by a tombstone
+//!    is an observer like any other `Held`: it never changes the state.
 //! 2. *An optional op only right before an op that needs it.* Take a
 //!    linearization with the fewest optional ops and, among those, with the
-//!    optional ops as late as possible. If optional `O` is followed by a
-//!    required `P` that the state before `O` accepts too, checking every
-//!    case of the model shows that either `O` can be dropped (`P` erases or
+//!    optional ops as late as possible. If optional `O` is followed by an
+//!    op `P` that the state before `O` accepts too, checking every case of
+//!    the model shows that either `O` can be dropped (`P` erases or
 //!    reproduces its effect) or `O` and `P` can be swapped with the same
-//!    resulting state, contradicting the choice. So an optional op is tried
-//!    only if it lets another candidate step that cannot step now, and right
-//!    after it only required ops refused before it may follow. An optional
-//!    op that changes nothing is never tried. (Since what may follow depends
-//!    on the state before the optional op, that state is part of the key.)
+//!    resulting state, contradicting the choice; with one exception, below.
+//!    (The tombstone keeps this true elsewhere: every effect that makes the
+//!    lease exist clears it, a Delete takes it from its own answer, and a
+//!    `P` that changes nothing, like a create refused by a tombstone, can
+//!    always go first.) So an optional op is tried only if it lets another
+//!    candidate step that cannot step now, and right after it only
+//!    required ops refused before it may follow. An optional op that
+//!    changes nothing is never tried. (Since what may follow depends on the
+//!    state before the optional op, that state is part of the key.)
+//!
+//!    The exception: an unknown Delete keeps the holder right before it as
+//!    the tombstone, so after an optional `O` that changed the holder it
+//!    leaves another tombstone than without `O`. The answer that needs
+//!    that tombstone (a create refused as held by `O`'s holder) may come
+//!    long after the Delete, which an op needing the lease gone (a
+//!    `NotFound`) can force early, so it need not be a candidate yet. So
+//!    an optional op is also tried when the unknown Delete that is a
+//!    candidate would then leave a tombstone of a holder that a `Held`
+//!    answer not yet linearized names (and would not leave it now). Only a
+//!    tombstone of someone is ever needed, and only by such an answer; no
+//!    other optional effect keeps anything of the state before it that
+//!    another optional op can change in a way a later answer may need. The
+//!    differential tests cover this case too (unknown acquires and Puts
+//!    right before unknown Deletes, creates refused by tombstones).
+//!    (`Held` answers named by the other rule's ops are over-approximated:
+//!    any required `Held` naming the holder at or after the frontier,
+//!    which costs search, never a linearization.)
 //! 3. *Interchangeable unknown writes.* Two unknown writes with the same
 //!    effect (retried acquires of one holder) are the same op once both are
 //!    invoked, so only the earliest unlinearized one is a candidate.

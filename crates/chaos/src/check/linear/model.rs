@@ -2,7 +2,8 @@
 //! (an operation together with its answer) it must explain, and [`step`],
 //! the one function that accepts or refuses an effect in a state. Nothing
 //! here knows about time or the search; the module docs of `linear` say
-//! what the model checks and why.
+//! what the model checks and why (and how the tombstone a Delete of a held
+//! lease leaves fits in).
 
 /// A holder identity, interned: the search compares and hashes it often.
 pub(super) type HolderId = u32;
@@ -29,6 +30,15 @@ pub(super) struct State {
     pub(super) marked: bool,
     /// The highest token granted so far (tokens of new tenures grow).
     pub(super) max_token: u64,
+    /// While the lease is missing: the holder of the deleted lease, whose
+    /// tenure may still be live. The cluster remembers such a tenure (a
+    /// tombstone) and refuses every create, naming that holder, until the
+    /// tenure could have lapsed; the model knows nothing of time, so the
+    /// tombstone stays possible until something creates the lease again.
+    /// Always `None` while the lease exists (every create clears it), so
+    /// states that differ only in a tombstone nobody can observe do not
+    /// multiply in the memo.
+    pub(super) tomb: Option<HolderId>,
 }
 
 impl State {
@@ -38,6 +48,7 @@ impl State {
         token: Tok::Known(0),
         marked: false,
         max_token: 0,
+        tomb: None,
     };
 
     /// Whether the current token can be `t`. An unknown token that can be
@@ -76,7 +87,9 @@ pub(super) enum Effect {
         token: u64,
         newly: bool,
     },
-    /// Acquire answered `Held { holder: by }`.
+    /// Acquire answered `Held { holder: by }`: `by` holds the lease, or
+    /// the lease is missing and `by` held it when it was deleted (then `by`
+    /// may be the caller itself).
     Held { holder: HolderId, by: HolderId },
     /// Acquire whose outcome is unknown (optional).
     AcquireMaybe { holder: HolderId },
@@ -109,16 +122,19 @@ pub(super) enum Effect {
     /// lease; the compare-and-swap guards it), or created the lease
     /// without one.
     PutReleased { created: bool },
-    /// Put or Delete answered `Held { holder: by }`. No caller identity: a
-    /// Put naming the current holder is refused too when it would shorten
-    /// that holder's live tenure.
-    HeldBy { by: HolderId },
-    /// Put or Delete answered `Conflict` (stale resourceVersion), or a
+    /// Put answered `Held { holder: by }`. An update (`create` false):
+    /// `by` holds the lease (no caller identity: a Put naming the current
+    /// holder is refused too when it would shorten that holder's live
+    /// tenure). A create: the lease is missing and `by` held it when it was
+    /// deleted (a Delete never answers `Held`).
+    HeldBy { by: HolderId, create: bool },
+    /// Put or Delete answered `Conflict` (stale resourceVersion or uid), or a
     /// create answered `AlreadyExists`: the lease exists. (The model does
     /// not track resourceVersions; `check::revisions` checks the
     /// compare-and-swap itself.)
     Exists,
-    /// Delete succeeded; the lease as it was.
+    /// Delete succeeded; the lease as it was. A held lease may be deleted:
+    /// its holder is then remembered (a tombstone) until a create.
     Deleted {
         holder: Option<HolderId>,
         token: u64,
@@ -132,7 +148,8 @@ pub(super) enum Effect {
         holder: Option<HolderId>,
         create: bool,
     },
-    /// Delete whose outcome is unknown (optional).
+    /// Delete whose outcome is unknown (optional); it leaves a tombstone
+    /// of the holder the lease had, if any.
     DeleteMaybe,
     /// An answer this operation cannot give (e.g. acquire -> renewed).
     Impossible,
@@ -159,6 +176,9 @@ pub(super) enum Refusal {
     Holder,
     /// An answer naming the caller as "another" holder.
     NamesSelf,
+    /// A create refused as held on a missing lease, naming a holder no
+    /// tombstone may name.
+    NoTombstone,
     /// The token is not the one the answer needs.
     Token(u64),
     /// A new tenure's token does not exceed the tokens granted before.
@@ -216,11 +236,14 @@ pub(super) fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
                 token: Tok::Known(token),
                 marked: false,
                 max_token: token,
+                tomb: None,
             })
         }
         Effect::Held { holder, by } => {
             if !s.exists {
-                return Err(Refusal::Missing);
+                // A create refused by the tombstone: it names the deleted
+                // tenure's holder, who may be the caller itself.
+                return refused_create(s, by);
             }
             if by == holder {
                 return Err(Refusal::NamesSelf);
@@ -239,6 +262,7 @@ pub(super) fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
                 token: Tok::Unknown { gt: s.max_token },
                 marked: false,
                 max_token: s.max_token,
+                tomb: None,
             })
         }
         Effect::Renewed { holder, token } => {
@@ -367,9 +391,17 @@ pub(super) fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
                 token: Tok::Known(0),
                 marked: false,
                 max_token: s.max_token,
+                tomb: None,
             })
         }
-        Effect::HeldBy { by } => {
+        Effect::HeldBy { by, create: true } => {
+            // A create of an existing lease is answered `AlreadyExists`.
+            if s.exists {
+                return Err(Refusal::Exists);
+            }
+            refused_create(s, by)
+        }
+        Effect::HeldBy { by, create: false } => {
             if !s.exists {
                 return Err(Refusal::Missing);
             }
@@ -398,12 +430,16 @@ pub(super) fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
                     expired,
                 },
             )?;
+            // Whether the tenure could still be live is a matter of time
+            // (even one recorded expired: a new leader's term can extend
+            // it), so the holder may have left a tombstone.
             Ok(State {
                 exists: false,
                 holder: None,
                 token: Tok::Known(0),
                 marked: false,
                 max_token: seen.max_token,
+                tomb: holder,
             })
         }
         Effect::PutMaybe { holder, create } => {
@@ -423,10 +459,21 @@ pub(super) fn step(s: &State, effect: &Effect) -> Result<State, Refusal> {
                 token: Tok::Known(0),
                 marked: false,
                 max_token: s.max_token,
+                tomb: s.holder,
             })
         }
         Effect::Impossible => Err(Refusal::Impossible),
     }
+}
+
+/// A create of the missing lease refused as held by `by`: only a tombstone
+/// of `by`'s deleted tenure explains it. Changes nothing (the tombstone
+/// stays possible: its time is not in the model).
+fn refused_create(s: &State, by: HolderId) -> Result<State, Refusal> {
+    if s.tomb != Some(by) {
+        return Err(Refusal::NoTombstone);
+    }
+    Ok(*s)
 }
 
 /// A create needs a missing lease, an update an existing one.

@@ -81,9 +81,14 @@ impl<'a> Names<'a> {
                 },
                 Outcome::Put { view, created },
             ) => self.put_effect(sent.as_deref(), *base, view, *created, op.revision),
-            (OpKind::Put { .. } | OpKind::Delete { .. }, Outcome::Held { holder: by }) => {
-                Effect::HeldBy { by: self.id(by) }
-            }
+            // A Put create refused by the tombstone of a deleted tenure,
+            // or an update refused by the current holder. A Delete never
+            // answers `Held` (it deletes a held lease too): that falls
+            // through to `Impossible`.
+            (OpKind::Put { base, .. }, Outcome::Held { holder: by }) => Effect::HeldBy {
+                by: self.id(by),
+                create: *base == 0,
+            },
             (OpKind::Put { base, .. }, Outcome::Conflict) if *base != 0 => Effect::Exists,
             (OpKind::Delete { base: Some(_) }, Outcome::Conflict) => Effect::Exists,
             (OpKind::Put { base: 0, .. }, Outcome::AlreadyExists) => Effect::Exists,

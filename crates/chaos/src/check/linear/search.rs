@@ -6,7 +6,7 @@
 
 use super::explain::{Deepest, RECENT_OPS};
 use super::memo::FastHasher;
-use super::model::{step, Effect, State};
+use super::model::{step, Effect, HolderId, State};
 use super::prepare::{Entry, Names, Role};
 use super::Verdict;
 use crate::history::{Nanos, Op};
@@ -58,6 +58,11 @@ pub(super) struct Search<'a> {
     /// only the earliest unlinearized one of each class is a candidate
     /// (pruning rule 3).
     opt_class_prev: Vec<Option<usize>>,
+    /// For each holder that a required `Held` answer names, the last
+    /// required op (index) to do so: while that op may be unlinearized, a
+    /// tombstone of that holder may be needed (see
+    /// [`Search::changes_needed_tombstone`]).
+    tomb_named: HashMap<HolderId, usize>,
     pub(super) ignored: usize,
 
     // The current configuration.
@@ -119,6 +124,12 @@ impl<'a> Search<'a> {
             .enumerate()
             .map(|(i, e)| last_of_class.insert(e.effect, i))
             .collect();
+        let mut tomb_named = HashMap::new();
+        for (i, e) in req.iter().enumerate() {
+            if let Effect::Held { by, .. } | Effect::HeldBy { by, create: true } = e.effect {
+                tomb_named.insert(by, i);
+            }
+        }
         let n_req = req.len();
         let opt_words = opt.len().div_ceil(64);
         Search {
@@ -127,6 +138,7 @@ impl<'a> Search<'a> {
             req,
             opt,
             opt_class_prev,
+            tomb_named,
             ignored,
             state: State::INITIAL,
             frontier: 0,
@@ -378,22 +390,56 @@ impl<'a> Search<'a> {
                 Ok(_) => out.push(c),
             }
         }
-        // Keep an optional op only if it enables a refused candidate.
+        // Keep an optional op only if it enables a refused candidate, or
+        // changes the tombstone the unknown Delete after it would leave to
+        // one an answer may need (rule 2; only one unknown Delete is a
+        // candidate at a time, rule 3).
+        let delete = raw
+            .iter()
+            .copied()
+            .find(|&c| matches!(c, Cand::Opt(_)) && self.entry(c).effect == Effect::DeleteMaybe);
         let mut kept = opt_start;
         for i in opt_start..out.len() {
             let c = out[i];
             let Ok(next) = step(&self.state, &self.entry(c).effect) else {
                 continue;
             };
-            if refused
+            let enables = refused
                 .iter()
-                .any(|&r| r != c && step(&next, &self.entry(r).effect).is_ok())
-            {
+                .any(|&r| r != c && step(&next, &self.entry(r).effect).is_ok());
+            if enables || (delete.is_some_and(|d| d != c) && self.changes_needed_tombstone(&next)) {
                 out[kept] = c;
                 kept += 1;
             }
         }
         out.truncate(kept);
         Ok(())
+    }
+
+    /// Whether an unknown Delete right after an optional op that led to
+    /// `next` leaves a tombstone it would not leave now, of a holder that a
+    /// required `Held` answer not yet linearized may name. The one case
+    /// where an optional op may be needed only for another optional op
+    /// that the state before it accepts too: an unknown Delete keeps the
+    /// holder before it as the tombstone, so an op that changes the holder
+    /// changes what the Delete leaves, and the create refused as held by
+    /// that holder may come much later (after ops that need the Delete
+    /// first, such as a `NotFound`), so it need not be a candidate now.
+    /// Every other pair of optional ops commutes or the second erases the
+    /// first (module docs, rule 2). Only a tombstone of someone is ever
+    /// needed (a create succeeds whatever the tombstone), and only by a
+    /// `Held` answer naming that holder: `tomb_named` over-approximates
+    /// which of those may be left, which only costs search.
+    fn changes_needed_tombstone(&self, next: &State) -> bool {
+        let Ok(after) = step(next, &Effect::DeleteMaybe) else {
+            return false;
+        };
+        let Some(h) = after.tomb else {
+            return false;
+        };
+        let now = step(&self.state, &Effect::DeleteMaybe)
+            .ok()
+            .and_then(|s| s.tomb);
+        now != Some(h) && self.tomb_named.get(&h).is_some_and(|&i| i >= self.frontier)
     }
 }

@@ -431,9 +431,11 @@ impl Rng {
     }
 }
 
-/// The lease as the server keeps it, with time reduced to two flags set
-/// by a ticking clock: `lapsed` (the tenure's time ran out) and `marked`
-/// (the leader recorded it), and its resourceVersion `rv`.
+/// The lease as the server keeps it, with time reduced to flags set by a
+/// ticking clock: `lapsed` (the tenure's time ran out) and `marked` (the
+/// leader recorded it), its resourceVersion `rv`, and the tombstone `tomb`
+/// (the holder of a deleted lease whose tenure had not lapsed, until it
+/// does).
 #[derive(Default)]
 struct Server {
     exists: bool,
@@ -447,6 +449,9 @@ struct Server {
     /// leader's Expire command is); off for the histories of the tests
     /// written before Put and Delete, to keep them as they were.
     expire_is_a_change: bool,
+    /// While the lease is missing: the deleted lease's holder, whose
+    /// tenure may still be live. Every create is refused as held by it.
+    tomb: Option<String>,
 }
 
 impl Server {
@@ -472,6 +477,12 @@ impl Server {
     fn apply(&mut self, kind: &OpKind) -> (Outcome, Option<u64>) {
         self.revision += 1;
         let rev = self.revision;
+        if let (false, Some(t), OpKind::Acquire { .. } | OpKind::Put { base: 0, .. }) =
+            (self.exists, &self.tomb, kind)
+        {
+            // A create while the tombstone lives, whoever it names.
+            return (held(t), None);
+        }
         let outcome = match kind {
             OpKind::Acquire { holder, .. } => {
                 let grant = match &self.holder {
@@ -558,13 +569,14 @@ impl Server {
                 if base.is_some_and(|b| b != self.rv) {
                     return (Outcome::Conflict, None);
                 }
-                if let (Some(h), false) = (&self.holder, self.lapsed) {
-                    return (held(h), None);
-                }
+                // A held lease is deleted too; a tenure that may still be
+                // live leaves a tombstone.
+                let tomb = self.holder.clone().filter(|_| !self.lapsed);
                 let was = self.view();
                 *self = Server {
                     revision: self.revision,
                     expire_is_a_change: self.expire_is_a_change,
+                    tomb,
                     ..Server::default()
                 };
                 Outcome::Deleted(was)
@@ -594,6 +606,9 @@ impl Server {
     }
 
     fn tick(&mut self, rng: &mut Rng) {
+        if self.tomb.is_some() && rng.chance(20) {
+            self.tomb = None;
+        }
         if self.holder.is_some() {
             if rng.chance(20) {
                 self.lapsed = true;
@@ -1281,7 +1296,13 @@ fn kubernetes_style_history_is_linearizable() {
     h.add(1, put_as("k2", 10, 0), 6, 7, Outcome::Conflict);
     h.add(1, put_as("k2", 12, 0), 8, 9, held("k1"));
     h.add(1, acquire("w"), 10, 11, held("k1"));
-    h.add(2, OpKind::Delete { base: None }, 12, 13, held("k1"));
+    h.add(
+        2,
+        OpKind::Delete { base: Some(10) },
+        12,
+        13,
+        Outcome::Conflict,
+    );
     h.add_rev(0, put(None, 12), 14, 15, put_ok(None, 0, false), 15);
     h.add_rev(
         1,
@@ -1480,4 +1501,238 @@ fn a_release_put_on_a_released_lease_is_not_taken_as_an_observer() {
     h.add_rev(2, put(None, 5), 11, 19, put_ok(None, 0, false), 9);
     h.add(3, OpKind::Get, 21, 22, read(None, 0, false));
     assert_linearizable(&h.ops);
+}
+
+// -- Deleting a held lease: the tombstone ---------------------------------
+
+fn deleted(holder: Option<&str>, token: u64) -> Outcome {
+    Outcome::Deleted(LeaseView {
+        holder: holder.map(str::to_string),
+        token,
+        expired: false,
+    })
+}
+
+#[test]
+fn a_held_lease_may_be_deleted_and_its_tombstone_refuses_creates() {
+    // w holds the lease; a deleter deletes it. Until w's tenure could have
+    // lapsed every create is refused as held by w: another holder's
+    // acquire, a Put create, and w's own acquire (it names itself). Then a
+    // create succeeds with a higher token.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: None },
+        2,
+        3,
+        deleted(Some("w"), 10),
+        12,
+    );
+    h.add(0, renew("w", 10), 4, 5, Outcome::NotFound);
+    h.add(2, acquire("v"), 6, 7, held("w"));
+    h.add(3, put_as("k1", 0, 0), 8, 9, held("w"));
+    h.add(0, acquire("w"), 10, 11, held("w"));
+    h.add(2, OpKind::Get, 12, 13, Outcome::NotFound);
+    h.add(2, acquire("v"), 14, 15, acquired(20, true));
+    h.add(3, put_as("k1", 0, 0), 16, 17, Outcome::AlreadyExists);
+    h.add(0, OpKind::Get, 18, 19, read(Some("v"), 20, false));
+    assert_linearizable(&h.ops);
+    // A tombstone is possible whether or not the tenure was recorded
+    // expired (a new leader's term can extend a tenure), and a Put create
+    // may be the one that re-creates the lease.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(1, OpKind::Get, 2, 3, read(Some("w"), 10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: Some(11) },
+        4,
+        5,
+        Outcome::Deleted(LeaseView {
+            holder: Some("w".into()),
+            token: 10,
+            expired: true,
+        }),
+        12,
+    );
+    h.add(2, put_as("k1", 0, 0), 6, 7, held("w"));
+    h.add_rev(
+        2,
+        put_as("k1", 0, 0),
+        8,
+        9,
+        put_ok(Some("k1"), 14, true),
+        14,
+    );
+    assert_linearizable(&h.ops);
+}
+
+#[test]
+fn a_create_refused_as_held_must_name_the_tombstone() {
+    // The tombstone is w's: a refusal naming v, who neither holds the
+    // lease nor held it when it was deleted, is not explained.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: None },
+        2,
+        3,
+        deleted(Some("w"), 10),
+        12,
+    );
+    h.add(2, acquire("x"), 4, 5, held("v"));
+    let (text, ids) = assert_violation(&h.ops);
+    assert!(text.contains("only w (whose deleted tenure"), "{text}");
+    assert!(ids.contains(&2), "{ids:?}");
+    // The same for a Put create.
+    h.ops[2].kind = put_as("k1", 0, 0);
+    assert_violation(&h.ops);
+    // A lease deleted without a holder leaves no tombstone.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(0, release("w", 10), 2, 3, Outcome::Released);
+    h.add_rev(1, OpKind::Delete { base: None }, 4, 5, deleted(None, 0), 12);
+    h.add(2, acquire("x"), 6, 7, held("w"));
+    let (text, _) = assert_violation(&h.ops);
+    assert!(
+        text.contains("no delete of a held lease left a tombstone"),
+        "{text}"
+    );
+    // Naming itself is only possible for the tombstone of its own tenure:
+    // not while the lease exists.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(0, acquire("w"), 2, 3, held("w"));
+    let (text, _) = assert_violation(&h.ops);
+    assert!(text.contains("names the caller itself"), "{text}");
+}
+
+#[test]
+fn an_unknown_delete_of_a_held_lease_may_explain_a_refused_create() {
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(1, OpKind::Delete { base: None }, 2, 3, unknown());
+    h.add(2, acquire("v"), 50, 51, held("w"));
+    h.add(3, put_as("k1", 0, 0), 52, 53, held("w"));
+    h.add(0, acquire("w"), 54, 55, held("w"));
+    h.add(2, OpKind::Get, 56, 57, Outcome::NotFound);
+    assert_linearizable(&h.ops);
+    // Without the delete, the lease exists: a create is AlreadyExists,
+    // never held.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(3, put_as("k1", 0, 0), 52, 53, held("w"));
+    let (text, _) = assert_violation(&h.ops);
+    assert!(text.contains("the lease exists"), "{text}");
+    // An unknown delete of a lease with no holder leaves no tombstone.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(0, release("w", 10), 2, 3, Outcome::Released);
+    h.add(1, OpKind::Delete { base: None }, 4, 5, unknown());
+    h.add(2, acquire("v"), 50, 51, held("w"));
+    assert_violation(&h.ops);
+}
+
+#[test]
+fn a_re_create_clears_the_tombstone() {
+    // w's tenure was deleted; after its tombstone lapsed, a Put created
+    // the lease without a holder and a delete removed it again: nothing
+    // can be refused as held by w any more.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: None },
+        2,
+        3,
+        deleted(Some("w"), 10),
+        11,
+    );
+    h.add(2, acquire("v"), 4, 5, held("w"));
+    h.add_rev(3, put(None, 0), 6, 7, put_ok(None, 0, true), 20);
+    h.add_rev(
+        1,
+        OpKind::Delete { base: Some(20) },
+        8,
+        9,
+        deleted(None, 0),
+        21,
+    );
+    h.add(2, OpKind::Get, 10, 11, Outcome::NotFound);
+    assert_linearizable(&h.ops);
+    h.add(2, acquire("v"), 12, 13, held("w"));
+    let (text, ids) = assert_violation(&h.ops);
+    assert!(
+        text.contains("no delete of a held lease left a tombstone"),
+        "{text}"
+    );
+    assert!(ids.contains(&6), "{ids:?}");
+    // The same when an acquire re-created it and a release emptied it.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: None },
+        2,
+        3,
+        deleted(Some("w"), 10),
+        11,
+    );
+    h.add(2, acquire("v"), 4, 5, acquired(20, true));
+    h.add(2, release("v", 20), 6, 7, Outcome::Released);
+    h.add_rev(1, OpKind::Delete { base: None }, 8, 9, deleted(None, 0), 23);
+    h.add(3, put_as("k1", 0, 0), 10, 11, held("w"));
+    assert_violation(&h.ops);
+}
+
+#[test]
+fn a_delete_never_answers_held() {
+    // A Delete of a held lease deletes it now; `Held` is not an answer a
+    // Delete can give.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add(1, OpKind::Delete { base: None }, 2, 3, held("w"));
+    let (text, _) = assert_violation(&h.ops);
+    assert!(text.contains("cannot give this answer"), "{text}");
+    // An update of a missing lease is answered NotFound, not held.
+    let mut h = History::default();
+    h.add(0, acquire("w"), 0, 1, acquired(10, true));
+    h.add_rev(
+        1,
+        OpKind::Delete { base: None },
+        2,
+        3,
+        deleted(Some("w"), 10),
+        11,
+    );
+    h.add(2, put_as("k1", 10, 0), 4, 5, held("w"));
+    let (text, _) = assert_violation(&h.ops);
+    assert!(text.contains("refused: the lease does not exist"), "{text}");
+}
+
+#[test]
+fn random_histories_exercise_the_tombstone() {
+    // The simulated server deletes held leases and refuses creates while
+    // their tombstones live: both happen in the random histories the
+    // tests above rely on.
+    let (mut held_deletes, mut tomb_refusals) = (0, 0);
+    for seed in 0..40 {
+        let ops = random_history_with_puts(seed, 1_500, 2 + (seed as usize % 9), 10, 2, 35);
+        held_deletes += count(
+            &ops,
+            |op| matches!(&op.outcome, Outcome::Deleted(v) if v.holder.is_some()),
+        );
+        tomb_refusals += count(&ops, |op| {
+            matches!(
+                (&op.kind, &op.outcome),
+                (OpKind::Put { base: 0, .. }, Outcome::Held { .. })
+            )
+        });
+    }
+    assert!(
+        held_deletes > 50 && tomb_refusals > 20,
+        "{held_deletes} deletes of held leases, {tomb_refusals} creates refused by a tombstone"
+    );
 }
