@@ -879,3 +879,142 @@ async fn kubectl_reads_leases_from_a_follower() {
     );
     c.assert_no_crashes();
 }
+
+/// The writes and the watch as kubectl does them: `apply` (create, then
+/// a changed label: a strategic merge patch after OpenAPI v3 discovery),
+/// server-side apply, `get -l`, `describe`, `replace` of a stale object
+/// (Conflict), `get -w` seeing a new lease and its expiry, and `delete`
+/// of a held lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_applies_replaces_watches_and_deletes() {
+    let Some(bin) = kubectl() else {
+        eprintln!("SKIPPED: kubectl not on PATH");
+        return;
+    };
+    let c = Cluster::start(3).await;
+    let (_, follower) = leader_and_follower(&c).await;
+    let ns = "kubectl-write";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let k = Kubectl {
+        bin,
+        config: write_kubeconfig(tmp.path(), &c.endpoint(follower)),
+        cache: tmp.path().join("cache"),
+    };
+    let manifest = |label: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: my-job\n  \
+             namespace: {ns}\n  labels:\n    app: {label}\nspec:\n  holderIdentity: worker-a\n  \
+             leaseDurationSeconds: 15\n"
+        )
+    };
+    let file = tmp.path().join("lease.yaml");
+    let file_arg = file.to_str().expect("utf-8 path");
+    std::fs::write(&file, manifest("a")).expect("write manifest");
+    let out = k.ok(&["apply", "-f", file_arg]).await;
+    assert_eq!(out.trim(), "lease.coordination.k8s.io/my-job created");
+    std::fs::write(&file, manifest("b")).expect("write manifest");
+    let out = k.ok(&["apply", "-f", file_arg]).await;
+    assert_eq!(out.trim(), "lease.coordination.k8s.io/my-job configured");
+    let out = k.ok(&["apply", "-f", file_arg]).await;
+    assert_eq!(out.trim(), "lease.coordination.k8s.io/my-job unchanged");
+    let out = k.ok(&["get", "leases", "-n", ns, "-l", "app=b"]).await;
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| columns(l).starts_with(&["my-job", "worker-a"])),
+        "{out}"
+    );
+    let (ok, out, stderr) = k.run(&["get", "leases", "-n", ns, "-l", "app=a"]).await;
+    assert!(ok && out.is_empty(), "{out}");
+    assert!(stderr.contains("No resources found"), "{stderr}");
+    let out = k.ok(&["describe", "lease", "my-job", "-n", ns]).await;
+    assert!(out.contains("my-job") && out.contains("worker-a"), "{out}");
+
+    // Server-side apply of another lease: created, then changed.
+    let ssa = tmp.path().join("ssa.yaml");
+    std::fs::write(
+        &ssa,
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: ssa\n  \
+             namespace: {ns}\nspec:\n  leaseDurationSeconds: 30\n"
+        ),
+    )
+    .expect("write");
+    let ssa_arg = ssa.to_str().expect("utf-8 path");
+    let out = k.ok(&["apply", "--server-side", "-f", ssa_arg]).await;
+    assert!(
+        out.contains("lease.coordination.k8s.io/ssa serverside-applied"),
+        "{out}"
+    );
+
+    // A stale object: replace is refused with a Conflict.
+    let stale = k
+        .ok(&["get", "lease", "my-job", "-n", ns, "-o", "yaml"])
+        .await;
+    let stale_file = tmp.path().join("stale.yaml");
+    std::fs::write(&stale_file, &stale).expect("write");
+    k.ok(&["label", "lease", "my-job", "-n", ns, "extra=1"])
+        .await;
+    let (ok, _, stderr) = k
+        .run(&["replace", "-f", stale_file.to_str().expect("utf-8 path")])
+        .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("Error from server (Conflict)")
+            && stderr.contains("the object has been modified"),
+        "{stderr}"
+    );
+
+    // get -w: a new lease and then its recorded expiry.
+    let mut watch = tokio::process::Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.config)
+        .arg("--cache-dir")
+        .arg(&k.cache)
+        .args(["get", "leases", "-n", ns, "-w"])
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl get -w");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        watch.stdout.take().expect("stdout"),
+    ));
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line from kubectl get -w within 20 s")
+            .expect("read")
+            .expect("kubectl get -w ended")
+    };
+    let header = next_line().await;
+    assert_eq!(columns(&header), ["NAME", "HOLDER", "AGE"], "{header}");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(next_line().await);
+    }
+    c.client()
+        .acquire(acquire_req(ns, "short", "worker-s", 1))
+        .await
+        .expect("acquire");
+    let added = next_line().await;
+    assert!(
+        columns(&added).starts_with(&["short", "worker-s"]),
+        "{added}"
+    );
+    // The expiry is a change at a new resourceVersion: another row.
+    let expired = next_line().await;
+    assert!(
+        columns(&expired).starts_with(&["short", "worker-s"]),
+        "{expired}"
+    );
+    drop(watch);
+
+    // delete of a held lease succeeds and the lease is gone at once
+    // (kubectl --wait polls for the 404).
+    let out = k.ok(&["delete", "lease", "my-job", "-n", ns]).await;
+    assert_eq!(out.trim(), "lease.coordination.k8s.io \"my-job\" deleted");
+    let (ok, _, stderr) = k.run(&["get", "lease", "my-job", "-n", ns]).await;
+    assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+    c.assert_no_crashes();
+}

@@ -215,6 +215,55 @@ async fn an_idle_http1_keep_alive_connection_does_not_hold_up_shutdown() {
     );
 }
 
+/// An open Kubernetes watch (a streaming HTTP/1.1 answer that never ends
+/// by itself) must not hold up a graceful shutdown either: the stream ends
+/// with its terminating chunk when the server stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_kubernetes_watch_ends_on_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    acquire(&s.client(), "watched", "h").await;
+    let mut conn = tokio::net::TcpStream::connect(&s.addr)
+        .await
+        .expect("connect");
+    conn.write_all(
+        b"GET /apis/coordination.k8s.io/v1/namespaces/default/leases?watch=1 HTTP/1.1\r\nHost: leasehold\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    // The head, then the synthetic ADDED of the lease.
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\"ADDED\"") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("the watch's first event within 10 s")
+            .expect("read");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{text}"
+    );
+    // stop() requires the server to stop within 10 s.
+    s.stop().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("the server ends the watch")
+        .expect("read");
+    assert!(
+        rest.ends_with(b"0\r\n\r\n"),
+        "the stream ends with the terminating chunk: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
 /// Waits until the node answers `status` as leader; returns the status.
 async fn wait_leader(c: &Client) -> pb::StatusResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
