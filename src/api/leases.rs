@@ -77,7 +77,21 @@ where
                     .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
                 fwd.set_timeout(FORWARD_TIMEOUT);
                 tracing::debug!(leader = id, %addr, "forwarding to leader");
-                let mut resp = remote(channel, fwd).await?;
+                let mut resp = remote(channel, fwd).await.map_err(|s| {
+                    // A transport failure (the leader crashed, or is
+                    // unreachable) carries no ErrorInfo and says only
+                    // "tcp connect error": name the leader it was for.
+                    if s.code() == tonic::Code::Unavailable
+                        && super::status::error_info(&s).is_none()
+                    {
+                        Status::unavailable(format!(
+                            "cannot reach leader {id} at {addr}: {}",
+                            s.message()
+                        ))
+                    } else {
+                        s
+                    }
+                })?;
                 if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
                     resp.metadata_mut().insert(LEADER_HEADER, v);
                 }

@@ -121,7 +121,8 @@ impl ReadAt {
     }
 }
 
-fn parse_revision(v: &str) -> Result<u64, KubeError> {
+/// A `resourceVersion` value: Leasehold's revision in decimal.
+pub(super) fn parse_revision(v: &str) -> Result<u64, KubeError> {
     v.parse::<u64>().map_err(|_| {
         KubeError::bad_param(
             "resourceVersion",

@@ -43,6 +43,7 @@
 //! after an `ERROR`. Each ends with the terminating chunk.
 
 use super::fields::{Field, FieldSelector};
+use super::leases::parse_revision;
 use super::negotiate::{negotiate, Representation};
 use super::query::Query;
 use super::status::{from_grpc, KubeError, Status};
@@ -108,18 +109,6 @@ struct WatchOptions {
     include: IncludeObject,
 }
 
-fn revision(v: &str) -> Result<u64, KubeError> {
-    v.parse::<u64>().map_err(|_| {
-        KubeError::bad_param(
-            "resourceVersion",
-            format!(
-                "{:?} is not a resourceVersion (a decimal revision)",
-                v.chars().take(32).collect::<String>()
-            ),
-        )
-    })
-}
-
 /// The apiserver's watch option rules (`validateWatchOptions`), with its
 /// 422 answers naming the parameter.
 fn start_of(q: &Query) -> Result<Start, KubeError> {
@@ -183,11 +172,11 @@ fn start_of(q: &Query) -> Result<Start, KubeError> {
                 }),
                 (true, v) => Ok(Start::List {
                     stale: false,
-                    at_least: revision(v)?,
+                    at_least: parse_revision(v)?,
                     end_bookmark: true,
                 }),
                 (false, "" | "0") => Ok(Start::After(0)),
-                (false, v) => Ok(Start::After(revision(v)?)),
+                (false, v) => Ok(Start::After(parse_revision(v)?)),
             }
         }
         None => match rv {
@@ -201,7 +190,7 @@ fn start_of(q: &Query) -> Result<Start, KubeError> {
                 at_least: 0,
                 end_bookmark: false,
             }),
-            v => Ok(Start::After(revision(v)?)),
+            v => Ok(Start::After(parse_revision(v)?)),
         },
     }
 }

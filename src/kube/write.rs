@@ -124,6 +124,29 @@ fn field_manager(q: &Query) -> Result<&str, KubeError> {
     Ok(m)
 }
 
+/// What every write checks in its query and headers first.
+struct Common<'q> {
+    manager: &'q str,
+    validation: FieldValidation,
+    pretty: bool,
+    limit: std::time::Duration,
+}
+
+fn common<'q>(q: &'q Query, headers: &HeaderMap) -> Result<Common<'q>, KubeError> {
+    refuse_dry_run(q)?;
+    let manager = field_manager(q)?;
+    let validation = FieldValidation::parse(q)?;
+    let pretty = q.bool("pretty")?.unwrap_or(false);
+    let limit = deadline(q)?;
+    json_only(headers)?;
+    Ok(Common {
+        manager,
+        validation,
+        pretty,
+        limit,
+    })
+}
+
 /// Only JSON answers: writes have no Table.
 fn json_only(headers: &HeaderMap) -> Result<(), KubeError> {
     match negotiate(headers, false)? {
@@ -275,12 +298,12 @@ pub async fn create(
 ) -> Result<Response, KubeError> {
     let namespace = path(p)?;
     let q = Query::parse(raw.as_deref(), WRITE_PARAMS)?;
-    refuse_dry_run(&q)?;
-    field_manager(&q)?;
-    let validation = FieldValidation::parse(&q)?;
-    let pretty = q.bool("pretty")?.unwrap_or(false);
-    let limit = deadline(&q)?;
-    json_only(&headers)?;
+    let Common {
+        validation,
+        pretty,
+        limit,
+        ..
+    } = common(&q, &headers)?;
     let (mut input, warnings) = lease_body(&headers, body, validation).await?;
     check_namespace(&input, &namespace)?;
     if input.name.is_empty() {
@@ -334,12 +357,12 @@ pub async fn update(
 ) -> Result<Response, KubeError> {
     let (namespace, name) = path(p)?;
     let q = Query::parse(raw.as_deref(), WRITE_PARAMS)?;
-    refuse_dry_run(&q)?;
-    field_manager(&q)?;
-    let validation = FieldValidation::parse(&q)?;
-    let pretty = q.bool("pretty")?.unwrap_or(false);
-    let limit = deadline(&q)?;
-    json_only(&headers)?;
+    let Common {
+        validation,
+        pretty,
+        limit,
+        ..
+    } = common(&q, &headers)?;
     let (input, warnings) = lease_body(&headers, body, validation).await?;
     check_namespace(&input, &namespace)?;
     if input.name != name {
@@ -435,13 +458,13 @@ pub async fn patch(
 ) -> Result<Response, KubeError> {
     let (namespace, name) = path(p)?;
     let q = Query::parse(raw.as_deref(), PATCH_PARAMS)?;
-    refuse_dry_run(&q)?;
-    let manager = field_manager(&q)?;
-    let validation = FieldValidation::parse(&q)?;
-    let pretty = q.bool("pretty")?.unwrap_or(false);
+    let Common {
+        manager,
+        validation,
+        pretty,
+        limit,
+    } = common(&q, &headers)?;
     let force = q.bool("force")?;
-    let limit = deadline(&q)?;
-    json_only(&headers)?;
     let kind = PatchType::from_content_type(
         headers
             .get(header::CONTENT_TYPE)
