@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub store: StoreOptions,
     /// How to publish this node's identity lease; `None` publishes none.
     pub identity: Option<IdentityConfig>,
+    /// Concurrent watches served at most (gRPC and Kubernetes together).
+    pub max_watches: usize,
 }
 
 impl Default for ServeConfig {
@@ -72,6 +74,7 @@ impl Default for ServeConfig {
             timing: RaftTiming::default(),
             store: StoreOptions::default(),
             identity: Some(IdentityConfig::default()),
+            max_watches: crate::api::limits::DEFAULT_MAX_WATCHES,
         }
     }
 }
@@ -173,7 +176,7 @@ pub async fn serve_on(
     // One Leases service for both surfaces: the Kubernetes handlers call
     // it in process, so forwarding, linearizable reads and the error map
     // are the gRPC ones.
-    let leases = Arc::new(LeasesService::new(node.clone()));
+    let leases = Arc::new(LeasesService::new(node.clone()).with_max_watches(cfg.max_watches));
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(health_service)
         .add_service(reflection)

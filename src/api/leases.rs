@@ -35,12 +35,28 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// The Leases service.
 pub struct LeasesService {
     node: Arc<Node>,
+    /// One permit per open watch (see `limits::DEFAULT_MAX_WATCHES`).
+    watches: Arc<tokio::sync::Semaphore>,
+    max_watches: usize,
 }
 
 impl LeasesService {
     /// A service answering from `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        LeasesService { node }
+        Self::with_node_and_limit(node, crate::api::limits::DEFAULT_MAX_WATCHES)
+    }
+
+    /// The same, serving at most `max` watches at once.
+    pub fn with_max_watches(self, max: usize) -> Self {
+        Self::with_node_and_limit(self.node, max)
+    }
+
+    fn with_node_and_limit(node: Arc<Node>, max: usize) -> Self {
+        LeasesService {
+            node,
+            watches: Arc::new(tokio::sync::Semaphore::new(max)),
+            max_watches: max,
+        }
     }
 }
 
@@ -436,9 +452,17 @@ impl pb::leases_server::Leases for LeasesService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let spec = super::watch::WatchSpec::from_request(req.get_ref())?;
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node serves at most {} watches at once (--max-watches); close one, \
+                 or watch through another node",
+                self.max_watches
+            ))
+        })?;
         Ok(Response::new(super::watch::start(
             self.node.sm.clone(),
             spec,
+            permit,
         )))
     }
 

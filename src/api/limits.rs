@@ -23,6 +23,13 @@ pub const DEFAULT_PAGE: usize = 1_000;
 /// Largest page a List returns, whatever the request asks for.
 pub const MAX_PAGE: usize = 10_000;
 
+/// Concurrent watches one node serves by default (`--max-watches`), gRPC
+/// and Kubernetes together: each is a task and a buffer of up to 256
+/// events, so the bound keeps a client that opens watches in a loop from
+/// exhausting the node. One more is refused RESOURCE_EXHAUSTED (HTTP: 429
+/// with `Retry-After`).
+pub const DEFAULT_MAX_WATCHES: usize = 10_000;
+
 /// How long a client may leave its watch buffer full before it is cut off
 /// (here, not in `watch`, so that `status` can name it without importing
 /// the watch service).

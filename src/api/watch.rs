@@ -112,11 +112,17 @@ fn to_proto(revision: u64, kind: EventKind, lease: &Lease) -> pb::WatchEvent {
     }
 }
 
-/// Starts a watcher task and returns its stream.
-pub fn start(sm: StateMachineStore, spec: WatchSpec) -> WatchStream {
+/// Starts a watcher task and returns its stream; `permit` (this watch's
+/// place under the node's watch limit) is held until the task ends.
+pub fn start(
+    sm: StateMachineStore,
+    spec: WatchSpec,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> WatchStream {
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     let (final_tx, final_rx) = oneshot::channel::<Status>();
     tokio::spawn(async move {
+        let _permit = permit;
         let mut w = Watcher {
             sm,
             spec,

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Keep at most this many changes for watchers to resume from (0: none).
     #[arg(long, env = "LEASEHOLD_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
+    /// Serve at most this many watches at once (gRPC and Kubernetes
+    /// together); one more is refused RESOURCE_EXHAUSTED (HTTP 429).
+    #[arg(long, env = "LEASEHOLD_MAX_WATCHES", default_value_t = crate::api::limits::DEFAULT_MAX_WATCHES)]
+    pub max_watches: usize,
     /// Drop watch history older than this many seconds (0: no age limit).
     #[arg(long, env = "LEASEHOLD_HISTORY_AGE_SECONDS", default_value_t = 3600)]
     pub history_age_seconds: u64,
@@ -187,6 +191,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             snapshot_logs: args.snapshot_logs,
         },
         store,
+        max_watches: args.max_watches,
         identity: (!args.no_identity_lease).then(|| IdentityConfig {
             hostname: args
                 .hostname

@@ -295,3 +295,62 @@ async fn a_table_watch_is_what_kubectl_get_w_reads() {
     assert_eq!(e["object"]["rows"][0]["cells"][1], "worker");
     c.assert_no_crashes();
 }
+
+/// Watches are bounded per node (`--max-watches`), HTTP and gRPC together:
+/// one more is a 429 with `Retry-After` (RESOURCE_EXHAUSTED over gRPC), and
+/// a closed watch gives its place back.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_are_bounded_per_node() {
+    let c = Cluster::start_with(
+        1,
+        Options {
+            extra_args: vec!["--max-watches".into(), "2".into()],
+            ..Options::default()
+        },
+    )
+    .await;
+    c.wait_for_leader(WAIT).await;
+    let path = format!("{V1}/namespaces/bounded/leases?watch=1&resourceVersion=0");
+    let mut h1 = Http::open(&c.endpoints()[0]).await;
+    let w1 = Events::open(&mut h1, &path, None).await;
+    let mut h2 = Http::open(&c.endpoints()[0]).await;
+    let _w2 = Events::open(&mut h2, &path, None).await;
+    let mut h3 = Http::open(&c.endpoints()[0]).await;
+    let r = h3.get(&path).await;
+    let v = r.status_object(429, "TooManyRequests");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--max-watches"),
+        "{v}"
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+    let s = c
+        .client()
+        .watch_on(
+            0,
+            pb::WatchRequest {
+                namespace: "bounded".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .err()
+        .expect("a third watch over gRPC is refused");
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+    // Closing one gives its place back (the server notices the closed
+    // connection asynchronously).
+    drop(w1);
+    drop(h1);
+    let d = crate::common::Deadline::new("a watch place to free up", WAIT);
+    loop {
+        let mut h = Http::open(&c.endpoints()[0]).await;
+        let resp = h.start("GET", &path, &[], Vec::new()).await;
+        if resp.status() == 200 {
+            break;
+        }
+        d.check(resp.status()).await;
+    }
+    c.assert_no_crashes();
+}
