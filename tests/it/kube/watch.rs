@@ -336,8 +336,7 @@ async fn watches_are_bounded_per_node() {
             },
         )
         .await
-        .err()
-        .expect("a third watch over gRPC is refused");
+        .expect_err("a third watch over gRPC is refused");
     assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
     // Closing one gives its place back (the server notices the closed
     // connection asynchronously).
