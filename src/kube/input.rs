@@ -29,7 +29,7 @@
 use super::protobuf;
 use super::query::Query;
 use super::status::{KubeError, StatusCause, StatusDetails};
-use super::{GROUP, GROUP_VERSION, KIND, RESOURCE};
+use super::{GROUP, GROUP_VERSION, KIND};
 use crate::proto::v1 as pb;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -602,17 +602,6 @@ pub fn delete_options(v: &Value) -> Result<DeleteOptions, KubeError> {
         }
     }
     Ok(out)
-}
-
-/// The lease details of a Status about `name` (`kind` holds the
-/// resource, as the apiserver writes it).
-pub fn lease_details(name: &str) -> StatusDetails {
-    StatusDetails {
-        name: Some(name.into()),
-        group: Some(GROUP.into()),
-        kind: Some(RESOURCE.into()),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

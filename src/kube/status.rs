@@ -297,7 +297,9 @@ impl KubeError {
     }
 }
 
-fn lease_details(name: &str) -> StatusDetails {
+/// The details of a Status about lease `name` (`kind` holds the
+/// resource, as the apiserver writes it).
+pub fn lease_details(name: &str) -> StatusDetails {
     StatusDetails {
         name: Some(name.into()),
         group: Some(GROUP.into()),

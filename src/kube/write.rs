@@ -29,14 +29,14 @@
 //! `LeaseLock` and the Python client recover from on their next round.
 
 use super::input::{
-    decode_delete_options, decode_lease, delete_options, lease_details, lease_input, read_body,
-    warning_headers, BodyFormat, FieldValidation, LeaseInput, MAX_BODY_BYTES,
+    decode_delete_options, decode_lease, delete_options, lease_input, read_body, warning_headers,
+    BodyFormat, FieldValidation, LeaseInput, MAX_BODY_BYTES,
 };
 use super::leases::{deadline, path, within};
 use super::negotiate::{negotiate, Representation};
 use super::patch::{self, PatchType, Target};
 use super::query::Query;
-use super::status::{from_grpc, KubeError, StatusCause, StatusDetails};
+use super::status::{from_grpc, lease_details, KubeError, StatusCause, StatusDetails};
 use super::types::Lease;
 use super::{Kube, GROUP, KIND, RESOURCE};
 use crate::api::status::{error_info, reason};
