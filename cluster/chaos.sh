@@ -26,12 +26,17 @@
 # runs already is replaced, and its data deleted.
 # Usage: cluster/chaos.sh [--duration SECS] [--seed N] [--out DIR] [--skip-build]
 #                         [--negative-control-only] [--no-negative-control]
-#                         [--no-power-loss]
+#                         [--no-power-loss] [--tls]
 #   --skip-build     use the existing binaries and leasehold:local image
 #   --no-power-loss  keep the data in docker volumes (power-loss faults are
 #                    then reported unsupported); without it they run when
 #                    /dev/fuse exists and this runs as root (the FUSE mounts
 #                    are made on the host; the containers need nothing)
+#   --tls            the TLS variant: docker-compose.tls.yml on top (a
+#                    `certs` container makes the PKI in cluster/.tls, nodes
+#                    serve TLS with client certificates, tokens and rules),
+#                    leasehold-chaos run --tls (it reads cluster/.tls/ca.crt
+#                    and chaos.crt/.key); cluster/.tls is deleted at the end
 # Env:   CHAOS_READY_TIMEOUT  seconds to wait for a healthy cluster (default 120)
 #        LEASEHOLD_CHAOS_DIR  where the per-node clock spec files live
 #                             (default cluster/.chaos)
@@ -47,7 +52,7 @@ build=1
 main_run=1
 negative=1
 power_loss=auto
-usage() { sed -n '2,37p' "$0"; }
+usage() { sed -n '2,42p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) [ $# -ge 2 ] || die "--duration needs a value"; duration=$2; shift ;;
@@ -57,6 +62,7 @@ while [ $# -gt 0 ]; do
         --negative-control-only) main_run=0 ;;
         --no-negative-control) negative=0 ;;
         --no-power-loss) power_loss=0 ;;
+        --tls) enable_tls ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
@@ -74,6 +80,10 @@ case "$OUT_DIR" in /*) ;; *) OUT_DIR="$PWD/$OUT_DIR" ;; esac
 CHAOS_BIN="$TARGET_DIR/release/leasehold-chaos"
 seed_args=()
 [ -z "$seed" ] || seed_args=(--seed "$seed")
+# leasehold-chaos adds docker-compose.tls.yml itself and reads its
+# credentials from cluster/.tls (the default LEASEHOLD_TLS_DIR).
+tls_args=()
+[ "$LEASEHOLD_TLS" != 1 ] || tls_args=(--tls)
 
 # The per-node clock spec files docker-compose.chaos.yml mounts. Exported:
 # docker-compose reads it, and so does the backend when it recreates a node.
@@ -187,7 +197,7 @@ LAZYFS_SOCKET_NAME=lazyfs.sock
 # fresh_cluster: down with volumes, clocks reset, (power loss: fresh lazy
 # filesystems), up with the overrides, and wait until healthy with a leader.
 fresh_cluster() {
-    log "starting a fresh cluster (down -v, then up with docker-compose.chaos.yml$([ "$CHAOS_POWER_LOSS" = 0 ] || echo " and docker-compose.powerloss.yml"))"
+    log "starting a fresh cluster (down -v, then up with docker-compose.chaos.yml$([ "$CHAOS_POWER_LOSS" = 0 ] || echo " and docker-compose.powerloss.yml")$([ "$LEASEHOLD_TLS" != 1 ] || echo " and docker-compose.tls.yml"))"
     chaos_compose down -v --remove-orphans >&2 || die "docker-compose down failed"
     reset_clocks
     [ "$CHAOS_POWER_LOSS" = 0 ] || mount_disks
@@ -248,6 +258,8 @@ finish() {
     log "taking the cluster down"
     chaos_compose down -v --remove-orphans >/dev/null 2>&1 || log "warning: docker-compose down failed"
     [ "$CHAOS_POWER_LOSS" = 0 ] || unmount_disks
+    # No private key outlives the run.
+    [ "$LEASEHOLD_TLS" != 1 ] || rm -rf "$LEASEHOLD_TLS_DIR" || log "warning: cannot remove $LEASEHOLD_TLS_DIR"
     if [ ${#results[@]} -gt 0 ]; then
         printf '\nLeasehold docker chaos suite\n' >&2
         printf '  %s\n' "${results[@]}" >&2
@@ -270,7 +282,8 @@ log "reports go to $OUT_DIR"
 if [ "$main_run" = 1 ]; then
     fresh_cluster
     run_chaos "chaos run (${duration}s)" "$OUT_DIR" "no anomalies" \
-        run --backend docker --duration "$duration" --out "$OUT_DIR" ${seed_args[@]+"${seed_args[@]}"}
+        run --backend docker --duration "$duration" --out "$OUT_DIR" ${seed_args[@]+"${seed_args[@]}"} \
+        ${tls_args[@]+"${tls_args[@]}"}
 fi
 
 # ---- 4. the negative control -------------------------------------------
@@ -278,6 +291,7 @@ if [ "$negative" = 1 ]; then
     fresh_cluster
     run_chaos "negative control (no fencing, client pauses)" "$OUT_DIR/negative" "anomalies found" \
         run --backend docker --duration 40 --no-fencing --faults pause-client --min-rate 50 \
-        --out "$OUT_DIR/negative" --expect-anomalies ${seed_args[@]+"${seed_args[@]}"}
+        --out "$OUT_DIR/negative" --expect-anomalies ${seed_args[@]+"${seed_args[@]}"} \
+        ${tls_args[@]+"${tls_args[@]}"}
 fi
 # ---- 5. finish (trap) ------------------------------------------------------

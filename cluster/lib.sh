@@ -13,6 +13,12 @@ CHAOS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.chaos.yml"
 # chaos.sh mounts on the host); chaos_compose adds it when CHAOS_POWER_LOSS=1.
 POWER_LOSS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.powerloss.yml"
 CHAOS_POWER_LOSS="${CHAOS_POWER_LOSS:-0}"
+# The TLS override (a `certs` service making the PKI, and nodes serving
+# TLS with client certificates, tokens and rules); compose and
+# chaos_compose add it when LEASEHOLD_TLS=1 (up.sh --tls, chaos.sh --tls,
+# or set by the caller, e.g. `LEASEHOLD_TLS=1 cluster/down.sh`).
+TLS_COMPOSE_FILE="$CLUSTER_DIR/docker-compose.tls.yml"
+LEASEHOLD_TLS="${LEASEHOLD_TLS:-0}"
 # Where build-image.sh puts libfaketime inside the image (when it has one).
 FAKETIME_LIB=/usr/lib/faketime/libfaketime.so.1
 PROJECT=leasehold
@@ -50,18 +56,49 @@ compose_with() {
     fi
 }
 
-# The cluster as users run it.
-compose() { compose_with "$COMPOSE_FILE" -- "$@"; }
+# The cluster as users run it (+ the TLS override when LEASEHOLD_TLS=1; the
+# override is always the last file, so that its settings win).
+compose() {
+    local files=("$COMPOSE_FILE")
+    [ "$LEASEHOLD_TLS" != 1 ] || files+=("$TLS_COMPOSE_FILE")
+    compose_with "${files[@]}" -- "$@"
+}
 
 # The cluster as chaos runs start it (docker-compose.yml + the chaos override,
-# + the power-loss override when CHAOS_POWER_LOSS=1).
+# + the power-loss override when CHAOS_POWER_LOSS=1, + the TLS override when
+# LEASEHOLD_TLS=1).
 chaos_compose() {
-    if [ "$CHAOS_POWER_LOSS" = 1 ]; then
-        compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" "$POWER_LOSS_COMPOSE_FILE" -- "$@"
-    else
-        compose_with "$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE" -- "$@"
-    fi
+    local files=("$COMPOSE_FILE" "$CHAOS_COMPOSE_FILE")
+    [ "$CHAOS_POWER_LOSS" != 1 ] || files+=("$POWER_LOSS_COMPOSE_FILE")
+    [ "$LEASEHOLD_TLS" != 1 ] || files+=("$TLS_COMPOSE_FILE")
+    compose_with "${files[@]}" -- "$@"
 }
+
+# enable_tls: LEASEHOLD_TLS=1, and what the TLS override and the host-side
+# client need, exported:
+# - LEASEHOLD_TLS_DIR, the PKI directory the `certs` service writes
+#   (default cluster/.tls), created now as the caller: if docker created
+#   the missing bind-mount source it would belong to root;
+# - LEASEHOLD_TLS_UID/GID, the caller's ids, which the `certs` service runs
+#   as, so that the files it writes (keys 0600) are the caller's to read
+#   and to delete;
+# - LEASEHOLD_CACERT/CERT/KEY for `lh` (the CLI reads them as --cacert,
+#   --cert, --key): the `admin` client of the leasehold:admins group.
+#   The chaos runner reads its own pair (chaos.crt) from cluster/.tls.
+enable_tls() {
+    LEASEHOLD_TLS=1
+    export LEASEHOLD_TLS
+    export LEASEHOLD_TLS_DIR="${LEASEHOLD_TLS_DIR:-$CLUSTER_DIR/.tls}"
+    case "$LEASEHOLD_TLS_DIR" in /*) ;; *) LEASEHOLD_TLS_DIR="$PWD/$LEASEHOLD_TLS_DIR" ;; esac
+    mkdir -p "$LEASEHOLD_TLS_DIR" || die "cannot create $LEASEHOLD_TLS_DIR"
+    LEASEHOLD_TLS_UID=$(id -u)
+    LEASEHOLD_TLS_GID=$(id -g)
+    export LEASEHOLD_TLS_UID LEASEHOLD_TLS_GID
+    export LEASEHOLD_CACERT="$LEASEHOLD_TLS_DIR/ca.crt"
+    export LEASEHOLD_CERT="$LEASEHOLD_TLS_DIR/admin.crt"
+    export LEASEHOLD_KEY="$LEASEHOLD_TLS_DIR/admin.key"
+}
+[ "$LEASEHOLD_TLS" != 1 ] || enable_tls
 
 container_of() { echo "leasehold-$1"; }
 

@@ -3,7 +3,10 @@
 #   builds leasehold:local (cluster/build-image.sh), docker-compose up -d, then
 #   waits until all three containers are healthy and the host client sees a
 #   leader and three members.
-# Usage: cluster/up.sh [--no-build] [build-image.sh flags, e.g. --skip-cargo]
+# Usage: cluster/up.sh [--no-build] [--tls] [build-image.sh flags, e.g. --skip-cargo]
+#   --tls  the TLS variant (docker-compose.tls.yml): a `certs` container makes
+#          the PKI in cluster/.tls first (kept across ups; down.sh deletes
+#          it), nodes serve TLS, and the host client uses .tls/admin.crt
 # Env:   LEASEHOLD_UP_TIMEOUT  seconds to wait for the cluster (default 90)
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
@@ -14,7 +17,8 @@ build_args=()
 for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        --tls) enable_tls ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) build_args+=("$arg") ;;
     esac
 done
@@ -49,9 +53,18 @@ t_ready=$(now_ms)
 lh --endpoints "$ENDPOINTS" status >&2
 log "cluster ready: leader is node $leader; $(( t_ready - t_started ))ms from docker-compose up to ready," \
     "$(( t_ready - t0 ))ms since up.sh started (build $(( t_built - t0 ))ms)"
-cat >&2 <<MSG
+if [ "$LEASEHOLD_TLS" = 1 ]; then
+    cat >&2 <<MSG
+  client:  $LEASEHOLD_BIN --endpoints $ENDPOINTS --cacert $LEASEHOLD_CACERT \\
+             --cert $LEASEHOLD_CERT --key $LEASEHOLD_KEY status
+  kubectl: kubectl --kubeconfig $LEASEHOLD_TLS_DIR/kubeconfig-kubectl.yaml get leases -A
+  down:    $CLUSTER_DIR/down.sh (deletes $LEASEHOLD_TLS_DIR)
+MSG
+else
+    cat >&2 <<MSG
   client:  $LEASEHOLD_BIN --endpoints $ENDPOINTS status
   down:    $CLUSTER_DIR/down.sh
 MSG
+fi
 # Machine-readable figures for callers (smoke.sh).
 echo "UP_BUILD_MS=$(( t_built - t0 )) UP_READY_MS=$(( t_ready - t_started )) UP_TOTAL_MS=$(( t_ready - t0 )) LEADER=$leader"

@@ -37,6 +37,7 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 /// The Rust client, the `leasehold-client` crate (it knows the wire contract
 /// only), under its old path.

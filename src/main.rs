@@ -5,6 +5,9 @@ use leasehold::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // ring is the one TLS provider (tonic's TLS clients take the process
+    // default); see src/auth/tls.rs.
+    leasehold::auth::tls::install_default_provider();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, leasehold::cli::Command::Serve(_)) {
         "info,openraft=warn"

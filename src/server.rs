@@ -12,10 +12,12 @@
 //! in-flight calls, then stops Raft. A fatal storage error stops the node
 //! with an error.
 
+use crate::api::authn;
 use crate::api::cluster::ClusterService;
 use crate::api::leases::LeasesService;
 use crate::api::limits::MAX_MESSAGE_BYTES;
 use crate::api::raft_service::RaftService;
+use crate::auth::{Auth, AuthConfig};
 use crate::identity::{IdentityConfig, Publisher};
 use crate::kube;
 use crate::proto::internal::raft_server::RaftServer;
@@ -60,6 +62,11 @@ pub struct ServeConfig {
     pub identity: Option<IdentityConfig>,
     /// Concurrent watches served at most (gRPC and Kubernetes together).
     pub max_watches: usize,
+    /// TLS, tokens and authorization rules (all off by default).
+    pub auth: AuthConfig,
+    /// How often the TLS, token and rules files are checked for changes
+    /// (SIGHUP checks at once).
+    pub reload_interval: std::time::Duration,
 }
 
 impl Default for ServeConfig {
@@ -75,6 +82,8 @@ impl Default for ServeConfig {
             store: StoreOptions::default(),
             identity: Some(IdentityConfig::default()),
             max_watches: crate::api::limits::DEFAULT_MAX_WATCHES,
+            auth: AuthConfig::default(),
+            reload_interval: crate::auth::reload::DEFAULT_INTERVAL,
         }
     }
 }
@@ -99,6 +108,9 @@ pub async fn serve_on(
     anyhow::ensure!(cfg.id > 0, "--id must be a positive integer");
     let local: SocketAddr = listener.local_addr()?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
+    crate::auth::tls::install_default_provider();
+    let auth = Arc::new(Auth::new(cfg.auth.clone()).map_err(|e| anyhow::anyhow!(e))?);
+    log_security(&auth, &advertise);
     let node_cfg = NodeConfig {
         id: cfg.id,
         advertise: advertise.clone(),
@@ -107,6 +119,10 @@ pub async fn serve_on(
         initial_state: cfg.initial_state,
         timing: cfg.timing.clone(),
         store: cfg.store.clone(),
+        peer_tls: auth
+            .tls
+            .as_ref()
+            .map(|t| t.current().peer_client.to_tonic()),
     };
     let node = Node::start(node_cfg.clone()).await?;
     tracing::info!(id = cfg.id, %local, %advertise, data_dir = %cfg.data_dir.display(), "leasehold node serving");
@@ -139,6 +155,16 @@ pub async fn serve_on(
     // Background work that lives exactly as long as the server.
     let mut background = tokio::task::JoinSet::new();
     background.spawn(sweeper::run(node.clone()));
+    {
+        // New peer certificates go to the peer channels: the next call to
+        // each peer connects with them (open connections are not touched).
+        let channels = node.channels.clone();
+        background.spawn(crate::auth::reload::run(
+            auth.clone(),
+            cfg.reload_interval,
+            Box::new(move |loaded| channels.reset_tls(Some(loaded.peer_client.to_tonic()))),
+        ));
+    }
     if let Some(identity) = cfg.identity.clone() {
         let publisher = Publisher::new(
             advertise.clone(),
@@ -176,7 +202,11 @@ pub async fn serve_on(
     // One Leases service for both surfaces: the Kubernetes handlers call
     // it in process, so forwarding, linearizable reads and the error map
     // are the gRPC ones.
-    let leases = Arc::new(LeasesService::new(node.clone()).with_max_watches(cfg.max_watches));
+    let leases = Arc::new(
+        LeasesService::new(node.clone())
+            .with_max_watches(cfg.max_watches)
+            .with_auth(auth.clone()),
+    );
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(health_service)
         .add_service(reflection)
@@ -185,7 +215,10 @@ pub async fn serve_on(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(ClusterServer::new(ClusterService::new(
+            node.clone(),
+            auth.clone(),
+        )))
         .add_service(
             RaftServer::new(RaftService::new(node.raft.clone(), node.meta.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -196,23 +229,41 @@ pub async fn serve_on(
     // replaces it for the whole.
     let app = kube::router(leases, stopping_rx)
         .merge(grpc.routes().into_axum_router())
-        .fallback(kube::fallback);
+        .fallback(kube::fallback)
+        // Who each request acts for, before any route (gRPC, Raft and the
+        // Kubernetes API alike).
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            authn::authenticate,
+        ));
 
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // HTTP/1.1 for the Kubernetes API (kubectl and the Python client
         // speak nothing else over plain http); HTTP/2 stays as it was.
         .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(app).prepare())
+        .add_routes(tonic::service::Routes::from(app).prepare());
+    let result = match auth.tls.clone() {
+        // Our own TLS accept loop (ALPN h2 and http/1.1, reloadable); see
+        // `auth::tls`.
+        Some(tls) => {
+            server
+                .serve_with_incoming_shutdown(crate::auth::tls::incoming(listener, tls), signal)
+                .await
+        }
         // Accepted sockets get TCP_NODELAY here: the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself, and
         // without it a small reply can wait for the peer's delayed ACK
         // (about 40 ms; it showed as the p99 of single-client writes).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            signal,
-        )
-        .await;
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    signal,
+                )
+                .await
+        }
+    };
     bootstrap.abort();
     background.shutdown().await;
     node.shutdown().await;
@@ -226,6 +277,30 @@ pub async fn serve_on(
     }
     tracing::info!(id = cfg.id, "leasehold node stopped");
     Ok(())
+}
+
+/// Says loudly what is not protected: the quick start runs without TLS or
+/// authorization, and an operator must not mistake it for a secured node.
+fn log_security(auth: &Auth, advertise: &str) {
+    match &auth.tls {
+        None => tracing::warn!(
+            "TLS is off: peer RPCs are unauthenticated; anyone who can reach {advertise} can \
+             rewrite the Raft log, and every client may do anything (see README, \"Securing a cluster\")"
+        ),
+        Some(t) => tracing::info!(
+            client_ca = ?t.files.client_ca,
+            peer_ca = %t.files.peer_ca.display(),
+            client_cert_auth = t.files.client_cert_auth,
+            "TLS on; peer RPCs need a certificate from the peer CA"
+        ),
+    }
+    match auth.rule_count() {
+        None => tracing::warn!(
+            "authorization is off: every client may do anything in every namespace \
+             (--authorization-file turns it on)"
+        ),
+        Some(n) => tracing::info!(rules = n, "authorization on (default deny)"),
+    }
 }
 
 /// Resolves `tx` with a description if Raft stops on its own (a storage error

@@ -11,12 +11,19 @@ use tonic::{Request, Response, Status};
 /// The Cluster service.
 pub struct ClusterService {
     node: Arc<Node>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 impl ClusterService {
-    /// A service answering from `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        ClusterService { node }
+    /// A service answering from `node`, checking calls against `auth`:
+    /// `Status` needs any authenticated caller, membership changes the
+    /// `admin` verb.
+    pub fn new(node: Arc<Node>, auth: Arc<crate::auth::Auth>) -> Self {
+        ClusterService { node, auth }
+    }
+
+    fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        super::authz::check_request(&self.auth, req, crate::auth::rules::Verb::Admin, "", "")
     }
 }
 
@@ -92,8 +99,9 @@ fn validate_address(addr: &str) -> Result<(), Status> {
 impl pb::cluster_server::Cluster for ClusterService {
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        super::authz::authenticated(&self.auth, &req)?;
         Ok(Response::new(status(&self.node).await))
     }
 
@@ -101,6 +109,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        self.admin(&req)?;
         let m = req.get_ref();
         if m.id == 0 {
             return Err(super::status::invalid("id", "must be a positive node id"));
@@ -125,6 +134,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::ReplaceMemberRequest>,
     ) -> Result<Response<pb::ReplaceMemberResponse>, Status> {
+        self.admin(&req)?;
         let m = req.get_ref();
         if m.id == 0 {
             return Err(super::status::invalid("id", "must be a positive node id"));
@@ -152,6 +162,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.admin(&req)?;
         if req.get_ref().id == 0 {
             return Err(super::status::invalid("id", "must be a positive node id"));
         }

@@ -7,8 +7,12 @@
 //! on a node that lost leadership meanwhile, the caller gets UNAVAILABLE with
 //! the leader's address and may retry.
 
+use super::authz::{caller, check, check_request};
 use super::convert::{decode_continue, draft_from_proto, encode_continue, lease_to_proto};
 use super::limits::{leases_client, DEFAULT_PAGE, LIST_PAGE_BYTES, MAX_PAGE, MAX_SCANNED_PER_PAGE};
+use crate::auth::identity::Caller;
+use crate::auth::rules::Verb;
+use crate::auth::{Auth, IDENTITY_HEADER};
 use crate::lease::selector;
 use crate::lease::validate::{validate_dns_label, validate_key};
 use crate::lease::{Command, LeaseError, LeaseKey};
@@ -35,25 +39,35 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// The Leases service.
 pub struct LeasesService {
     node: Arc<Node>,
+    /// Who may do what (authorization off by default).
+    auth: Arc<Auth>,
     /// One permit per open watch (see `limits::DEFAULT_MAX_WATCHES`).
     watches: Arc<tokio::sync::Semaphore>,
     max_watches: usize,
 }
 
 impl LeasesService {
-    /// A service answering from `node`.
+    /// A service answering from `node`, with authorization off.
     pub fn new(node: Arc<Node>) -> Self {
         Self::with_node_and_limit(node, crate::api::limits::DEFAULT_MAX_WATCHES)
     }
 
     /// The same, serving at most `max` watches at once.
     pub fn with_max_watches(self, max: usize) -> Self {
-        Self::with_node_and_limit(self.node, max)
+        let auth = self.auth.clone();
+        Self::with_node_and_limit(self.node, max).with_auth(auth)
+    }
+
+    /// The same, checking every call against `auth`.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     fn with_node_and_limit(node: Arc<Node>, max: usize) -> Self {
         LeasesService {
             node,
+            auth: Arc::new(Auth::disabled()),
             watches: Arc::new(tokio::sync::Semaphore::new(max)),
             max_watches: max,
         }
@@ -77,6 +91,10 @@ where
     FF: Future<Output = Result<Response<R>, Status>>,
 {
     let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
+    // The leader authorizes the forwarded call again, as the original
+    // caller: the identity travels with it (honoured there only because
+    // this node's connection is a peer's).
+    let identity = caller(&req).identity;
     let msg = req.into_inner();
     let mut waited = false;
     loop {
@@ -91,6 +109,10 @@ where
                 let mut fwd = Request::new(msg);
                 fwd.metadata_mut()
                     .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+                fwd.metadata_mut().insert_bin(
+                    IDENTITY_HEADER,
+                    tonic::metadata::MetadataValue::from_bytes(&identity.encode()),
+                );
                 fwd.set_timeout(FORWARD_TIMEOUT);
                 tracing::debug!(leader = id, %addr, "forwarding to leader");
                 let mut resp = remote(channel, fwd).await.map_err(|s| {
@@ -157,6 +179,8 @@ const STREAM_IN_FLIGHT: usize = 1024;
 fn renew_stream(
     node: Arc<Node>,
     mut inbound: tonic::Streaming<pb::RenewRequest>,
+    auth: Arc<Auth>,
+    who: Caller,
 ) -> RenewStreamOut {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
@@ -166,7 +190,10 @@ fn renew_stream(
         loop {
             tokio::select! {
                 m = inbound.message(), if open && pending.len() < STREAM_IN_FLIGHT => match m {
-                    Ok(Some(r)) => pending.push_back(renew_in_stream(node.clone(), r)),
+                    Ok(Some(r)) => {
+                        let allowed = check(&auth, &who, Verb::Renew, &r.namespace, &r.name);
+                        pending.push_back(renew_in_stream(node.clone(), r, allowed))
+                    }
                     Ok(None) => open = false,
                     // The client went away or broke the stream.
                     Err(_) => return,
@@ -183,13 +210,21 @@ fn renew_stream(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-async fn renew_in_stream(node: Arc<Node>, m: pb::RenewRequest) -> pb::RenewStreamResponse {
+async fn renew_in_stream(
+    node: Arc<Node>,
+    m: pb::RenewRequest,
+    allowed: Result<(), Status>,
+) -> pb::RenewStreamResponse {
     let mut answer = pb::RenewStreamResponse {
         namespace: m.namespace.clone(),
         name: m.name.clone(),
         request_id: m.request_id.clone(),
         ..Default::default()
     };
+    if let Err(s) = allowed {
+        answer.error = Some(super::status::to_stream_error(&s));
+        return answer;
+    }
     let result = node
         .propose_once(
             Command::Renew {
@@ -211,6 +246,53 @@ async fn renew_in_stream(node: Arc<Node>, m: pb::RenewRequest) -> pb::RenewStrea
         Err(e) => answer.error = Some(super::status::to_stream_error(&Status::from(e))),
     }
     answer
+}
+
+/// A watch delivers only what its caller may read *now*: when the rules
+/// or tokens are reloaded, the scope is checked again before the next
+/// event, and a scope no longer allowed ends the stream with the refusal.
+fn recheck_on_reload(
+    events: super::watch::WatchStream,
+    auth: Arc<Auth>,
+    who: Caller,
+    namespace: String,
+    name: String,
+) -> super::watch::WatchStream {
+    use futures::StreamExt;
+    struct St {
+        events: super::watch::WatchStream,
+        auth: Arc<Auth>,
+        who: Caller,
+        namespace: String,
+        name: String,
+        generation: u64,
+        done: bool,
+    }
+    let generation = auth.generation();
+    let st = St {
+        events,
+        auth,
+        who,
+        namespace,
+        name,
+        generation,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let item = st.events.next().await?;
+        let now = st.auth.generation();
+        if now != st.generation {
+            st.generation = now;
+            if let Err(s) = check(&st.auth, &st.who, Verb::Watch, &st.namespace, &st.name) {
+                st.done = true;
+                return Some((Err(s), st));
+            }
+        }
+        Some((item, st))
+    }))
 }
 
 /// Converts a page's leases until the encoded items reach
@@ -237,6 +319,8 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let m = req.get_ref();
+        check_request(&self.auth, &req, Verb::Acquire, &m.namespace, &m.name)?;
         let node = &self.node;
         route(
             node,
@@ -270,6 +354,8 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
+        let m = req.get_ref();
+        check_request(&self.auth, &req, Verb::Renew, &m.namespace, &m.name)?;
         let node = &self.node;
         route(
             node,
@@ -299,6 +385,8 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let m = req.get_ref();
+        check_request(&self.auth, &req, Verb::Release, &m.namespace, &m.name)?;
         let node = &self.node;
         route(
             node,
@@ -325,6 +413,8 @@ impl pb::leases_server::Leases for LeasesService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let m = req.get_ref();
+        check_request(&self.auth, &req, Verb::Get, &m.namespace, &m.name)?;
         let node = &self.node;
         route(
             node,
@@ -350,6 +440,7 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        check_request(&self.auth, &req, Verb::List, &req.get_ref().namespace, "")?;
         let node = &self.node;
         route(
             node,
@@ -397,6 +488,8 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let m = req.get_ref();
+        check_request(&self.auth, &req, Verb::Delete, &m.namespace, &m.name)?;
         let node = &self.node;
         route(
             node,
@@ -442,7 +535,14 @@ impl pb::leases_server::Leases for LeasesService {
                 .into());
             }
         }
-        Ok(Response::new(renew_stream(node, req.into_inner())))
+        // Authorized per message: each names its own lease.
+        let (auth, who) = (self.auth.clone(), caller(&req));
+        Ok(Response::new(renew_stream(
+            node,
+            req.into_inner(),
+            auth,
+            who,
+        )))
     }
 
     type WatchStream = super::watch::WatchStream;
@@ -452,6 +552,12 @@ impl pb::leases_server::Leases for LeasesService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let spec = super::watch::WatchSpec::from_request(req.get_ref())?;
+        let (who, ns, name) = (
+            caller(&req),
+            req.get_ref().namespace.clone(),
+            req.get_ref().name.clone(),
+        );
+        check(&self.auth, &who, Verb::Watch, &ns, &name)?;
         let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "this node serves at most {} watches at once (--max-watches); close one, \
@@ -459,14 +565,33 @@ impl pb::leases_server::Leases for LeasesService {
                 self.max_watches
             ))
         })?;
-        Ok(Response::new(super::watch::start(
-            self.node.sm.clone(),
-            spec,
-            permit,
+        let events = super::watch::start(self.node.sm.clone(), spec, permit);
+        Ok(Response::new(recheck_on_reload(
+            events,
+            self.auth.clone(),
+            who,
+            ns,
+            name,
         )))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        if let Some(l) = req.get_ref().lease.as_ref() {
+            let (ns, name) = l
+                .metadata
+                .as_ref()
+                .map(|m| (m.namespace.as_str(), m.name.as_str()))
+                .unwrap_or_default();
+            // An empty name would be the collection: validation refuses it
+            // below, but the check must not read it as "every name".
+            check_request(
+                &self.auth,
+                &req,
+                Verb::Put,
+                ns,
+                if name.is_empty() { "-" } else { name },
+            )?;
+        }
         let node = &self.node;
         route(
             node,

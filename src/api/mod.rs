@@ -1,6 +1,8 @@
 //! The gRPC surface: the client services, the internal Raft service, proto
 //! conversions and the one error map.
 
+pub mod authn;
+pub mod authz;
 pub mod cluster;
 pub mod convert;
 pub mod leases;

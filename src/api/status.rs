@@ -12,6 +12,8 @@
 //! | membership change refused   | FAILED_PRECONDITION| MEMBERSHIP        |
 //! | local storage failure       | INTERNAL           | STORAGE           |
 //! | write not committed in time | DEADLINE_EXCEEDED  | OUTCOME_UNKNOWN   |
+//! | no credential, bad token    | UNAUTHENTICATED    | UNAUTHENTICATED   |
+//! | no rule allows the call     | PERMISSION_DENIED  | FORBIDDEN         |
 //!
 //! The wire side (the domain, the reasons, reading them back, statuses inside
 //! streams) is `leasehold_proto::wire`, re-exported here; this module maps
@@ -28,6 +30,38 @@ use tonic::{Code, Status};
 
 use leasehold_proto::wire::error_status as status;
 pub use leasehold_proto::wire::{error_info, from_stream_error, reason, to_stream_error, DOMAIN};
+
+/// The status of an authentication or authorization refusal: never
+/// retried by clients, and raised before anything is proposed.
+pub fn from_refusal(r: &crate::auth::Refusal) -> Status {
+    use crate::auth::Refusal;
+    match r {
+        Refusal::Unauthenticated(m) => status(
+            Code::Unauthenticated,
+            m.clone(),
+            reason::UNAUTHENTICATED,
+            &[],
+            None,
+        ),
+        Refusal::Forbidden {
+            user,
+            verb,
+            namespace,
+            name,
+        } => status(
+            Code::PermissionDenied,
+            r.to_string(),
+            reason::FORBIDDEN,
+            &[
+                ("user", user.clone()),
+                ("verb", verb.to_string()),
+                ("namespace", namespace.clone().unwrap_or_default()),
+                ("name", name.clone().unwrap_or_default()),
+            ],
+            None,
+        ),
+    }
+}
 
 /// An InvalidArgument status for `field`.
 pub fn invalid(field: &str, reason_text: &str) -> Status {

@@ -11,6 +11,7 @@
 //! `lock` and `elect` exit with their command's code, 126/127 when it
 //! cannot be run, and 130/143 when interrupted before it started.
 
+mod certs;
 mod cluster;
 mod elect;
 mod heartbeat;
@@ -21,6 +22,7 @@ pub mod output;
 mod serve;
 mod watch;
 
+pub use certs::CertsArgs;
 pub use elect::ElectArgs;
 pub use heartbeat::HeartbeatArgs;
 pub use lock::LockArgs;
@@ -77,7 +79,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Acquire a lease (or renew it if HOLDER already holds it).
     Acquire {
         /// NAMESPACE/NAME.
@@ -169,6 +171,9 @@ pub enum Command {
     Elect(ElectArgs),
     /// Keep a node lease (kube-node-lease/NODE) alive until interrupted.
     Heartbeat(HeartbeatArgs),
+    /// Make the CAs, certificates, tokens and rules of a TLS cluster
+    /// (`certs init`), or add certificates to them (`certs issue`).
+    Certs(CertsArgs),
 }
 
 /// Which leases a `get` or `watch` covers.
@@ -235,7 +240,7 @@ pub async fn run(cli: Cli) -> i32 {
         command,
     } = cli;
     match command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
         Command::Watch {
             scope,
             from,
@@ -244,6 +249,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Lock(args) => lock::lock(&endpoints, timeout, args).await,
         Command::Elect(args) => elect::elect(&endpoints, timeout, args).await,
         Command::Heartbeat(args) => heartbeat::heartbeat(&endpoints, timeout, args).await,
+        Command::Certs(args) => certs::run(args),
         command => {
             let client = match connect(&endpoints, timeout) {
                 Ok(c) => c,
@@ -303,7 +309,8 @@ async fn one_call(client: &Client, command: Command, format: Format) -> Result<S
         | Command::Watch { .. }
         | Command::Lock(_)
         | Command::Elect(_)
-        | Command::Heartbeat(_) => unreachable!("handled by run"),
+        | Command::Heartbeat(_)
+        | Command::Certs(_) => unreachable!("handled by run"),
     }
 }
 

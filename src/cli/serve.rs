@@ -2,6 +2,8 @@
 //! and how they become the server's configuration.
 
 use super::{EXIT_INVALID, EXIT_OK};
+use crate::auth::tls::TlsFiles;
+use crate::auth::AuthConfig;
 use crate::identity::IdentityConfig;
 use crate::raft::node::{InitialClusterState, RaftTiming};
 use crate::server::{self, ServeConfig};
@@ -96,6 +98,51 @@ pub struct ServeArgs {
         default_value_t = 3600
     )]
     pub identity_gc_age_seconds: u64,
+    /// TLS: this node's certificate chain (PEM), served on --listen to
+    /// clients and peers. With it the port speaks TLS only (HTTP/2 and
+    /// HTTP/1.1 by ALPN) and --peer-trusted-ca-file is required.
+    #[arg(long, env = "LEASEHOLD_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long, env = "LEASEHOLD_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// CA bundle that signs client certificates: a certificate from it
+    /// authenticates its CN as the user and each O as a group. Must not
+    /// share a CA with --peer-trusted-ca-file.
+    #[arg(long, env = "LEASEHOLD_TRUSTED_CA_FILE", requires = "cert_file")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse connections without a client (or peer) certificate at the
+    /// TLS handshake (tokens alone are then not enough).
+    #[arg(long, env = "LEASEHOLD_CLIENT_CERT_AUTH", requires = "cert_file")]
+    pub client_cert_auth: bool,
+    /// The certificate this node presents to peers (default: --cert-file).
+    /// It needs the clientAuth extended key usage.
+    #[arg(long, env = "LEASEHOLD_PEER_CERT_FILE", requires = "peer_key_file")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file (default: --key-file).
+    #[arg(long, env = "LEASEHOLD_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA bundle that signs the members' certificates: only a certificate
+    /// from it may call the peer Raft service or forward an identity.
+    #[arg(long, env = "LEASEHOLD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Bearer tokens, kube-apiserver's format: token,user,uid,"group1,group2"
+    /// per line. Needs TLS.
+    #[arg(long, env = "LEASEHOLD_TOKEN_AUTH_FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// Authorization rules (YAML; see README "Securing a cluster"). With
+    /// it every call is denied unless a rule allows it; without it every
+    /// client may do anything. Needs TLS.
+    #[arg(long, env = "LEASEHOLD_AUTHORIZATION_FILE")]
+    pub authorization_file: Option<PathBuf>,
+    /// Seconds between checks of the TLS, token and rules files for
+    /// changes (SIGHUP checks at once).
+    #[arg(
+        long,
+        env = "LEASEHOLD_RELOAD_INTERVAL_SECONDS",
+        default_value_t = 10.0
+    )]
+    pub reload_interval_seconds: f64,
     /// Fault injection for the chaos suite's negative control, in debug
     /// builds only (release builds do not have this flag): `Put` stores the
     /// client's renewTime and acquireTime instead of the leader's stamp,
@@ -163,9 +210,62 @@ fn store_options(args: &ServeArgs) -> StoreOptions {
     store
 }
 
+/// The security flags as the server's configuration.
+pub fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
+    let tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => {
+            let Some(peer_ca) = args.peer_trusted_ca_file.clone() else {
+                return Err(
+                    "--cert-file needs --peer-trusted-ca-file: the CA of the members' \
+                            certificates, the only ones allowed to call the peer Raft service"
+                        .into(),
+                );
+            };
+            Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.trusted_ca_file.clone(),
+                client_cert_auth: args.client_cert_auth,
+                peer_cert: args.peer_cert_file.clone().unwrap_or_else(|| cert.clone()),
+                peer_key: args.peer_key_file.clone().unwrap_or_else(|| key.clone()),
+                peer_ca,
+            })
+        }
+        _ => {
+            if args.peer_trusted_ca_file.is_some() || args.peer_cert_file.is_some() {
+                return Err(
+                    "--peer-trusted-ca-file and --peer-cert-file need --cert-file and --key-file"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
+    Ok(AuthConfig {
+        tls,
+        token_file: args.token_auth_file.clone(),
+        rules_file: args.authorization_file.clone(),
+    })
+}
+
 /// `leasehold serve`: runs a node until SIGTERM or ctrl-c.
 pub async fn serve(args: ServeArgs) -> i32 {
     let store = store_options(&args);
+    let auth = match auth_config(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let reload_interval =
+        match super::seconds("reload-interval-seconds", args.reload_interval_seconds) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                eprintln!("error: --reload-interval-seconds must be a positive number of seconds");
+                return EXIT_INVALID;
+            }
+        };
     let peers = match parse_peers(&args.peers) {
         Ok(p) => p,
         Err(e) => {
@@ -192,6 +292,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
         },
         store,
         max_watches: args.max_watches,
+        auth,
+        reload_interval,
         identity: (!args.no_identity_lease).then(|| IdentityConfig {
             hostname: args
                 .hostname

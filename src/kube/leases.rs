@@ -43,7 +43,7 @@ use super::response::json;
 use super::status::{from_grpc, KubeError};
 use super::table::{table, IncludeObject, INCLUDE_OBJECT};
 use super::types::{Lease, LeaseList, ListMeta};
-use super::Kube;
+use super::{Authed, Kube};
 use crate::api::convert::decode_continue;
 use crate::api::limits::MAX_PAGE;
 use crate::lease::selector::MAX_SELECTOR_LEN;
@@ -51,7 +51,7 @@ use crate::lease::Timestamp;
 use crate::proto::v1 as pb;
 use crate::proto::v1::leases_server::Leases;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -257,7 +257,7 @@ fn now() -> Timestamp {
 
 /// `GET /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`.
 pub async fn get(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -275,7 +275,7 @@ pub async fn get(
     let read_at = get_read_at(&q)?;
     let limit = deadline(&q)?;
     let answer = within(limit, async {
-        let req = tonic::Request::new(pb::GetRequest {
+        let req = kube.request(pb::GetRequest {
             namespace,
             name: name.clone(),
             stale: read_at.stale(),
@@ -310,7 +310,7 @@ pub async fn get(
 
 /// `GET /apis/coordination.k8s.io/v1/leases` (every namespace).
 pub async fn list_all(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, KubeError> {
@@ -319,7 +319,7 @@ pub async fn list_all(
 
 /// `GET /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases`.
 pub async fn list_namespaced(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -426,7 +426,7 @@ async fn read_list(kube: &Kube, opts: ListOptions) -> Result<LeaseList, KubeErro
     let mut bytes = 0usize;
     let mut revision = None;
     for page in 1.. {
-        let req = tonic::Request::new(pb::ListRequest {
+        let req = kube.request(pb::ListRequest {
             namespace: opts.namespace.clone(),
             label_selector: opts.label_selector.clone(),
             limit: page_limit,

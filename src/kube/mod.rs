@@ -95,6 +95,43 @@ pub const LIST_KIND: &str = "LeaseList";
 pub struct Kube {
     leases: Arc<LeasesService>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// Whom the request acts for (from `api::authn`); every in-process
+    /// gRPC call carries it, so the Leases service authorizes both
+    /// surfaces in one place.
+    caller: crate::auth::identity::Caller,
+}
+
+impl Kube {
+    /// A gRPC request to the in-process Leases service, as this caller.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.extensions_mut().insert(self.caller.clone());
+        req
+    }
+}
+
+/// The handlers' state for one request: the shared [`Kube`] with the
+/// request's caller in it (anonymous if no layer set one: fails closed).
+pub struct Authed(pub Arc<Kube>);
+
+impl axum::extract::FromRequestParts<Arc<Kube>> for Authed {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<Kube>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = parts
+            .extensions
+            .get::<crate::auth::identity::Caller>()
+            .cloned()
+            .unwrap_or_else(crate::auth::identity::Caller::anonymous);
+        Ok(Authed(Arc::new(Kube {
+            leases: state.leases.clone(),
+            stop: state.stop.clone(),
+            caller,
+        })))
+    }
 }
 
 /// A route answering GET (and HEAD) with `handler`, and any other method
@@ -141,7 +178,11 @@ pub fn router(leases: Arc<LeasesService>, stop: tokio::sync::watch::Receiver<boo
                 .delete(write::delete)
                 .fallback(method_not_allowed),
         )
-        .with_state(Arc::new(Kube { leases, stop }))
+        .with_state(Arc::new(Kube {
+            leases,
+            stop,
+            caller: crate::auth::identity::Caller::anonymous(),
+        }))
 }
 
 /// What answers a path no route knows: gRPC UNIMPLEMENTED to a gRPC

@@ -358,6 +358,39 @@ pub fn from_grpc(s: &tonic::Status, name: Option<&str>) -> KubeError {
             ..Default::default()
         }),
         Code::DeadlineExceeded => KubeError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message),
+        // Upstream's NewUnauthorized: the message says no more.
+        Code::Unauthenticated => {
+            KubeError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+        }
+        // Upstream's NewForbidden wording, with Leasehold's verb.
+        Code::PermissionDenied => {
+            let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
+            let (user, verb, namespace) = (get("user"), get("verb"), get("namespace"));
+            let lease = get("name");
+            let subject = if lease.is_empty() {
+                format!("leases.{GROUP} is forbidden")
+            } else {
+                format!("leases.{GROUP} {lease:?} is forbidden")
+            };
+            let scope = if namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace {namespace:?}")
+            };
+            KubeError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "{subject}: User {user:?} cannot {verb} resource \"leases\" in API group \"{GROUP}\" {scope}"
+                ),
+            )
+            .with_details(StatusDetails {
+                name: (!lease.is_empty()).then_some(lease),
+                group: Some(GROUP.into()),
+                kind: Some(RESOURCE.into()),
+                ..Default::default()
+            })
+        }
         _ => KubeError::internal(message),
     }
 }

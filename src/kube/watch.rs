@@ -349,7 +349,7 @@ pub(super) async fn watch(
     };
     let events = kube
         .leases
-        .watch(tonic::Request::new(pb::WatchRequest {
+        .watch(kube.request(pb::WatchRequest {
             namespace: opts.namespace.clone(),
             name: opts.name.clone(),
             label_selector: opts.label_selector.clone(),
@@ -391,7 +391,7 @@ async fn list_page(
     continue_token: String,
 ) -> Result<pb::ListResponse, KubeError> {
     kube.leases
-        .list(tonic::Request::new(pb::ListRequest {
+        .list(kube.request(pb::ListRequest {
             namespace: opts.namespace.clone(),
             label_selector: opts.label_selector.clone(),
             limit: MAX_PAGE as u32,

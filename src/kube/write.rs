@@ -38,17 +38,16 @@ use super::patch::{self, PatchType, Target};
 use super::query::Query;
 use super::status::{from_grpc, lease_details, KubeError, StatusCause, StatusDetails};
 use super::types::Lease;
-use super::{Kube, GROUP, KIND, RESOURCE};
+use super::{Authed, Kube, GROUP, KIND, RESOURCE};
 use crate::api::status::{error_info, reason};
 use crate::proto::v1 as pb;
 use crate::proto::v1::leases_server::Leases;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
-use std::sync::Arc;
 use tonic::Code;
 
 /// Parameters of POST and PUT.
@@ -269,7 +268,7 @@ fn generate_name(base: &str) -> String {
 
 async fn put(kube: &Kube, lease: pb::Lease) -> Result<pb::PutResponse, tonic::Status> {
     kube.leases
-        .put(tonic::Request::new(pb::PutRequest {
+        .put(kube.request(pb::PutRequest {
             lease: Some(lease),
             request_id: String::new(),
         }))
@@ -290,7 +289,7 @@ async fn lease_body(
 
 /// `POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases`.
 pub async fn create(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -349,7 +348,7 @@ pub async fn create(
 
 /// `PUT /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`.
 pub async fn update(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -450,7 +449,7 @@ fn json_patch_sets_resource_version(body: &[u8]) -> bool {
 
 /// `PATCH /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`.
 pub async fn patch(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -550,7 +549,7 @@ async fn read_current(
     namespace: &str,
     name: &str,
 ) -> Result<Option<pb::Lease>, KubeError> {
-    let req = tonic::Request::new(pb::GetRequest {
+    let req = kube.request(pb::GetRequest {
         namespace: namespace.to_string(),
         name: name.to_string(),
         stale: false,
@@ -564,7 +563,7 @@ async fn read_current(
 
 /// `DELETE /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`.
 pub async fn delete(
-    State(kube): State<Arc<Kube>>,
+    Authed(kube): Authed,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -603,7 +602,7 @@ pub async fn delete(
     }
     let answer = within(limit, async {
         kube.leases
-            .delete(tonic::Request::new(pb::DeleteRequest {
+            .delete(kube.request(pb::DeleteRequest {
                 namespace,
                 name: name.clone(),
                 resource_version: opts.resource_version,

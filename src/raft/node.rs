@@ -68,6 +68,9 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     /// State machine options (watch history, garbage collection).
     pub store: store::StoreOptions,
+    /// TLS of the peer channels (Raft, forwarding): the peer CA and this
+    /// node's peer certificate. `None`: plaintext.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// What a node with an empty data directory does (etcd's
@@ -242,7 +245,7 @@ impl Node {
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
-        let channels = Channels::default();
+        let channels = Channels::with_tls(cfg.peer_tls.clone());
         let raft = Raft::new(
             cfg.id,
             config,

@@ -14,16 +14,39 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Clone, Default)]
 pub struct Channels {
     map: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Arc<Mutex<Option<tonic::transport::ClientTlsConfig>>>,
 }
 
 impl Channels {
+    /// Channels speaking TLS with `tls` (plaintext with `None`).
+    pub fn with_tls(tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        Channels {
+            map: Default::default(),
+            tls: Arc::new(Mutex::new(tls)),
+        }
+    }
+
+    /// Replaces the TLS configuration; the next call to each address
+    /// connects anew with it (calls in flight finish on the old channels).
+    pub fn reset_tls(&self, tls: Option<tonic::transport::ClientTlsConfig>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        map.clear();
+    }
+
     /// The channel to `addr`, created (lazily connected) on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

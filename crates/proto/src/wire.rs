@@ -64,6 +64,11 @@ pub mod reason {
     pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
     /// Local storage failed.
     pub const STORAGE: &str = "STORAGE";
+    /// No acceptable credential (client certificate or bearer token).
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The caller's identity may not do this (metadata: user, verb,
+    /// namespace, name).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
 }
 
 /// A status with Leasehold's `ErrorInfo` (`reason`, `meta`) and, when
