@@ -119,17 +119,22 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher for node `node_id` whose data directory is `incarnation`,
-    /// talking to `endpoint` (the node itself).
+    /// talking to `endpoint` (the node itself) over `channels`: the node's
+    /// peer channels, so that under TLS it presents the node's peer
+    /// certificate (a member may write its own identity lease whatever the
+    /// rules say) and follows certificate reloads.
     pub fn new(
         endpoint: String,
         node_id: u64,
         incarnation: &str,
         config: IdentityConfig,
+        channels: crate::client::Channels,
     ) -> Result<Self, tonic::Status> {
         let name = lease_name(&config.hostname);
         let holder = format!("{name}_{incarnation}");
         Ok(Publisher {
-            client: Client::new(vec![endpoint])?.with_timeout(Duration::from_secs(5)),
+            client: Client::with_channels(vec![endpoint], channels, None)?
+                .with_timeout(Duration::from_secs(5)),
             config,
             node_id,
             name,

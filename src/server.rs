@@ -171,6 +171,7 @@ pub async fn serve_on(
             cfg.id,
             &node.meta.incarnation(),
             identity,
+            node.channels.clone(),
         )?;
         tracing::info!(holder = publisher.holder(), "publishing identity lease");
         background.spawn(publisher.run());

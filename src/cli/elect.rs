@@ -10,7 +10,7 @@
 //! once CMD has exited, the elector is cancelled and releases the lease.
 
 use super::job::{self, FlattenCode, Job, Signals, Stop};
-use super::{connect, fail, invalid, lease_duration, seconds, split_lease};
+use super::{connect, fail, invalid, lease_duration, seconds, split_lease, Target};
 use super::{EXIT_OK, EXIT_REFUSED};
 use crate::client::elector::{ElectorConfig, LeaderElector, LeaderEvent};
 use crate::client::fence::validity_deadline;
@@ -48,7 +48,7 @@ pub struct ElectArgs {
 }
 
 /// `leasehold elect`.
-pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
+pub async fn elect(target: &Target, args: ElectArgs) -> i32 {
     let (namespace, name) = match split_lease(&args.lease) {
         Ok(v) => v,
         Err(m) => return invalid(m),
@@ -82,7 +82,7 @@ pub async fn elect(endpoints: &[String], timeout: f64, args: ElectArgs) -> i32 {
     config.renew_deadline = renew_deadline;
     config.retry_period = retry_period;
     let lease = format!("{}/{}", config.namespace, config.name);
-    let client = match connect(endpoints, timeout) {
+    let client = match connect(target) {
         Ok(c) => c,
         Err(code) => return code,
     };

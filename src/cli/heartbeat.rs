@@ -3,7 +3,7 @@
 //! scheme: renew every quarter of the duration, re-acquire a lost lease).
 
 use super::job::Signals;
-use super::{connect, fail, invalid, lease_duration, seconds, EXIT_OK};
+use super::{connect, fail, invalid, lease_duration, seconds, Target, EXIT_OK};
 use crate::client::heartbeat::{Heartbeat, HeartbeatConfig, NODE_LEASE_NAMESPACE};
 use clap::Args;
 
@@ -27,7 +27,7 @@ pub struct HeartbeatArgs {
 }
 
 /// `leasehold heartbeat`.
-pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) -> i32 {
+pub async fn heartbeat(target: &Target, args: HeartbeatArgs) -> i32 {
     let d = match lease_duration(args.duration) {
         Ok(d) => d,
         Err(m) => return invalid(m),
@@ -44,7 +44,7 @@ pub async fn heartbeat(endpoints: &[String], timeout: f64, args: HeartbeatArgs) 
     config.duration = d;
     config.renew_interval = renew_every;
     config.release_on_stop = args.release_on_exit;
-    let client = match connect(endpoints, timeout) {
+    let client = match connect(target) {
         Ok(c) => c,
         Err(code) => return code,
     };

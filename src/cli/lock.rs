@@ -9,7 +9,7 @@
 //! once.
 
 use super::job::{self, Job, Signals, Stop};
-use super::{connect, fail, invalid, lease_duration, seconds, split_lease, EXIT_REFUSED};
+use super::{connect, fail, invalid, lease_duration, seconds, split_lease, Target, EXIT_REFUSED};
 use crate::client::errors::LeaseClientError;
 use crate::client::lock::{LockConfig, LockSession};
 use clap::Args;
@@ -62,7 +62,7 @@ async fn release(lease: &str, release: impl Future<Output = Result<bool, LeaseCl
 }
 
 /// `leasehold lock`.
-pub async fn lock(endpoints: &[String], timeout: f64, args: LockArgs) -> i32 {
+pub async fn lock(target: &Target, args: LockArgs) -> i32 {
     let (namespace, name) = match split_lease(&args.lease) {
         Ok(v) => v,
         Err(m) => return invalid(m),
@@ -77,7 +77,7 @@ pub async fn lock(endpoints: &[String], timeout: f64, args: LockArgs) -> i32 {
         Err(m) => return invalid(m),
     };
     let holder = args.holder.clone().unwrap_or_else(default_holder);
-    let client = match connect(endpoints, timeout) {
+    let client = match connect(target) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -5,6 +5,13 @@
 //! `elect.rs` and `heartbeat.rs`, with `job.rs` supervising the command
 //! that `lock` and `elect` run. `output.rs` prints leases and status.
 //!
+//! The client commands share the TLS and token flags of
+//! [`ConnectArgs`] (`--cacert`, `--cert`, `--key`, `--token`,
+//! `--token-file`, `--tls-server-name`, each also from the environment).
+//! `renew` and `release` keep `--token` for the fencing token they always
+//! took; there the bearer token is `--bearer-token`, or the global flag
+//! given before the command name, or `LEASEHOLD_TOKEN`.
+//!
 //! Exit codes: 0 done; 1 held by another, lost, conflict, not found or
 //! another refusal; 2 invalid input (including bad flags); 3 cluster
 //! unavailable (no endpoint reachable, no leader, deadline exceeded).
@@ -29,9 +36,10 @@ pub use lock::LockArgs;
 pub use serve::{parse_peers, ClusterStateArg, ServeArgs};
 
 use crate::client::errors::LeaseClientError;
-use crate::client::Client;
+use crate::client::{Client, ConnectArgs, ConnectOptions};
 use clap::{Args, Parser, Subcommand};
 use output::Format;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -70,6 +78,9 @@ pub struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, env = "LEASEHOLD_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
+    /// TLS and bearer token of the client commands.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -102,8 +113,11 @@ pub enum Command {
         #[arg(long)]
         holder: String,
         /// Fencing token returned by acquire.
-        #[arg(long)]
+        #[arg(id = "fencing_token", long = "token", value_name = "TOKEN")]
         token: u64,
+        /// The bearer token here (`--token` is the fencing token).
+        #[command(flatten)]
+        bearer: BearerToken,
     },
     /// Release the holder's tenure.
     Release {
@@ -113,8 +127,11 @@ pub enum Command {
         #[arg(long)]
         holder: String,
         /// Fencing token returned by acquire.
-        #[arg(long)]
+        #[arg(id = "fencing_token", long = "token", value_name = "TOKEN")]
         token: u64,
+        /// The bearer token here (`--token` is the fencing token).
+        #[command(flatten)]
+        bearer: BearerToken,
     },
     /// Show one lease (NAMESPACE/NAME) or list leases.
     Get {
@@ -174,6 +191,28 @@ pub enum Command {
     /// Make the CAs, certificates, tokens and rules of a TLS cluster
     /// (`certs init`), or add certificates to them (`certs issue`).
     Certs(CertsArgs),
+}
+
+/// The bearer token of `renew` and `release`, whose `--token` has always
+/// been the fencing token. clap gives a subcommand's own argument of the
+/// same id precedence over a global one and does not copy the global one
+/// into it, so this argument, with the id of [`ConnectArgs::token`], keeps
+/// the global `--token` out of these two commands (two arguments named
+/// `--token` in one command would be a clap error). Its value goes up to
+/// the global one like any global's, so `--bearer-token` sets the token
+/// that [`ConnectArgs`] reads, and `LEASEHOLD_TOKEN` or a `--token` before
+/// the command name still work.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BearerToken {
+    /// Bearer token sent with the request (needs --cacert); elsewhere the
+    /// global --token.
+    #[arg(
+        id = "token",
+        long = "bearer-token",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    bearer_token: Option<String>,
 }
 
 /// Which leases a `get` or `watch` covers.
@@ -237,21 +276,39 @@ pub async fn run(cli: Cli) -> i32 {
         endpoints,
         output: format,
         timeout,
+        connect: connect_args,
         command,
     } = cli;
     match command {
-        Command::Serve(args) => serve::serve(*args).await,
+        Command::Serve(args) => return serve::serve(*args).await,
+        // Makes files only: no endpoint, no TLS options.
+        Command::Certs(args) => return certs::run(args),
+        _ => {}
+    }
+    // Read and check the TLS files and the token before any command
+    // starts: a lock or elect must not wait for a lease it cannot use.
+    let opts = match connect_args.options() {
+        Ok(o) => o,
+        Err(m) => return invalid(m),
+    };
+    TLS_IN_USE.store(opts.tls.is_some(), Ordering::Relaxed);
+    let target = Target {
+        endpoints,
+        timeout,
+        opts,
+    };
+    match command {
+        Command::Serve(_) | Command::Certs(_) => unreachable!("handled above"),
         Command::Watch {
             scope,
             from,
             max_events,
-        } => watch::command(endpoints, &scope, from, max_events, format).await,
-        Command::Lock(args) => lock::lock(&endpoints, timeout, args).await,
-        Command::Elect(args) => elect::elect(&endpoints, timeout, args).await,
-        Command::Heartbeat(args) => heartbeat::heartbeat(&endpoints, timeout, args).await,
-        Command::Certs(args) => certs::run(args),
+        } => watch::command(&target, &scope, from, max_events, format).await,
+        Command::Lock(args) => lock::lock(&target, args).await,
+        Command::Elect(args) => elect::elect(&target, args).await,
+        Command::Heartbeat(args) => heartbeat::heartbeat(&target, args).await,
         command => {
-            let client = match connect(&endpoints, timeout) {
+            let client = match connect(&target) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -281,11 +338,13 @@ async fn one_call(client: &Client, command: Command, format: Format) -> Result<S
             lease,
             holder,
             token,
+            ..
         } => lease::renew(client, &lease, holder, token, format).await,
         Command::Release {
             lease,
             holder,
             token,
+            ..
         } => lease::release(client, &lease, holder, token, format).await,
         Command::Get {
             lease: Some(lease),
@@ -334,9 +393,51 @@ impl From<String> for CliError {
     }
 }
 
+/// Whether this process's client commands use TLS (set once by [`run`]):
+/// the hints of [`connection_hint`] depend on it, and the error paths that
+/// print them are many and far from the flags.
+static TLS_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// The hint for a connection refused at TLS set-up.
+pub const TLS_REFUSED_HINT: &str = "the server refused the connection or its certificate: \
+     is --cacert the CA that signed the server's certificate, and --cert issued by a CA it trusts?";
+
+/// What to tell a user whose call failed with `code` and `message` while
+/// connecting, if the cause is likely the TLS set-up: with TLS, a
+/// cancelled call or a transport error about TLS, certificates or the
+/// handshake (see `is_tls_refusal` in the client); without TLS, a
+/// connection the server broke off at once, as a TLS server does with a
+/// plaintext client.
+fn connection_hint(code: Code, message: &str, tls: bool) -> Option<&'static str> {
+    let status = tonic::Status::new(code, message);
+    if tls {
+        return crate::client::is_tls_refusal(&status).then_some(TLS_REFUSED_HINT);
+    }
+    let m = message.to_ascii_lowercase();
+    // A TLS server answers a plaintext HTTP/2 preface with a TLS alert,
+    // which h2 reads as a frame of an invalid size.
+    (matches!(code, Code::Unknown | Code::Unavailable | Code::Internal)
+        && (m.contains("connection error")
+            || m.contains("broken pipe")
+            || m.contains("frame with invalid size")))
+    .then_some("if the cluster uses TLS, pass --cacert (the CA that signed its certificates)")
+}
+
+/// `message` with the hint for its failure, if any; the original message
+/// stays, it names the endpoint and the TLS error.
+fn with_hint(code: Code, message: &str) -> String {
+    match connection_hint(code, message, TLS_IN_USE.load(Ordering::Relaxed)) {
+        Some(hint) => format!("{hint} ({message})"),
+        None => message.to_string(),
+    }
+}
+
 /// Prints a status to stderr and returns its exit code.
 fn report(s: &tonic::Status) -> i32 {
-    eprintln!("error: {}", s.message());
+    eprintln!(
+        "error: {}",
+        with_hint(s.code(), &crate::client::status_text(s))
+    );
     exit_code(s.code())
 }
 
@@ -355,7 +456,24 @@ pub fn exit_code(code: Code) -> i32 {
 /// Prints a typed client error and returns its exit code: 2 invalid, 3
 /// unavailable, 1 any other refusal.
 fn fail(e: &LeaseClientError) -> i32 {
-    eprintln!("error: {e}");
+    match e {
+        LeaseClientError::Unavailable(m) => {
+            eprintln!(
+                "error: cluster unavailable: {}",
+                with_hint(Code::Unavailable, m)
+            )
+        }
+        // The client reports a cancelled call as an unknown outcome.
+        LeaseClientError::OutcomeUnknown(m) if m.contains("operation was canceled") => {
+            eprintln!("error: outcome unknown: {}", with_hint(Code::Cancelled, m))
+        }
+        LeaseClientError::Other(s) => eprintln!(
+            "error: {}: {}",
+            s.code(),
+            with_hint(s.code(), &crate::client::status_text(s))
+        ),
+        e => eprintln!("error: {e}"),
+    }
     match e {
         LeaseClientError::Invalid { .. } => EXIT_INVALID,
         LeaseClientError::Unavailable(_) | LeaseClientError::OutcomeUnknown(_) => EXIT_UNAVAILABLE,
@@ -370,15 +488,27 @@ fn invalid(message: impl std::fmt::Display) -> i32 {
     EXIT_INVALID
 }
 
-/// A client of `endpoints` whose calls each have `timeout` seconds (at
-/// least a millisecond; NaN counts as that, and huge values as 30 years).
-fn connect(endpoints: &[String], timeout: f64) -> Result<Arc<Client>, i32> {
+/// What every client command connects to, and how: the global flags.
+pub struct Target {
+    /// `--endpoints`.
+    pub endpoints: Vec<String>,
+    /// `--timeout`, seconds.
+    pub timeout: f64,
+    /// TLS and token, from [`ConnectArgs`].
+    pub opts: ConnectOptions,
+}
+
+/// A client of `target`'s endpoints, with its TLS and token, whose calls
+/// each have its timeout (at least a millisecond; NaN counts as that, and
+/// huge values as 30 years).
+fn connect(target: &Target) -> Result<Arc<Client>, i32> {
+    let timeout = target.timeout;
     let secs = if timeout.is_nan() {
         0.001
     } else {
         timeout.clamp(0.001, 1e9)
     };
-    match Client::new(endpoints.to_vec()) {
+    match Client::with_options(target.endpoints.clone(), target.opts.clone()) {
         Ok(c) => Ok(Arc::new(c.with_timeout(Duration::from_secs_f64(secs)))),
         Err(s) => Err(report(&s)),
     }
@@ -426,6 +556,115 @@ mod tests {
         assert!(split_lease("/a").is_err());
         assert!(split_lease("ns/").is_err());
         assert!(split_lease("a/b/c").is_err());
+    }
+
+    #[test]
+    fn connect_flags_are_global_and_renew_keeps_its_fencing_token() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "get",
+            "ns/a",
+            "--cacert",
+            "/ca.crt",
+            "--token",
+            "s3cret",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect.cacert.as_deref(), Some("/ca.crt".as_ref()));
+        assert_eq!(cli.connect.token.as_deref(), Some("s3cret"));
+        assert!(!format!("{cli:?}").contains("s3cret"));
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "--token",
+            "s3cret",
+            "renew",
+            "ns/a",
+            "--holder",
+            "h",
+            "--token",
+            "7",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Renew { token: 7, .. }));
+        assert_eq!(cli.connect.token.as_deref(), Some("s3cret"));
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "release",
+            "ns/a",
+            "--holder",
+            "h",
+            "--token",
+            "7",
+            "--bearer-token",
+            "s3cret",
+            "--cacert",
+            "/ca.crt",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Release { token: 7, .. }));
+        assert_eq!(cli.connect.token.as_deref(), Some("s3cret"));
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "renew",
+            "ns/a",
+            "--holder",
+            "h",
+            "--token",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect.token, None);
+    }
+
+    #[test]
+    fn refusals_at_tls_set_up_get_the_hint() {
+        let tls = |code, m: &str| connection_hint(code, m, true);
+        assert_eq!(
+            tls(Code::Cancelled, "operation was canceled"),
+            Some(TLS_REFUSED_HINT)
+        );
+        assert_eq!(
+            tls(
+                Code::Unavailable,
+                "127.0.0.1:7071: invalid peer certificate: UnknownIssuer"
+            ),
+            Some(TLS_REFUSED_HINT)
+        );
+        assert_eq!(
+            tls(
+                Code::Unknown,
+                "connection error: received fatal alert: CertificateRequired"
+            ),
+            Some(TLS_REFUSED_HINT)
+        );
+        assert_eq!(
+            tls(Code::Unavailable, "127.0.0.1:7071: tls handshake eof"),
+            Some(TLS_REFUSED_HINT)
+        );
+        assert_eq!(
+            tls(
+                Code::Unavailable,
+                "127.0.0.1:1: tcp connect error: Connection refused"
+            ),
+            None
+        );
+        assert_eq!(tls(Code::PermissionDenied, "certificate"), None);
+        assert!(TLS_REFUSED_HINT.contains("--cacert") && TLS_REFUSED_HINT.contains("--cert"));
+        // Without TLS: a TLS server breaking off a plaintext client.
+        let plain = connection_hint(
+            Code::Unknown,
+            "connection error: stream closed because of a broken pipe",
+            false,
+        );
+        assert!(plain.is_some_and(|h| h.contains("--cacert")));
+        assert_eq!(connection_hint(Code::Cancelled, "x", false), None);
+        // The hint keeps the original message.
+        TLS_IN_USE.store(true, Ordering::Relaxed);
+        let m = with_hint(Code::Cancelled, "operation was canceled");
+        TLS_IN_USE.store(false, Ordering::Relaxed);
+        assert!(m.starts_with(TLS_REFUSED_HINT) && m.ends_with("(operation was canceled)"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! longer in the history ends the command with exit code 1.
 
 use super::output::{self, Format};
-use super::{report, Scope, EXIT_OK, EXIT_REFUSED};
+use super::{report, Scope, Target, EXIT_OK, EXIT_REFUSED};
 use crate::api::status::{error_info, reason};
 use crate::client::Client;
 use crate::proto::v1 as pb;
@@ -58,13 +58,15 @@ pub fn event_line(e: &pb::WatchEvent, format: Format) -> String {
 /// `leasehold watch`: every change in `scope`, from revision `from` (or
 /// from now on).
 pub async fn command(
-    endpoints: Vec<String>,
+    target: &Target,
     scope: &Scope,
     from: Option<u64>,
     max_events: Option<u64>,
     format: Format,
 ) -> i32 {
-    let client = match Client::new(endpoints) {
+    // No call deadline: a watch lasts until interrupted (the client's
+    // default only bounds the unary calls it makes).
+    let client = match Client::with_options(target.endpoints.clone(), target.opts.clone()) {
         Ok(c) => c,
         Err(s) => return report(&s),
     };

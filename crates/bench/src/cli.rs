@@ -15,6 +15,7 @@
 use crate::config::{parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions};
 use crate::{BenchError, LoadConfig, TargetKind, Workload};
 use clap::{Args, Parser, Subcommand};
+use leasehold_client::{ConnectArgs, ConnectOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,10 @@ pub struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, env = "LEASEHOLD_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
+    /// TLS and bearer token of the Leasehold clients (the same flags and
+    /// environment variables as `leasehold`'s).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Workload or helper.
     #[command(subcommand)]
     pub command: BenchCommand,
@@ -252,6 +257,7 @@ pub fn config(
             restart_node: None,
             load_concurrency: 512,
         },
+        connect: ConnectOptions::default(),
     };
     cfg.validate()?;
     Ok(cfg)
@@ -271,6 +277,7 @@ pub async fn run(cli: Cli) -> i32 {
         endpoints,
         output: format,
         timeout,
+        connect,
         command: cmd,
     } = cli;
     let (workload, load) = match &cmd {
@@ -291,6 +298,23 @@ pub async fn run(cli: Cli) -> i32 {
             return EXIT_INVALID;
         }
     };
+    match (cfg.target, connect.options()) {
+        (TargetKind::Leasehold, Ok(o)) => cfg.connect = o,
+        (TargetKind::Leasehold, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+        // A shell that exports LEASEHOLD_CACERT for the Leasehold runs must
+        // not break the etcd runs of the same script: say so and go on.
+        (TargetKind::Etcd, _) => {
+            if connect.is_set() {
+                eprintln!(
+                    "note: --cacert, --cert, --key and the token apply to Leasehold only; \
+                     etcd is reached in plaintext"
+                );
+            }
+        }
+    }
     match &cmd {
         BenchCommand::Watch { watchers, .. } => cfg.watch.watchers = *watchers,
         BenchCommand::Renew {

@@ -1,6 +1,7 @@
 //! What a bench run was asked to do, as plain values: the CLI parses flags
 //! into a [`LoadConfig`] once, so the workloads never see clap.
 
+use leasehold_client::ConnectOptions;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -193,6 +194,9 @@ pub struct LoadConfig {
     pub failover: FailoverOptions,
     /// `scale` options.
     pub scale: ScaleOptions,
+    /// TLS and bearer token of every Leasehold client (the etcd target
+    /// ignores them).
+    pub connect: ConnectOptions,
 }
 
 impl LoadConfig {

@@ -256,6 +256,11 @@ pub struct Report {
     pub host: Host,
     /// Endpoints.
     pub endpoints: Vec<String>,
+    /// Whether the clients used TLS (it costs CPU on both sides, so runs
+    /// with and without it do not compare). Left out of plaintext reports,
+    /// which therefore read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     /// "closed" or "open".
     pub mode: String,
     /// Open-loop total rate, operations per second.
@@ -363,6 +368,7 @@ impl Report {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             host: info.host,
             endpoints: cfg.endpoints.clone(),
+            tls: cfg.target == super::config::TargetKind::Leasehold && cfg.connect.tls.is_some(),
             mode: cfg.mode().to_string(),
             rate: cfg.rate,
             clients: cfg.clients,
@@ -425,6 +431,9 @@ impl Report {
             self.duration_s,
             self.warmup_s
         );
+        if self.tls {
+            let _ = writeln!(o, "  tls        on");
+        }
         if let Some(m) = &self.mix {
             let _ = writeln!(o, "  mix        {m}");
         }

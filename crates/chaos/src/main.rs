@@ -11,6 +11,7 @@ use leasehold_chaos::faults::FaultKind;
 use leasehold_chaos::lazydisk::find_beside;
 use leasehold_chaos::local::{find_faketime, LocalBackend, LocalOptions};
 use leasehold_chaos::run::{run, RunConfig};
+use leasehold_client::ConnectArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the workload with faults, then check the history.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the fault kinds.
     Faults,
 }
@@ -107,6 +108,17 @@ struct RunArgs {
     /// build --release --workspace`).
     #[arg(long)]
     lazyfs: Option<PathBuf>,
+    /// The docker cluster runs with TLS (`cluster/chaos.sh --tls`): add
+    /// cluster/docker-compose.tls.yml to the compose files, and connect with
+    /// the CA and the `chaos` client certificate of $LEASEHOLD_TLS_DIR
+    /// (default cluster/.tls) unless --cacert, --cert and --key say
+    /// otherwise.
+    #[arg(long)]
+    tls: bool,
+    /// TLS and bearer token of the suite's clients. The local backend's
+    /// nodes serve plaintext unless --node-arg gives them TLS flags.
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 fn main() -> ExitCode {
@@ -127,7 +139,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            rt.block_on(run_cmd(args))
+            rt.block_on(run_cmd(*args))
         }
     }
 }
@@ -178,6 +190,13 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
         eprintln!("leasehold-chaos: --node-arg is for the local backend only");
         return ExitCode::from(2);
     }
+    if a.tls && matches!(a.backend, BackendKind::Local) {
+        eprintln!(
+            "leasehold-chaos: --tls is for the docker backend only (local nodes get TLS \
+             through --node-arg, and the clients through --cacert, --cert and --key)"
+        );
+        return ExitCode::from(2);
+    }
     let backend: Arc<dyn Backend> = match a.backend {
         BackendKind::Local => {
             let bin = match a.bin.clone().or_else(sibling_leasehold) {
@@ -199,6 +218,13 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            cfg.connect = match a.connect.options() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("leasehold-chaos: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = LocalOptions {
                 lazyfs,
                 bin,
@@ -222,8 +248,11 @@ async fn run_cmd(a: RunArgs) -> ExitCode {
             }
             Arc::new(b)
         }
-        BackendKind::Docker => match docker_backend().await {
-            Ok(b) => b,
+        BackendKind::Docker => match docker_backend(a.tls, &a.connect).await {
+            Ok((b, connect)) => {
+                cfg.connect = connect;
+                b
+            }
             Err(e) => {
                 eprintln!("leasehold-chaos: {e}");
                 return ExitCode::from(2);
@@ -267,10 +296,18 @@ fn sibling_leasehold() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-async fn docker_backend() -> Result<Arc<dyn Backend>, String> {
-    let b = leasehold_chaos::docker::DockerBackend::new(
-        leasehold_chaos::docker::DockerOptions::default(),
-    )
-    .await?;
-    Ok(Arc::new(b))
+/// The docker backend, with TLS when `tls`, and how its clients connect.
+async fn docker_backend(
+    tls: bool,
+    connect: &ConnectArgs,
+) -> Result<(Arc<dyn Backend>, leasehold_client::ConnectOptions), String> {
+    let mut opts = leasehold_chaos::docker::DockerOptions::default();
+    if tls {
+        opts = opts.with_tls(connect)?;
+    } else {
+        opts.connect = connect.options()?;
+    }
+    let clients = opts.connect.clone();
+    let b = leasehold_chaos::docker::DockerBackend::new(opts).await?;
+    Ok((Arc::new(b), clients))
 }

@@ -13,7 +13,7 @@ use super::backend::{Backend, NodeId};
 use super::faults::{FaultKind, FaultRecord, FaultResult};
 use super::history::{Nanos, RunClock};
 use super::workload::{PauseControl, Rng};
-use leasehold_client::Client;
+use leasehold_client::{Client, ConnectOptions};
 use leasehold_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +47,8 @@ pub struct Nemesis {
     /// Durability probes: acknowledged before a kill of every node,
     /// read back after.
     pub durability: Vec<DurabilityProbe>,
+    /// How its own clients (status, probes, membership) reach the nodes.
+    connect: ConnectOptions,
 }
 
 /// A lease acquired before every node was killed (or lost power), and what
@@ -82,6 +84,7 @@ impl Nemesis {
         lease_seconds: u64,
         namespace: String,
         seed: u64,
+        connect: ConnectOptions,
     ) -> Self {
         Nemesis {
             backend,
@@ -94,11 +97,12 @@ impl Nemesis {
             offsets: 0,
             power_cuts: 0,
             durability: Vec::new(),
+            connect,
         }
     }
 
     fn client(&self, id: NodeId) -> Result<Client, String> {
-        Client::new(vec![self.backend.client_endpoint(id)])
+        Client::with_options(vec![self.backend.client_endpoint(id)], self.connect.clone())
             .map(|c| c.with_timeout(Duration::from_millis(800)))
             .map_err(|e| e.message().to_string())
     }
@@ -110,7 +114,7 @@ impl Nemesis {
             .into_iter()
             .map(|id| self.backend.client_endpoint(id))
             .collect();
-        Client::new(eps)
+        Client::with_options(eps, self.connect.clone())
             .map(|c| c.with_timeout(Duration::from_secs(5)))
             .map_err(|e| e.message().to_string())
     }

@@ -13,6 +13,7 @@ use super::watcher::{WatchFilter, WatchLog, Watcher, WatcherSpec};
 use super::workload::{
     self, History, PauseControl, Reply, Shared, WorkloadConfig, LABEL_GROUP, LABEL_KIND,
 };
+use leasehold_client::ConnectOptions;
 use leasehold_proto::v1 as pb;
 use leasehold_proto::CLOCK_RATE_BOUND_PPM;
 use serde::Serialize;
@@ -66,6 +67,9 @@ pub struct RunConfig {
     pub linear_budget: u64,
     /// Where the report, history and register log are written.
     pub out_dir: PathBuf,
+    /// How every client of the run (workers, watchers, the nemesis's
+    /// probes) reaches the nodes: TLS and a bearer token, or plaintext.
+    pub connect: ConnectOptions,
 }
 
 impl RunConfig {
@@ -111,6 +115,7 @@ impl RunConfig {
             election_timeout_max: Duration::from_millis(600),
             linear_budget: 20_000_000,
             out_dir,
+            connect: ConnectOptions::default(),
         }
     }
 }
@@ -406,6 +411,7 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
         lease_secs,
         namespace.clone(),
         cfg.seed,
+        cfg.connect.clone(),
     );
     nemesis
         .wait_healthy(Duration::from_secs(60))
@@ -431,6 +437,7 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
             repeat_same_id: cfg.repeat_same_id,
             reuse_id_other: cfg.reuse_id_other,
             round_pause_ms: cfg.round_pause_ms,
+            connect: cfg.connect.clone(),
         },
         history: history.clone(),
         register: register.clone(),
@@ -486,9 +493,12 @@ pub async fn run(cfg: &RunConfig, backend: Arc<dyn Backend>) -> Result<RunReport
     for lease in &leases {
         let shared = shared.clone();
         let lease = lease.clone();
-        let client = leasehold_client::Client::new(shared.cfg.endpoints.clone())
-            .map_err(|e| e.message().to_string())?
-            .with_timeout(Duration::from_secs(2));
+        let client = leasehold_client::Client::with_options(
+            shared.cfg.endpoints.clone(),
+            shared.cfg.connect.clone(),
+        )
+        .map_err(|e| e.message().to_string())?
+        .with_timeout(Duration::from_secs(2));
         probes.spawn(async move {
             let holder = "recovery-probe".to_string();
             let give_up = std::time::Instant::now() + Duration::from_secs(30);
@@ -632,8 +642,14 @@ fn start_watchers(
             filter,
             first_endpoint: i,
         };
-        let w = Watcher::start(spec, endpoints.to_vec(), namespace.to_string(), clock)
-            .map_err(|e| format!("watcher: {}", e.message()))?;
+        let w = Watcher::start(
+            spec,
+            endpoints.to_vec(),
+            cfg.connect.clone(),
+            namespace.to_string(),
+            clock,
+        )
+        .map_err(|e| format!("watcher: {}", e.message()))?;
         out.push(w);
     }
     Ok(out)

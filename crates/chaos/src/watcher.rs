@@ -23,7 +23,7 @@
 //! revision + 1).
 
 use super::history::{Nanos, RunClock};
-use leasehold_client::Client;
+use leasehold_client::{Client, ConnectOptions};
 use leasehold_proto::v1 as pb;
 use leasehold_proto::wire::{error_info, reason};
 use serde::{Deserialize, Serialize};
@@ -197,14 +197,16 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts a watcher of `namespace` on `endpoints`.
+    /// Starts a watcher of `namespace` on `endpoints`, connecting as
+    /// `connect` says.
     pub fn start(
         spec: WatcherSpec,
         endpoints: Vec<String>,
+        connect: ConnectOptions,
         namespace: String,
         clock: RunClock,
     ) -> Result<Self, Status> {
-        let client = Client::new(endpoints)?;
+        let client = Client::with_options(endpoints, connect)?;
         let log = Arc::new(Mutex::new(WatchLog {
             watcher: spec.id,
             filter: spec.filter.clone(),

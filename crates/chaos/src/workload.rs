@@ -52,7 +52,7 @@
 
 use super::history::{Answer, IdReuse, LeaseView, Lost, Nanos, Op, OpKind, Outcome, RunClock};
 use super::register::FencedRegister;
-use leasehold_client::Client;
+use leasehold_client::{Client, ConnectOptions};
 use leasehold_proto::v1 as pb;
 use leasehold_proto::wire::{error_info, reason};
 use std::collections::{BTreeMap, HashMap};
@@ -106,6 +106,8 @@ pub struct WorkloadConfig {
     pub reuse_id_other: f64,
     /// Pause between a holder's rounds, ms (lowest, highest).
     pub round_pause_ms: (u64, u64),
+    /// TLS and bearer token of every client.
+    pub connect: ConnectOptions,
 }
 
 impl WorkloadConfig {
@@ -354,7 +356,8 @@ impl Shared {
             let n = endpoints.len();
             endpoints.rotate_left(first % n);
         }
-        Ok(Client::new(endpoints)?.with_timeout(self.cfg.attempt_timeout))
+        Ok(Client::with_options(endpoints, self.cfg.connect.clone())?
+            .with_timeout(self.cfg.attempt_timeout))
     }
 
     /// The clients of worker `id`. Odd ids talk to the endpoints starting
@@ -407,7 +410,7 @@ pub fn track_leader(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
             .endpoints
             .iter()
             .map(|e| {
-                Client::new(vec![e.clone()])
+                Client::with_options(vec![e.clone()], shared.cfg.connect.clone())
                     .ok()
                     .map(|c| c.with_timeout(Duration::from_millis(300)))
             })

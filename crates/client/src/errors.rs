@@ -59,9 +59,54 @@ pub enum LeaseClientError {
     /// may not have been applied. Lease commands are safe to retry.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The server did not accept the caller's identity: no token or client
+    /// certificate where one is required, an unknown or expired token, or a
+    /// certificate from a CA it does not trust for clients. Retrying the
+    /// same call cannot help.
+    #[error(
+        "not authenticated: {0} (check the bearer token (--token, --token-file) or the \
+         client certificate (--cert, --key) and that the server trusts the CA that issued it)"
+    )]
+    Unauthenticated(String),
+    /// The caller is authenticated but no authorization rule lets it make
+    /// this call. Retrying cannot help until a rule changes.
+    #[error("{}", denied_text(.user, .verb, .namespace, .name, .message))]
+    Denied {
+        /// Who the server took the caller for.
+        user: String,
+        /// The refused verb (`get`, `list`, `watch`, `create`, `update`,
+        /// `delete`, ...).
+        verb: String,
+        /// The namespace of the call.
+        namespace: String,
+        /// The lease's name (empty for a list or watch).
+        name: String,
+        /// The server's message.
+        message: String,
+    },
     /// Any other status.
     #[error("{}: {}", .0.code(), .0.message())]
     Other(Status),
+}
+
+/// The text of [`LeaseClientError::Denied`]: who may not do what, and where
+/// to look. Falls back to the server's message when it named nothing.
+fn denied_text(user: &str, verb: &str, namespace: &str, name: &str, message: &str) -> String {
+    if user.is_empty() && verb.is_empty() {
+        return format!(
+            "permission denied: {message} (check the server's authorization rules for \
+             this user and its groups)"
+        );
+    }
+    let what = match (namespace.is_empty(), name.is_empty()) {
+        (true, _) => "leases in every namespace".to_string(),
+        (false, true) => format!("leases in namespace {namespace:?}"),
+        (false, false) => format!("lease {namespace}/{name}"),
+    };
+    format!(
+        "permission denied: user {user:?} may not {verb} {what} (check the server's \
+         authorization rules for this user and its groups)"
+    )
 }
 
 impl LeaseClientError {
@@ -108,6 +153,14 @@ impl From<Status> for LeaseClientError {
                 LeaseClientError::Unavailable(s.message().to_string())
             }
             reason::OUTCOME_UNKNOWN => LeaseClientError::OutcomeUnknown(s.message().to_string()),
+            reason::UNAUTHENTICATED => LeaseClientError::Unauthenticated(s.message().to_string()),
+            reason::FORBIDDEN => LeaseClientError::Denied {
+                user: get("user").unwrap_or_default(),
+                verb: get("verb").unwrap_or_default(),
+                namespace: get("namespace").unwrap_or_default(),
+                name: get("name").unwrap_or_default(),
+                message: s.message().to_string(),
+            },
             // No (or an unknown) ErrorInfo: judge by the code. These come
             // from the transport or the client's own deadline.
             _ => match s.code() {
@@ -122,6 +175,15 @@ impl From<Status> for LeaseClientError {
                 Code::InvalidArgument => LeaseClientError::Invalid {
                     field: String::new(),
                     reason: s.message().to_string(),
+                },
+                // From a proxy, or a server that attached no ErrorInfo.
+                Code::Unauthenticated => LeaseClientError::Unauthenticated(s.message().to_string()),
+                Code::PermissionDenied => LeaseClientError::Denied {
+                    user: String::new(),
+                    verb: String::new(),
+                    namespace: String::new(),
+                    name: String::new(),
+                    message: s.message().to_string(),
                 },
                 _ => LeaseClientError::Other(s),
             },
@@ -143,4 +205,93 @@ fn invalid_reason(s: &Status, field: &str) -> String {
     msg.strip_prefix(&format!("invalid {field}: "))
         .unwrap_or(msg)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_proto::wire::error_status;
+
+    #[test]
+    fn unauthenticated_is_typed_and_not_transient() {
+        let s = error_status(
+            Code::Unauthenticated,
+            "no identity: present a client certificate or a bearer token".into(),
+            reason::UNAUTHENTICATED,
+            &[],
+            None,
+        );
+        let e = LeaseClientError::from(s);
+        assert!(
+            matches!(e, LeaseClientError::Unauthenticated(ref m) if m.starts_with("no identity"))
+        );
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("--token") && text.contains("--cert"),
+            "{text}"
+        );
+        // Without ErrorInfo (a proxy), by the code.
+        let e = LeaseClientError::from(Status::unauthenticated("bad token"));
+        assert!(matches!(e, LeaseClientError::Unauthenticated(ref m) if m == "bad token"));
+    }
+
+    #[test]
+    fn forbidden_names_who_may_not_do_what() {
+        let s = error_status(
+            Code::PermissionDenied,
+            "alice may not delete leases in ns".into(),
+            reason::FORBIDDEN,
+            &[
+                ("verb", "delete".into()),
+                ("namespace", "ns".into()),
+                ("name", "a".into()),
+                ("user", "alice".into()),
+            ],
+            None,
+        );
+        let e = LeaseClientError::from(s);
+        match &e {
+            LeaseClientError::Denied {
+                user,
+                verb,
+                namespace,
+                name,
+                ..
+            } => {
+                assert_eq!(
+                    (
+                        user.as_str(),
+                        verb.as_str(),
+                        namespace.as_str(),
+                        name.as_str()
+                    ),
+                    ("alice", "delete", "ns", "a")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("\"alice\" may not delete lease ns/a"),
+            "{text}"
+        );
+        assert!(text.contains("authorization rules"), "{text}");
+
+        let list = error_status(
+            Code::PermissionDenied,
+            "no".into(),
+            reason::FORBIDDEN,
+            &[("verb", "list".into()), ("user", "bob".into())],
+            None,
+        );
+        assert!(LeaseClientError::from(list)
+            .to_string()
+            .contains("may not list leases in every namespace"));
+
+        let bare = LeaseClientError::from(Status::permission_denied("nope"));
+        assert!(matches!(bare, LeaseClientError::Denied { .. }));
+        assert!(bare.to_string().contains("permission denied: nope"));
+    }
 }

@@ -16,6 +16,13 @@
 //! first attempt's result. A renewal needs none: applied twice it renews the
 //! same tenure twice, and once the tenure ended a retry is refused
 //! `LEASE_LOST`, which is the truth (callers may still set one).
+//!
+//! [`Client::with_options`] adds TLS ([`ClientTls`]: the CA that signed the
+//! nodes' certificates, optionally a client certificate) and a bearer token,
+//! sent as `authorization: Bearer <token>` on every request, unary or
+//! stream. A token is refused without TLS. A certificate problem is not
+//! retried until the deadline: when every endpoint fails it, the call ends
+//! ([`is_tls_refusal`] tells such failures apart).
 
 use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::cluster_client::ClusterClient;
@@ -35,6 +42,61 @@ fn with_request_id(id: &mut String) {
     }
 }
 
+/// A status's message followed by the errors beneath it that the message
+/// does not already include: tonic's status for a failed connection says
+/// "transport error" or "error trying to connect", and what went wrong (a
+/// refused connection, a certificate the client does not trust) is in its
+/// source chain.
+pub fn status_text(s: &Status) -> String {
+    let mut out = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            if out.is_empty() || out == "transport error" {
+                out = text;
+            } else if text != "transport error" {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// Whether `s` is what a client gets when a TLS connection could not be set
+/// up: the server's certificate is not trusted here (UNAVAILABLE, "invalid
+/// peer certificate"), or the server refused this client's certificate. In
+/// TLS 1.3 the client finishes its side of the handshake before the server
+/// checks the certificate, so that refusal reaches the call later, as a
+/// fatal alert on the connection (UNKNOWN, "received fatal alert:
+/// CertificateRequired") or as a cancelled call. Retrying cannot help until
+/// a certificate, a key or a CA changes. A CANCELLED call counts whatever
+/// its message: tonic gives no more than "operation was canceled".
+pub fn is_tls_refusal(s: &Status) -> bool {
+    match s.code() {
+        Code::Cancelled => true,
+        Code::Unavailable | Code::Unknown => {
+            let m = status_text(s).to_ascii_lowercase();
+            ["tls", "certificate", "handshake", "fatal alert"]
+                .iter()
+                .any(|w| m.contains(w))
+        }
+        _ => false,
+    }
+}
+
+/// Whether an UNAVAILABLE answer says the TLS handshake failed on a
+/// certificate: ours refused by the server (a fatal alert) or the
+/// server's refused by us. Unlike a node that is down or electing, that does not heal by
+/// itself, so a round of endpoints that all fail this way ends the call at
+/// once instead of backing off until the deadline. Broken or timed-out
+/// handshakes (a node killed or paused mid-handshake) are not in it.
+fn is_certificate_failure(text: &str) -> bool {
+    text.contains("invalid peer certificate") || text.contains("received fatal alert")
+}
+
 /// Default deadline of one call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,16 +104,55 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Client {
     endpoints: Vec<String>,
     channels: Channels,
+    /// The bearer token, put on every request this client builds.
+    auth: Authorization,
     preferred: AtomicUsize,
     timeout: Duration,
 }
 
 impl Client {
-    /// A client of the cluster reachable at `endpoints` (`host:port` each).
+    /// A client of the cluster reachable at `endpoints` (`host:port` each),
+    /// in plaintext and without a token.
     pub fn new(endpoints: Vec<String>) -> Result<Self, Status> {
+        Self::with_options(endpoints, ConnectOptions::default())
+    }
+
+    /// A client of the cluster reachable at `endpoints`, with TLS and a
+    /// bearer token as `opts` say. The TLS files are checked here (a wrong
+    /// or empty PEM, a key that is not the certificate's), so a mistake is
+    /// an `INVALID_ARGUMENT` now rather than a failed handshake on every
+    /// call; a token without TLS is refused.
+    pub fn with_options(endpoints: Vec<String>, opts: ConnectOptions) -> Result<Self, Status> {
+        if let Some(tls) = &opts.tls {
+            tls.validate().map_err(Status::invalid_argument)?;
+        }
+        let channels = Channels::with_tls(opts.tls_config());
+        Self::with_channels(endpoints, channels, opts.token)
+    }
+
+    /// A client that calls `endpoints` through `channels`, shared with
+    /// whoever else uses them (a node's own client shares its peer channels,
+    /// so it presents the node's certificate and follows its reloads), with
+    /// `token` on every request. A token is refused unless the channels use
+    /// TLS.
+    pub fn with_channels(
+        endpoints: Vec<String>,
+        channels: Channels,
+        token: Option<String>,
+    ) -> Result<Self, Status> {
+        let tls = channels.is_tls();
+        if let Some(e) = endpoints
+            .iter()
+            .find(|e| !tls && e.trim().starts_with("https://"))
+        {
+            return Err(Status::invalid_argument(format!(
+                "endpoint {e:?} asks for TLS, but no CA to verify the server with was given \
+                 (--cacert)"
+            )));
+        }
         let endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(|e| e.trim().trim_start_matches("http://").to_string())
+            .iter()
+            .map(|e| connect::strip_scheme(e).to_string())
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
@@ -59,9 +160,11 @@ impl Client {
                 "invalid endpoints: at least one HOST:PORT is required",
             ));
         }
+        let auth = Authorization::new(token.as_deref(), tls)?;
         Ok(Client {
             endpoints,
-            channels: Channels::default(),
+            channels,
+            auth,
             preferred: AtomicUsize::new(0),
             timeout: DEFAULT_TIMEOUT,
         })
@@ -96,6 +199,7 @@ impl Client {
         let mut last = Status::deadline_exceeded("deadline exceeded before any endpoint answered");
         loop {
             let start = self.preferred.load(Ordering::Relaxed) % n;
+            let mut all_certificate_failures = true;
             for i in 0..n {
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if remaining.is_zero() {
@@ -107,12 +211,14 @@ impl Client {
                     Ok(c) => c,
                     Err(e) => {
                         return Err(Status::invalid_argument(format!(
-                            "invalid endpoint {endpoint:?}: {e}"
+                            "invalid endpoint {endpoint:?}: {}",
+                            error_chain(&e)
                         )))
                     }
                 };
                 let mut req = Request::new(msg.clone());
                 req.set_timeout(remaining);
+                self.auth.apply(&mut req);
                 match f(channel, req).await {
                     Ok(r) => {
                         let leader = r
@@ -125,15 +231,20 @@ impl Client {
                         return Ok(r.into_inner());
                     }
                     Err(s) if s.code() == Code::Unavailable => {
-                        tracing::debug!(%endpoint, "unavailable: {}", s.message());
+                        let text = status_text(&s);
+                        tracing::debug!(%endpoint, "unavailable: {text}");
+                        all_certificate_failures &= is_certificate_failure(&text);
                         last = Status::with_details(
                             Code::Unavailable,
-                            format!("{endpoint}: {}", s.message()),
+                            format!("{endpoint}: {text}"),
                             s.details().to_vec().into(),
                         );
                     }
                     Err(s) => return Err(s),
                 }
+            }
+            if all_certificate_failures {
+                return Err(last);
             }
             // Every endpoint was unavailable (typically: an election is in
             // progress). Back off and go round again until the deadline.
@@ -172,14 +283,21 @@ impl Client {
         let mut idx = self.preferred.load(Ordering::Relaxed) % n;
         let mut backoff = Duration::from_millis(50);
         let mut tried = 0usize;
+        // Consecutive certificate failures: as many as endpoints means
+        // every endpoint refused, which waiting does not heal (see `call`).
+        let mut certificate_failures = 0usize;
         loop {
             let endpoint = &self.endpoints[idx];
             let channel = self.channels.get(endpoint).map_err(|e| {
-                Status::invalid_argument(format!("invalid endpoint {endpoint:?}: {e}"))
+                Status::invalid_argument(format!(
+                    "invalid endpoint {endpoint:?}: {}",
+                    error_chain(&e)
+                ))
             })?;
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             // No deadline on the call: it would end the stream.
-            let req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            self.auth.apply(&mut req);
             match leases_client(channel).renew_stream(req).await {
                 Ok(r) => {
                     self.preferred.store(idx, Ordering::Relaxed);
@@ -189,6 +307,14 @@ impl Client {
                     });
                 }
                 Err(s) if s.code() == Code::Unavailable => {
+                    if is_certificate_failure(&status_text(&s)) {
+                        certificate_failures += 1;
+                        if certificate_failures >= n {
+                            return Err(s);
+                        }
+                    } else {
+                        certificate_failures = 0;
+                    }
                     let named = leasehold_proto::wire::error_info(&s)
                         .and_then(|(_, m)| m.get("leaderAddress").cloned())
                         .and_then(|a| self.endpoints.iter().position(|e| *e == a));
@@ -258,11 +384,12 @@ impl Client {
             .endpoints
             .get(endpoint)
             .ok_or_else(|| Status::invalid_argument(format!("no endpoint #{endpoint}")))?;
-        let channel = self
-            .channels
-            .get(addr)
-            .map_err(|e| Status::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?;
+        let channel = self.channels.get(addr).map_err(|e| {
+            Status::invalid_argument(format!("invalid endpoint {addr:?}: {}", error_chain(&e)))
+        })?;
         // No deadline: a watch lasts until the caller drops it.
+        let mut req = Request::new(req);
+        self.auth.apply(&mut req);
         Ok(leases_client(channel).watch(req).await?.into_inner())
     }
 
@@ -349,12 +476,22 @@ impl RenewStream {
     }
 }
 
+#[cfg(feature = "clap")]
+mod args;
 mod channels;
+mod connect;
 pub mod elector;
 pub mod errors;
 pub mod fence;
 pub mod heartbeat;
 pub mod lock;
 mod tenure;
+#[cfg(test)]
+mod tls_tests;
 
-pub use channels::Channels;
+#[cfg(feature = "clap")]
+pub use args::ConnectArgs;
+pub use channels::{endpoint, Channels};
+pub use connect::{
+    error_chain, Authorization, ClientTls, ConnectOptions, AUTHORIZATION, TLS_HANDSHAKE_TIMEOUT,
+};

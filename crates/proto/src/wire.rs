@@ -64,10 +64,11 @@ pub mod reason {
     pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
     /// Local storage failed.
     pub const STORAGE: &str = "STORAGE";
-    /// No acceptable credential (client certificate or bearer token).
+    /// The caller presented no identity, or one the server does not accept
+    /// (code UNAUTHENTICATED).
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
-    /// The caller's identity may not do this (metadata: user, verb,
-    /// namespace, name).
+    /// The caller is known but no rule allows the call (code
+    /// PERMISSION_DENIED; metadata `verb`, `namespace`, `name`, `user`).
     pub const FORBIDDEN: &str = "FORBIDDEN";
 }
 

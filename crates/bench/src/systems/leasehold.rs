@@ -67,7 +67,7 @@ impl LeaseholdTarget {
             .map(|i| {
                 let mut eps = cfg.endpoints.clone();
                 eps.rotate_left(i % n.max(1));
-                Client::new(eps)
+                Client::with_options(eps, cfg.connect.clone())
                     .map(|c| c.with_timeout(cfg.timeout))
                     .map_err(|s| BenchError::Invalid(s.message().to_string()))
             })

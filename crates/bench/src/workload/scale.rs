@@ -27,6 +27,7 @@ use crate::report::{Report, RunInfo, ScaleReport};
 use crate::systems::{Acquired, Target};
 use crate::BenchError;
 use futures::StreamExt;
+use leasehold_client::{Authorization, ConnectOptions};
 use leasehold_proto::v1 as pb;
 use leasehold_proto::v1::cluster_client::ClusterClient;
 use leasehold_proto::v1::leases_client::LeasesClient;
@@ -61,6 +62,8 @@ fn disk_parts(cfg: &LoadConfig) -> Vec<(String, f64, f64)> {
 /// counts the snapshots it saw begin. Runs until aborted.
 async fn watch_snapshots(
     endpoints: Vec<String>,
+    connect: ConnectOptions,
+    auth: Authorization,
     flag: Arc<std::sync::atomic::AtomicBool>,
     seen: Arc<AtomicU64>,
 ) {
@@ -72,12 +75,15 @@ async fn watch_snapshots(
         let mut any = false;
         for (i, e) in endpoints.iter().enumerate() {
             if channels[i].is_none() {
-                channels[i] = channel(e).await;
+                channels[i] = channel(e, &connect).await;
             }
             let Some(ch) = channels[i].clone() else {
                 continue;
             };
-            match ClusterClient::new(ch).status(pb::StatusRequest {}).await {
+            match ClusterClient::with_interceptor(ch, auth.clone())
+                .status(pb::StatusRequest {})
+                .await
+            {
                 Ok(s) => {
                     let now = s.into_inner().snapshot_in_progress;
                     if now && !was[i] {
@@ -178,15 +184,24 @@ async fn load(
     Ok(versions)
 }
 
-/// One direct call to `addr`, no failover, short deadlines.
-async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+/// One direct call to `addr`, no failover, short deadlines; TLS as
+/// `connect` says (its token goes on through an [`Authorization`]).
+async fn channel(addr: &str, connect: &ConnectOptions) -> Option<tonic::transport::Channel> {
+    connect
+        .endpoint(addr)
         .ok()?
         .connect_timeout(Duration::from_millis(200))
         .timeout(Duration::from_secs(2))
         .connect()
         .await
         .ok()
+}
+
+/// The token of the bench's own channels (the clients carry it already).
+fn authorization(cfg: &LoadConfig) -> Result<Authorization, BenchError> {
+    cfg.connect
+        .authorization()
+        .map_err(|s| BenchError::Invalid(s.message().to_string()))
 }
 
 /// Phase 3: kill, restart, time until serving.
@@ -196,6 +211,7 @@ async fn restart(
     cmd: &str,
     scale: &mut ScaleReport,
 ) -> Result<(), BenchError> {
+    let auth = authorization(cfg)?;
     let Some(lh) = target.leasehold() else {
         return Err(BenchError::Invalid(
             "the restart step of scale is implemented for Leasehold only".into(),
@@ -265,8 +281,8 @@ async fn restart(
                 "restart: the command exited with {status} before node {id} served: {cmd}"
             )));
         }
-        if let Some(ch) = channel(&addr).await {
-            if let Ok(s) = ClusterClient::new(ch.clone())
+        if let Some(ch) = channel(&addr, &cfg.connect).await {
+            if let Ok(s) = ClusterClient::with_interceptor(ch.clone(), auth.clone())
                 .status(pb::StatusRequest {})
                 .await
             {
@@ -275,7 +291,7 @@ async fn restart(
                     scale.restart_to_status_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
                 }
                 if s.applied_index >= must_apply {
-                    let read = LeasesClient::new(ch)
+                    let read = LeasesClient::with_interceptor(ch, auth.clone())
                         .get(pb::GetRequest {
                             namespace: cfg.namespace.clone(),
                             name: probe.clone(),
@@ -312,6 +328,7 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
             "--restart-cmd needs --server-pids ID=PID,... to know what to kill".into(),
         ));
     }
+    let auth = authorization(cfg)?;
     let target = Arc::new(target);
     let mut scale = ScaleReport::default();
     let versions = load(&target, cfg, &mut scale).await?;
@@ -328,6 +345,8 @@ pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError>
     let during = Arc::new(std::sync::Mutex::new(crate::recorder::histogram()));
     let watcher = tokio::spawn(watch_snapshots(
         cfg.endpoints.clone(),
+        cfg.connect.clone(),
+        auth.clone(),
         snapshotting.clone(),
         snapshots_seen.clone(),
     ));

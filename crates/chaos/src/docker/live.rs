@@ -14,8 +14,26 @@ use super::*;
 use leasehold_client::Client;
 use leasehold_proto::v1 as pb;
 
+/// The backend's options: the TLS cluster's when `LEASEHOLD_TLS=1` (as
+/// `cluster/lib.sh` sets it for `chaos_compose`), with the chaos client's
+/// certificate.
+fn options() -> DockerOptions {
+    let o = DockerOptions::default();
+    if std::env::var("LEASEHOLD_TLS").as_deref() == Ok("1") {
+        o.with_tls(&leasehold_client::ConnectArgs::default())
+            .expect("the TLS cluster's client certificate")
+    } else {
+        o
+    }
+}
+
+/// A client of `endpoints` as the backend's options say.
+fn client(b: &DockerBackend, endpoints: Vec<String>) -> Client {
+    Client::with_options(endpoints, b.opts.connect.clone()).expect("client")
+}
+
 async fn status(b: &DockerBackend, id: NodeId) -> Option<pb::StatusResponse> {
-    let c = Client::new(vec![b.client_endpoint(id)])
+    let c = Client::with_options(vec![b.client_endpoint(id)], b.opts.connect.clone())
         .ok()?
         .with_timeout(Duration::from_secs(1));
     c.status().await.ok()
@@ -70,9 +88,11 @@ async fn healthy(b: &DockerBackend) {
 /// The renew time the cluster stamps on a fresh acquire, minus the
 /// host's time then, in seconds.
 async fn stamp_skew(b: &DockerBackend, name: &str) -> f64 {
-    let c = Client::new(b.node_ids().iter().map(|i| b.client_endpoint(*i)).collect())
-        .unwrap()
-        .with_timeout(Duration::from_secs(2));
+    let c = client(
+        b,
+        b.node_ids().iter().map(|i| b.client_endpoint(*i)).collect(),
+    )
+    .with_timeout(Duration::from_secs(2));
     let host = chrono::Utc::now();
     let r = c
         .acquire(pb::AcquireRequest {
@@ -92,7 +112,7 @@ async fn stamp_skew(b: &DockerBackend, name: &str) -> f64 {
 #[tokio::test]
 #[ignore = "needs the chaos cluster (cluster/docker-compose.chaos.yml) up and idle"]
 async fn every_method_against_the_cluster() {
-    let b = DockerBackend::new(DockerOptions::default()).await.unwrap();
+    let b = DockerBackend::new(options()).await.unwrap();
     for k in FaultKind::ALL {
         println!("supports({k}): {:?}", b.supports(k));
     }
@@ -148,8 +168,7 @@ async fn every_method_against_the_cluster() {
     healthy(&b).await;
 
     // Wipe and rejoin as a new member, as the nemesis does.
-    let c = Client::new(all.iter().map(|i| b.client_endpoint(*i)).collect())
-        .unwrap()
+    let c = client(&b, all.iter().map(|i| b.client_endpoint(*i)).collect())
         .with_timeout(Duration::from_secs(5));
     b.kill(f).await.unwrap();
     assert!(b.wipe(f).await.is_ok());

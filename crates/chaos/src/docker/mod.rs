@@ -25,6 +25,11 @@
 //!   reads each node's offset from a file on the host bind-mounted into the
 //!   container; see [`DockerBackend::clock_offset`] for what is verified.
 //!
+//! With `--tls` the cluster runs `docker-compose.tls.yml` on top: the nodes
+//! serve TLS with certificates a `certs` service wrote to a host directory
+//! ([`tls_dir`], mounted at [`TLS_MOUNT`]), and the suite's clients present
+//! the `chaos` client certificate from there ([`DockerOptions::with_tls`]).
+//!
 //! Docker's restart policy is set to `no` (by the override and, for a
 //! cluster started without it, by [`DockerBackend::new`]): a killed or
 //! crashed node must stay down until the suite starts it, or a fault would
@@ -53,6 +58,7 @@ use super::faults::FaultKind;
 use super::lazydisk::LazyControl;
 use faketime::{check_offset, faketime_spec, is_offset_spec, write_atomically, ClockSetup};
 use iptables::{cut_rules, loss_rules, parse_rules, Rule};
+use leasehold_client::{ConnectArgs, ConnectOptions};
 use power_loss::{lazy_disk_of, POWER_LOSS_UNSUPPORTED};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +67,42 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
+
+/// The compose override that turns TLS on (certificates, client
+/// identities, authorization): `cluster/chaos.sh --tls` starts the cluster
+/// with it, and a wiped node must be recreated with it too.
+pub const TLS_COMPOSE_FILE: &str = "docker-compose.tls.yml";
+
+/// Where `docker-compose.tls.yml` mounts the certificate directory in the
+/// node containers: the backend tells a TLS cluster by it.
+pub const TLS_MOUNT: &str = "/pki";
+
+/// The host directory of the certificates: `$LEASEHOLD_TLS_DIR`, relative
+/// to `cluster` unless absolute, default `cluster/.tls`, as
+/// `docker-compose.tls.yml` resolves `${LEASEHOLD_TLS_DIR:-./.tls}`.
+pub fn tls_dir(cluster: &Path) -> PathBuf {
+    match std::env::var_os("LEASEHOLD_TLS_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => cluster.join(d),
+        None => cluster.join(".tls"),
+    }
+}
+
+/// The client flags of a run against the TLS cluster: what was given,
+/// with the CA and the `chaos` client certificate of `dir` filled in where
+/// nothing was (`--cacert` defaults to `dir/ca.crt`; `--cert`/`--key` to
+/// `dir/chaos.crt`/`dir/chaos.key` unless either was given). A token, if
+/// given, is kept: a certificate identifies the client first anyway.
+pub fn tls_client_args(given: &ConnectArgs, dir: &Path) -> ConnectArgs {
+    let mut a = given.clone();
+    if a.cacert.is_none() {
+        a.cacert = Some(dir.join("ca.crt"));
+    }
+    if a.cert.is_none() && a.key.is_none() {
+        a.cert = Some(dir.join("chaos.crt"));
+        a.key = Some(dir.join("chaos.key"));
+    }
+    a
+}
 
 /// How long a container may take to reach the state a method asked for.
 const STATE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -103,6 +145,41 @@ pub struct DockerOptions {
     pub faketime_dir: Option<PathBuf>,
     /// The longest any single docker command may take.
     pub command_timeout: Duration,
+    /// Whether the cluster runs with [`TLS_COMPOSE_FILE`]: checked against
+    /// the containers, so that a run does not talk plaintext to TLS nodes
+    /// (or the reverse) and fail on every call.
+    pub tls: bool,
+    /// How the suite's clients reach the nodes (TLS, token).
+    pub connect: ConnectOptions,
+}
+
+impl DockerOptions {
+    /// The `cluster` directory the compose files are in.
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.compose_files
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// The options of the TLS cluster: [`TLS_COMPOSE_FILE`] added to the
+    /// compose files, and the clients connecting as `given` says with the
+    /// defaults of [`tls_client_args`] from [`tls_dir`]. Fails if a
+    /// certificate file cannot be read or does not fit.
+    pub fn with_tls(mut self, given: &ConnectArgs) -> Result<Self, String> {
+        let cluster = self.cluster_dir();
+        let file = cluster.join(TLS_COMPOSE_FILE);
+        if !self.compose_files.contains(&file) {
+            self.compose_files.push(file);
+        }
+        let args = tls_client_args(given, &tls_dir(&cluster));
+        self.connect = args.options().map_err(|e| {
+            format!("{e} (the TLS cluster's certificates are written by `cluster/chaos.sh --tls`)")
+        })?;
+        self.tls = true;
+        Ok(self)
+    }
 }
 
 impl Default for DockerOptions {
@@ -130,6 +207,8 @@ impl Default for DockerOptions {
             host: "127.0.0.1".into(),
             faketime_dir: None,
             command_timeout: Duration::from_secs(60),
+            tls: false,
+            connect: ConnectOptions::default(),
         }
     }
 }
@@ -312,6 +391,24 @@ impl DockerBackend {
                 b.docker(&["update", "--restart=no", &node.container])
                     .await
                     .map_err(|e| format!("cannot disable the restart policy {policy:?}: {e}"))?;
+            }
+            match (b.opts.tls, mount_to(&c, TLS_MOUNT).is_some()) {
+                (true, false) => {
+                    return Err(format!(
+                        "container {} has no {TLS_MOUNT} mount: the cluster was started \
+                         without TLS; start it with `cluster/chaos.sh --tls`, or run \
+                         without --tls",
+                        node.container
+                    ))
+                }
+                (false, true) => {
+                    return Err(format!(
+                        "container {} mounts {TLS_MOUNT}: the cluster runs with TLS; \
+                         pass --tls",
+                        node.container
+                    ))
+                }
+                _ => {}
             }
             let data = mount_to(&c, "/data");
             let volume = data
@@ -981,6 +1078,11 @@ fn compose_env(
     if let Some(l) = env.get("RUST_LOG") {
         out.push(("RUST_LOG".to_string(), l.clone()));
     }
+    // The TLS override mounts ${LEASEHOLD_TLS_DIR:-./.tls}: a recreated
+    // node must get the same certificates as the others.
+    if let Some(dir) = mount_to(first, TLS_MOUNT).and_then(|m| m.get("Source")?.as_str()) {
+        out.push(("LEASEHOLD_TLS_DIR".to_string(), dir.to_string()));
+    }
     // The override mounts $LEASEHOLD_CHAOS_DIR/<service>: the parent of the
     // spec directories, when they share one.
     if let Some(clock) = clock {
@@ -1037,6 +1139,50 @@ mod tests {
             assert!(compose.contains(&format!("ipv4_address: {}", n.ip)));
             assert!(compose.contains(&format!("127.0.0.1:{}:{}", n.host_port, n.port)));
         }
+    }
+
+    #[test]
+    fn tls_adds_the_override_and_the_chaos_client_certificate() {
+        let dir = Path::new("/c/.tls");
+        let a = tls_client_args(&ConnectArgs::default(), dir);
+        assert_eq!(a.cacert.as_deref(), Some(dir.join("ca.crt").as_path()));
+        assert_eq!(a.cert.as_deref(), Some(dir.join("chaos.crt").as_path()));
+        assert_eq!(a.key.as_deref(), Some(dir.join("chaos.key").as_path()));
+        // What was given wins; a given certificate is not paired with the
+        // default key.
+        let given = ConnectArgs {
+            cacert: Some("/my/ca.crt".into()),
+            cert: Some("/my/me.crt".into()),
+            token: Some("t".into()),
+            ..ConnectArgs::default()
+        };
+        let a = tls_client_args(&given, dir);
+        assert_eq!(a.cacert.as_deref(), Some(Path::new("/my/ca.crt")));
+        assert_eq!(a.cert.as_deref(), Some(Path::new("/my/me.crt")));
+        assert_eq!(a.key, None);
+        assert_eq!(a.token.as_deref(), Some("t"));
+
+        let o = DockerOptions::default();
+        let cluster = o.cluster_dir();
+        assert!(cluster.join("docker-compose.yml").is_file());
+        // Without the certificates, a clear error naming the file.
+        let missing = ConnectArgs {
+            cacert: Some("/nonexistent/ca.crt".into()),
+            ..ConnectArgs::default()
+        };
+        let e = o.with_tls(&missing).unwrap_err();
+        assert!(e.contains("--cacert /nonexistent/ca.crt"), "{e}");
+        assert!(e.contains("chaos.sh --tls"), "{e}");
+    }
+
+    #[test]
+    fn a_recreated_node_mounts_the_same_certificates() {
+        let c: Value = serde_json::json!({
+            "Config": {"Env": []},
+            "Mounts": [{"Type": "bind", "Source": "/w/cluster/.tls", "Destination": "/pki"}]
+        });
+        let env = compose_env(&BTreeMap::from([(1, c)]), None);
+        assert!(env.contains(&("LEASEHOLD_TLS_DIR".into(), "/w/cluster/.tls".into())));
     }
 
     #[test]
