@@ -9,6 +9,9 @@
 //!   over `lease::apply`. Pure.
 //! - [`types`]: openraft's type configuration (below `store`, which needs
 //!   it, and `raft`, which runs it).
+//! - [`auth`]: TLS on the node's port (our own accept loop), identities
+//!   from certificates and bearer tokens, authorization rules, reloads,
+//!   and the PKI behind `leasehold certs`.
 //! - [`store`]: the write-ahead log, snapshot files, and the thin openraft
 //!   adapters over `state`.
 //! - [`raft`]: the gRPC peer transport, and the [`raft::node::Node`] that
@@ -29,7 +32,7 @@
 //!
 //! Layers, lowest first (a module names only its own layer and those
 //! below; `tests/it/layers.rs` checks it): `proto` < `client` < `lease` <
-//! `state` < `types` < `store` < `raft` < `api` < `kube` < `identity` <
+//! `state` < `types` < `auth` < `store` < `raft` < `api` < `kube` < `identity` <
 //! `server` < `cli`. The crates `leasehold-proto` and `leasehold-client`
 //! (re-exported as `client`) are below them all. The load generator is the
 //! `leasehold-bench` crate, a client that does not link this one.

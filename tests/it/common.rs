@@ -94,6 +94,11 @@ pub struct Options {
     pub snapshot_logs: Option<u64>,
     /// More `serve` flags for every node.
     pub extra_args: Vec<String>,
+    /// More `serve` flags for one node (after `extra_args`).
+    pub node_args: BTreeMap<u64, Vec<String>>,
+    /// How the harness itself connects (its Status calls and `client()`):
+    /// TLS with a certificate the nodes accept, for TLS clusters.
+    pub connect: leasehold::client::ConnectOptions,
 }
 
 /// The spec of node `id` of a test cluster (see `leasehold_testkit::node`).
@@ -110,6 +115,7 @@ fn spec(
         extra_args.push(n.to_string());
     }
     extra_args.extend(opts.extra_args.iter().cloned());
+    extra_args.extend(opts.node_args.get(&id).into_iter().flatten().cloned());
     NodeSpec {
         bin: PathBuf::from(BIN),
         id,
@@ -208,6 +214,18 @@ impl Cluster {
         panic!("could not start a {n}-node cluster in {START_ATTEMPTS} attempts (ports kept being taken)");
     }
 
+    /// The last `lines` lines node `id` logged.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        self.node(id).log_tail(lines)
+    }
+
+    /// Sends `signal` (`HUP`, `STOP`...) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        self.node(id)
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+    }
+
     fn node(&self, id: u64) -> &NodeProcess {
         self.nodes
             .get(&id)
@@ -282,23 +300,31 @@ impl Cluster {
 
     /// A client of every node.
     pub fn client(&self) -> Client {
+        if self.opts.connect.tls.is_some() {
+            return Client::with_options(self.endpoints(), self.opts.connect.clone())
+                .expect("valid client options")
+                .with_timeout(CALL_TIMEOUT);
+        }
         client(self.endpoints())
     }
 
     /// Node `id`'s own Status: one attempt on that node only (no failover,
     /// no retries), bounded by a short deadline.
     pub async fn status(&self, id: u64) -> Result<pb::StatusResponse, tonic::Status> {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint(id)))
-                .expect("valid endpoint")
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(2));
+        let endpoint = self
+            .opts
+            .connect
+            .endpoint(&self.endpoint(id))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2));
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| tonic::Status::unavailable(format!("node {id}: cannot connect: {e}")))?;
+        let mut req = tonic::Request::new(pb::StatusRequest {});
+        self.opts.connect.authorization()?.apply(&mut req);
         ClusterClient::new(channel)
-            .status(pb::StatusRequest {})
+            .status(req)
             .await
             .map(tonic::Response::into_inner)
     }

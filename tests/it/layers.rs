@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["lease"],
     &["state"],
     &["types"],
+    &["auth"],
     &["store"],
     &["raft"],
     &["api"],

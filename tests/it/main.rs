@@ -21,6 +21,8 @@
 //!   features through real processes;
 //! - `client_errors`: the status contract between server and client;
 //! - `kube`: the Kubernetes Lease API over HTTP/1.1, and kubectl;
+//! - `security`: TLS, peer authentication, identities, authorization
+//!   rules and reloads, with certificates made in the test;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -35,6 +37,7 @@ mod kube;
 mod layers;
 mod lock;
 mod power_loss;
+mod security;
 mod server;
 mod state_machine;
 mod storage_suite;
