@@ -95,16 +95,20 @@ fn forwarded_identity(req: &Request) -> Option<Identity> {
 /// The layer (axum `from_fn_with_state`).
 pub async fn authenticate(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     let grpc = is_grpc(&req);
-    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let remote = req.extensions().get::<ConnInfo>().map(|c| c.remote);
+    // The connection's certificate, verified again if the CAs changed or
+    // the verdict is old (`TlsState::verdict`).
+    let (cert_identity, peer) = match (&auth.tls, req.extensions().get::<ConnInfo>()) {
+        (Some(tls), Some(conn)) => tls.verdict(conn),
+        _ => (None, false),
+    };
     let tls = auth.tls.is_some();
-    let peer = conn.as_ref().is_some_and(|c| c.peer);
     if tls && !peer {
         req.headers_mut().remove(FORWARDED_HEADER);
         req.headers_mut().remove(IDENTITY_HEADER);
     }
     if tls && !peer && req.uri().path().starts_with(PEER_SERVICES) {
-        let who = conn.as_ref().and_then(|c| c.identity.clone());
-        let r = match who {
+        let r = match cert_identity {
             None => {
                 Refusal::Unauthenticated("peer RPCs need a certificate from the peer CA".into())
             }
@@ -115,12 +119,12 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, mut req: Request, next:
                 name: None,
             },
         };
-        tracing::warn!(remote = ?conn.map(|c| c.remote), path = req.uri().path(), "peer RPC refused: {r}");
+        tracing::warn!(?remote, path = req.uri().path(), "peer RPC refused: {r}");
         return refuse(true, &r);
     }
     let identity = if peer {
-        forwarded_identity(&req).or_else(|| conn.as_ref().and_then(|c| c.identity.clone()))
-    } else if let Some(id) = conn.as_ref().and_then(|c| c.identity.clone()) {
+        forwarded_identity(&req).or(cert_identity)
+    } else if let Some(id) = cert_identity {
         Some(id)
     } else if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().unwrap_or("");

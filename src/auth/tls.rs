@@ -139,6 +139,9 @@ pub struct Loaded {
     pub peer_client: PeerClientTls,
     /// Digest of every file's contents, to skip reloads that change nothing.
     pub digest: [u8; 32],
+    /// Which load this is (set by [`TlsState`]): a connection verified under
+    /// an older one is verified again before its next request.
+    pub generation: u64,
 }
 
 /// What the node's own TLS client (peer channels, forwarding, its identity
@@ -299,6 +302,7 @@ impl Loaded {
                 key_pem: peer_key_pem,
             },
             digest: digest.finalize().into(),
+            generation: 0,
         })
     }
 
@@ -356,21 +360,61 @@ impl TlsState {
     }
 
     /// Replaces the material (after it validated).
-    pub fn replace(&self, loaded: Loaded) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+    pub fn replace(&self, mut loaded: Loaded) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        loaded.generation = current.generation + 1;
+        *current = Arc::new(loaded);
+    }
+
+    /// What `conn` proves now: its handshake's verdict while the trust
+    /// material is the one it was verified under and the verdict is younger
+    /// than [`REVERIFY_AFTER`]; otherwise its chain is verified again with
+    /// the current CAs and the current time. So a CA removed by a reload
+    /// stops working on open HTTP/2 connections at their next request, and
+    /// an expired certificate within [`REVERIFY_AFTER`], without paying a
+    /// signature check on every request.
+    pub fn verdict(&self, conn: &ConnInfo) -> (Option<Identity>, bool) {
+        let current = self.current();
+        let mut v = conn.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        if v.generation != current.generation || v.at.elapsed() >= REVERIFY_AFTER {
+            let (identity, peer) = current.classify(conn.chain.as_deref());
+            if (identity.as_ref(), peer) != (v.identity.as_ref(), v.peer) {
+                tracing::info!(remote = %conn.remote, ?identity, peer, "a connection's certificate was verified again and now proves less");
+            }
+            *v = Verdict {
+                generation: current.generation,
+                at: std::time::Instant::now(),
+                identity,
+                peer,
+            };
+        }
+        (v.identity.clone(), v.peer)
     }
 }
 
-/// What a connection proved at its handshake; every request on it carries
-/// a copy in its extensions.
+/// How long a connection's certificate verdict is trusted before the
+/// chain is verified again (expiry on long-lived connections).
+pub const REVERIFY_AFTER: Duration = Duration::from_secs(60);
+
+/// A connection's latest certificate verdict.
+#[derive(Debug)]
+struct Verdict {
+    generation: u64,
+    at: std::time::Instant,
+    identity: Option<Identity>,
+    peer: bool,
+}
+
+/// What a connection presented at its handshake; every request on it
+/// carries a copy in its extensions (clones share the verdict). Read it
+/// through [`TlsState::verdict`].
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub remote: SocketAddr,
-    /// The identity of a verified client or peer certificate.
-    pub identity: Option<Identity>,
-    /// Whether the certificate is a cluster member's.
-    pub peer: bool,
+    /// The certificate chain the client presented, if any.
+    chain: Option<Arc<[CertificateDer<'static>]>>,
+    verdict: Arc<std::sync::Mutex<Verdict>>,
 }
 
 /// An accepted TLS connection and what it proved.
@@ -471,11 +515,18 @@ pub fn incoming(
                         return;
                     }
                 };
-                let (identity, peer) = loaded.classify(tls.get_ref().1.peer_certificates());
+                let chain: Option<Arc<[CertificateDer<'static>]>> =
+                    tls.get_ref().1.peer_certificates().map(Arc::from);
+                let (identity, peer) = loaded.classify(chain.as_deref());
                 let info = ConnInfo {
                     remote,
-                    identity,
-                    peer,
+                    chain,
+                    verdict: Arc::new(std::sync::Mutex::new(Verdict {
+                        generation: loaded.generation,
+                        at: std::time::Instant::now(),
+                        identity,
+                        peer,
+                    })),
                 };
                 let _ = tx.send(Ok(Conn { io: tls, info })).await;
             });

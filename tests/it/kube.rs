@@ -733,7 +733,7 @@ async fn a_node_without_quorum_answers_503_with_retry_after_and_serves_stale_rea
 // ---------------------------------------------------------------------------
 
 /// `kubectl` on the PATH, if any.
-fn kubectl() -> Option<PathBuf> {
+pub(crate) fn kubectl() -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("kubectl"))
@@ -753,15 +753,15 @@ fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
     path
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    config: PathBuf,
-    cache: PathBuf,
+pub(crate) struct Kubectl {
+    pub(crate) bin: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) cache: PathBuf,
 }
 
 impl Kubectl {
     /// Runs kubectl with `args`; returns (success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
+    pub(crate) async fn run(&self, args: &[&str]) -> (bool, String, String) {
         let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.arg("--kubeconfig")
             .arg(&self.config)
@@ -781,7 +781,7 @@ impl Kubectl {
         )
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.run(args).await;
         assert!(ok, "kubectl {args:?} failed:\n{stderr}\n{stdout}");
         stdout

@@ -916,3 +916,125 @@ fn the_build_has_one_tls_provider_ring() {
          two providers make rustls panic without an explicit one (see src/auth/tls.rs)"
     );
 }
+
+#[tokio::test]
+async fn a_client_ca_removed_by_a_reload_stops_working_on_open_connections() {
+    let pki = Pki::new();
+    let cluster = Cluster::start_with(1, pki.options(false)).await;
+    let ep = cluster.endpoint(1);
+    let alice = pki.user("alice", "team-a");
+    // One HTTP/2 connection, kept open across the reload.
+    let channel = alice
+        .endpoint(&ep)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let get = || pb::ListRequest {
+        namespace: "team-a".into(),
+        ..Default::default()
+    };
+    leases_client(channel.clone())
+        .list(get())
+        .await
+        .expect("alice lists team-a");
+
+    // The client CA is replaced by another one: alice's certificate no
+    // longer proves anything, even on the connection verified before.
+    pki.write("client-ca.crt", pki.stranger_ca.cert_pem());
+    wait_logged(&cluster, 1, "TLS certificates and CAs reloaded").await;
+    let s = expect_err(
+        "alice on her old connection",
+        leases_client(channel).list(get()).await,
+    );
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    // A new connection with her certificate fails its handshake; the
+    // nodes' own certificates (the peer CA) still work.
+    expect_err(
+        "alice on a new connection",
+        acquire_once(&ep, &alice, "team-a", "x", &[]).await,
+    );
+    let channel = pki
+        .peer()
+        .endpoint(&ep)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("peer connects");
+    ClusterClient::new(channel)
+        .status(pb::StatusRequest {})
+        .await
+        .expect("a peer reads Status");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_authenticates_with_a_token_or_a_certificate_from_its_kubeconfig() {
+    use crate::kube::{kubectl, Kubectl};
+    let Some(bin) = kubectl() else {
+        eprintln!("SKIPPED: kubectl not on PATH");
+        return;
+    };
+    let pki = Pki::new();
+    let cluster = Cluster::start_with(1, pki.options(false)).await;
+    let server = format!("https://{}", cluster.endpoint(1));
+    let alice = pki
+        .client_ca
+        .issue_client("alice", &["team-a".to_string()], Validity::days(2))
+        .expect("cert");
+    pki.write("alice.crt", &alice.cert);
+    pki.write("alice.key", &alice.key);
+    // Relative paths are read from the kubeconfig's directory, as
+    // `leasehold certs init` writes them.
+    let kubeconfig = |name: &str, user: &str| {
+        let path = pki.path(name);
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lh\n  cluster:\n    server: {server}\n    certificate-authority: ca.crt\n\
+             users:\n- name: u\n  user:\n{user}\ncontexts:\n- name: lh\n  context:\n    cluster: lh\n    user: u\ncurrent-context: lh\n"
+        );
+        std::fs::write(&path, text).expect("kubeconfig");
+        Kubectl {
+            bin: bin.clone(),
+            config: path,
+            cache: pki.path(&format!("cache-{name}")),
+        }
+    };
+    let carol = kubeconfig("carol.yaml", &format!("    token: {CAROL_TOKEN}"));
+    let alice = kubeconfig(
+        "alice.yaml",
+        "    client-certificate: alice.crt\n    client-key: alice.key",
+    );
+
+    for (who, k) in [("carol", &carol), ("alice", &alice)] {
+        let name = format!("by-{who}");
+        let manifest = pki.path(&format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {name}\n  namespace: team-a\n\
+                 spec:\n  holderIdentity: {who}\n  leaseDurationSeconds: 30\n"
+            ),
+        )
+        .expect("manifest");
+        let out = k
+            .ok(&["apply", "-f", &manifest.display().to_string()])
+            .await;
+        assert!(out.contains("created"), "{who}: {out}");
+        let out = k.ok(&["get", "leases", "-n", "team-a"]).await;
+        assert!(out.contains(&name), "{who}: {out}");
+        let (ok, stdout, stderr) = k.run(&["get", "leases", "-n", "team-b"]).await;
+        assert!(!ok, "{who} listed team-b: {stdout}");
+        assert!(
+            stderr.contains("Error from server (Forbidden)")
+                && stderr.contains(&format!("User \"{who}\" cannot list resource \"leases\"")),
+            "{who}: {stderr}"
+        );
+    }
+    // A token the node does not know: Unauthorized. (A kubeconfig user
+    // without any credential makes kubectl prompt for a password instead.)
+    let stranger = kubeconfig("stranger.yaml", "    token: not-a-token");
+    let (ok, _, stderr) = stranger.run(&["get", "leases", "-n", "team-a"]).await;
+    assert!(
+        !ok && stderr.contains("You must be logged in to the server"),
+        "{stderr}"
+    );
+}
