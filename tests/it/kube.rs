@@ -250,7 +250,7 @@ fn is_fresh_age(s: &str) -> bool {
 // Tests
 // ---------------------------------------------------------------------------
 
-mod python;
+pub(crate) mod python;
 mod watch;
 mod write;
 

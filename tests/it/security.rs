@@ -1038,3 +1038,42 @@ async fn kubectl_authenticates_with_a_token_or_a_certificate_from_its_kubeconfig
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_authenticates_with_a_token_over_http1_and_tls() {
+    use crate::kube::python::{crud_watch, python, SKIPPED};
+    let Some(py) = python().await else {
+        eprintln!("{SKIPPED}");
+        return;
+    };
+    let pki = Pki::new();
+    let cluster = Cluster::start_with(3, pki.options(false)).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|&&i| i != leader)
+        .expect("a follower");
+    // carol's token; the CA by a path relative to the kubeconfig, as
+    // `leasehold certs init` writes it. The client offers ALPN http/1.1
+    // only (urllib3).
+    let config = pki.path("python.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lh\n  cluster:\n    server: https://{}\n    certificate-authority: ca.crt\n\
+             users:\n- name: carol\n  user:\n    token: {CAROL_TOKEN}\ncontexts:\n- name: lh\n  context:\n    cluster: lh\n    user: carol\n\
+             current-context: lh\n",
+            cluster.endpoint(follower)
+        ),
+    )
+    .expect("kubeconfig");
+    crud_watch(
+        &py,
+        &cluster,
+        &config,
+        "team-a",
+        "a TLS follower with carol's token",
+    )
+    .await;
+}

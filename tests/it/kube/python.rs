@@ -55,7 +55,7 @@ async fn has_client(python: &Path) -> bool {
 }
 
 /// The Python to run the scripts with, or `None` to skip.
-async fn python() -> Option<PathBuf> {
+pub(crate) async fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LEASEHOLD_PYTHON") {
         let p = PathBuf::from(p);
         assert!(
@@ -69,7 +69,8 @@ async fn python() -> Option<PathBuf> {
     has_client(&p).await.then_some(p)
 }
 
-const SKIPPED: &str = "SKIPPED: the Python kubernetes client is not installed (see .ci/run)";
+pub(crate) const SKIPPED: &str =
+    "SKIPPED: the Python kubernetes client is not installed (see .ci/run)";
 
 /// A command running `python` on `script` with `args`: no bytecode
 /// written into the source tree, unbuffered, no KUBECONFIG from outside.
@@ -104,15 +105,16 @@ async fn python_client_crud_and_watch() {
     let (_, follower) = leader_and_follower(&c).await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = write_kubeconfig(tmp.path(), &c.endpoint(follower));
+    crud_watch(&py, &c, &config, "py-crud", &format!("follower {follower}")).await;
+}
+
+/// Runs `crud_watch.py` with kubeconfig `config` in namespace `ns`;
+/// panics with its output (and the nodes' logs) if it fails.
+pub(crate) async fn crud_watch(py: &Path, c: &Cluster, config: &Path, ns: &str, what: &str) {
     let start = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        python_cmd(
-            &py,
-            &script("crud_watch.py"),
-            &[config.into(), "py-crud".into()],
-        )
-        .output(),
+        python_cmd(py, &script("crud_watch.py"), &[config.into(), ns.into()]).output(),
     )
     .await
     .expect("crud_watch.py did not finish within 120 s")
@@ -124,7 +126,7 @@ async fn python_client_crud_and_watch() {
     }
     assert!(
         out.status.success(),
-        "crud_watch.py against follower {follower} exited with {}:\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        "crud_watch.py against {what} exited with {}:\n--- stdout\n{stdout}--- stderr\n{stderr}",
         out.status
     );
     eprintln!(
