@@ -230,13 +230,20 @@ pub async fn serve_on(
     // replaces it for the whole.
     let app = kube::router(leases, stopping_rx)
         .merge(grpc.routes().into_axum_router())
-        .fallback(kube::fallback)
-        // Who each request acts for, before any route (gRPC, Raft and the
-        // Kubernetes API alike).
-        .layer(axum::middleware::from_fn_with_state(
+        .fallback(kube::fallback);
+    // Who each request acts for, before any route (gRPC, Raft and the
+    // Kubernetes API alike). Without TLS there is nobody to tell apart
+    // (tokens and rules need TLS, `Auth::new`): every caller is anonymous
+    // and may do anything, which the services' checks see from the
+    // missing `Caller`, so the layer is left out of the hot path.
+    let app = if auth.tls.is_some() {
+        app.layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             authn::authenticate,
-        ));
+        ))
+    } else {
+        app
+    };
 
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
