@@ -19,6 +19,10 @@
 #                       leases, renew them, kill and restart a follower; then
 #                       renew with and without 8 selector scans of them
 #   --scale-minutes M   minutes of renewals in the scale run (default 10)
+#   --tls               Leasehold with TLS, a client certificate and authorization
+#                       rules (from `leasehold certs init` into target/bench/tls);
+#                       etcd stays plaintext (the bench's etcd client has no
+#                       TLS), so the ratios carry the whole cost of both
 #   --leasehold-args A  extra `leasehold serve` flags, e.g.
 #                       "--election-timeout-min-ms 150 --election-timeout-max-ms 300"
 # Results: target/bench/results/<time>/ (one JSON report per run, table.md,
@@ -42,6 +46,7 @@ plots_dir=""
 leasehold_args=""
 scale=0
 scale_minutes=10
+tls=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --long) duration=30; repeats=3; clients="1 16 64 256" ;;
@@ -57,7 +62,8 @@ while [ $# -gt 0 ]; do
         --leasehold-args) leasehold_args="$2"; shift ;;
         --scale) scale="$2"; shift ;;
         --scale-minutes) scale_minutes="$2"; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --tls) tls=1 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -137,6 +143,20 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$tls" = 1 ]; then
+    # One node certificate (127.0.0.1) for the three nodes, the bench's
+    # client certificate in group leasehold:admins, and the rules file:
+    # the whole secured path. The CLI and the bench read the LEASEHOLD_*
+    # variables (the bench ignores them for etcd).
+    TLS_DIR=$BENCH/tls
+    rm -rf "$TLS_DIR"
+    "$BIN" certs init --dir "$TLS_DIR" --node 1 --client bench:leasehold:admins >/dev/null
+    leasehold_args="$leasehold_args --cert-file $TLS_DIR/node-1.crt --key-file $TLS_DIR/node-1.key"
+    leasehold_args="$leasehold_args --peer-trusted-ca-file $TLS_DIR/ca.crt --trusted-ca-file $TLS_DIR/client-ca.crt"
+    leasehold_args="$leasehold_args --authorization-file $TLS_DIR/authz.yaml"
+    export LEASEHOLD_CACERT=$TLS_DIR/ca.crt LEASEHOLD_CERT=$TLS_DIR/bench.crt LEASEHOLD_KEY=$TLS_DIR/bench.key
+fi
 
 LH_PEERS="1=127.0.0.1:${LH_PORTS[0]},2=127.0.0.1:${LH_PORTS[1]},3=127.0.0.1:${LH_PORTS[2]}"
 LH_ENDPOINTS="127.0.0.1:${LH_PORTS[0]},127.0.0.1:${LH_PORTS[1]},127.0.0.1:${LH_PORTS[2]}"
