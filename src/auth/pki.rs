@@ -18,6 +18,7 @@
 //! would repeat a serial. Validity is explicit ([`Validity`]); rcgen's
 //! default is 1975 to 4096.
 
+use super::subject::der_next;
 use rcgen::string::{Ia5String, PrintableString};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
@@ -533,28 +534,6 @@ fn is_ca_certificate(cert: &[u8]) -> bool {
         Some(false)
     };
     find().unwrap_or(false)
-}
-
-/// The first DER element of `input`: its tag, its contents and what
-/// follows. Definite lengths up to 4 bytes only (certificates need 2).
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at_checked(n)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, rest)
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
 }
 
 /// The arcs of a DER OBJECT IDENTIFIER's contents.

@@ -8,26 +8,26 @@
 //! untrusted: every length is checked and anything unexpected is skipped or
 //! refused, never indexed blindly.
 
-/// One DER element: its tag and contents; the rest of the input after it.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// The first DER element of `input`: its tag, its contents and what
+/// follows. Definite lengths up to 4 bytes only (certificates need 2).
+pub(crate) fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
         (usize::from(first), rest)
     } else {
         let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
+        if n == 0 || n > 4 {
             return None;
         }
-        let len = rest[..n]
+        let (bytes, rest) = rest.split_at_checked(n)?;
+        let len = bytes
             .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, rest)
     };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
 }
 
 const SET: u8 = 0x31;
@@ -53,23 +53,23 @@ pub fn common_name_and_organizations(subject: &[u8]) -> Option<(Option<String>, 
     let mut orgs = Vec::new();
     let mut rdns = subject;
     while !rdns.is_empty() {
-        let (tag, set, rest) = element(rdns)?;
+        let (tag, set, rest) = der_next(rdns)?;
         rdns = rest;
         if tag != SET {
             return None;
         }
         let mut atvs = set;
         while !atvs.is_empty() {
-            let (tag, atv, rest) = element(atvs)?;
+            let (tag, atv, rest) = der_next(atvs)?;
             atvs = rest;
             if tag != SEQUENCE {
                 return None;
             }
-            let (tag, oid, value) = element(atv)?;
+            let (tag, oid, value) = der_next(atv)?;
             if tag != OID {
                 return None;
             }
-            let (vtag, value, _) = element(value)?;
+            let (vtag, value, _) = der_next(value)?;
             if oid == CN {
                 // The last CN wins, as Go's pkix.Name does.
                 if let Some(t) = text(vtag, value) {

@@ -187,7 +187,7 @@ impl Http {
 // ---------------------------------------------------------------------------
 
 /// The leader and one follower.
-async fn leader_and_follower(c: &Cluster) -> (u64, u64) {
+pub(crate) async fn leader_and_follower(c: &Cluster) -> (u64, u64) {
     let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
     let follower = c
         .ids()

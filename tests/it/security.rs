@@ -8,6 +8,7 @@
 //! other), a client CA for users, and an unrelated CA for a stranger.
 
 use crate::common::{expect_err, Cluster, Deadline, Options};
+use crate::kube::leader_and_follower;
 use leasehold::auth::pki::{Ca, Validity};
 use leasehold::client::{ClientTls, ConnectOptions};
 use leasehold::proto::internal::raft_client::RaftClient;
@@ -330,12 +331,7 @@ async fn forged_vote_and_append_entries_from_outside_are_refused() {
 
     let pki = Pki::new();
     let cluster = Cluster::start_with(3, pki.options(false)).await;
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|&&i| i != leader)
-        .expect("a follower");
+    let (leader, follower) = leader_and_follower(&cluster).await;
     let before = cluster.status(follower).await.expect("status");
     let ep = cluster.endpoint(follower);
 
@@ -710,12 +706,7 @@ async fn watches_are_authorized_and_end_when_a_reload_revokes_them() {
 async fn a_forwarded_write_is_authorized_as_its_client_and_headers_cannot_claim_an_identity() {
     let pki = Pki::new();
     let cluster = Cluster::start_with(3, pki.options(false)).await;
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|&&i| i != leader)
-        .expect("a follower");
+    let (leader, follower) = leader_and_follower(&cluster).await;
     let (lep, fep) = (cluster.endpoint(leader), cluster.endpoint(follower));
     let alice = pki.user("alice", "team-a");
     let bob = pki.user("bob", "team-b");
@@ -1048,12 +1039,7 @@ async fn the_python_client_authenticates_with_a_token_over_http1_and_tls() {
     };
     let pki = Pki::new();
     let cluster = Cluster::start_with(3, pki.options(false)).await;
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|&&i| i != leader)
-        .expect("a follower");
+    let (_, follower) = leader_and_follower(&cluster).await;
     // carol's token; the CA by a path relative to the kubeconfig, as
     // `leasehold certs init` writes it. The client offers ALPN http/1.1
     // only (urllib3).
