@@ -80,10 +80,15 @@ case "$OUT_DIR" in /*) ;; *) OUT_DIR="$PWD/$OUT_DIR" ;; esac
 CHAOS_BIN="$TARGET_DIR/release/leasehold-chaos"
 seed_args=()
 [ -z "$seed" ] || seed_args=(--seed "$seed")
-# leasehold-chaos adds docker-compose.tls.yml itself and reads its
-# credentials from cluster/.tls (the default LEASEHOLD_TLS_DIR).
+# leasehold-chaos adds docker-compose.tls.yml itself. Its credentials are
+# given explicitly: it takes --cacert/--cert/--key from LEASEHOLD_CACERT/
+# CERT/KEY too, which enable_tls exports for `lh` as the `admin` pair, and
+# the suite must run as its own `chaos` client.
 tls_args=()
-[ "$LEASEHOLD_TLS" != 1 ] || tls_args=(--tls)
+if [ "$LEASEHOLD_TLS" = 1 ]; then
+    tls_args=(--tls --cacert "$LEASEHOLD_TLS_DIR/ca.crt"
+        --cert "$LEASEHOLD_TLS_DIR/chaos.crt" --key "$LEASEHOLD_TLS_DIR/chaos.key")
+fi
 
 # The per-node clock spec files docker-compose.chaos.yml mounts. Exported:
 # docker-compose reads it, and so does the backend when it recreates a node.

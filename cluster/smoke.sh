@@ -5,8 +5,10 @@
 #   fencing token; docker start the container; check that it rejoins (three
 #   members, its applied index catches up); down.sh. Exits non-zero with a
 #   message on the first failure and prints a summary with timings.
-# Usage: cluster/smoke.sh [--keep] [up.sh flags, e.g. --no-build, --skip-cargo]
+# Usage: cluster/smoke.sh [--keep] [--tls] [up.sh flags, e.g. --no-build, --skip-cargo]
 #   --keep  leave the cluster running afterwards (default: down.sh -v)
+#   --tls   the TLS cluster (up.sh --tls); this script's client calls then
+#           use cluster/.tls/admin.crt, and down.sh deletes cluster/.tls
 # Env:    SMOKE_TIMEOUT  seconds allowed for each wait (default 30)
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
@@ -17,7 +19,9 @@ up_args=()
 for arg in "$@"; do
     case "$arg" in
         --keep) keep=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        # enable_tls exports LEASEHOLD_TLS=1: up.sh and down.sh inherit it.
+        --tls) enable_tls ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) up_args+=("$arg") ;;
     esac
 done

@@ -4,6 +4,8 @@
 #   waits until all three containers are healthy and the host client sees a
 #   leader and three members.
 # Usage: cluster/up.sh [--no-build] [--tls] [build-image.sh flags, e.g. --skip-cargo]
+#   --no-build  use the existing leasehold:local image and host binary
+#               (--skip-build, as chaos.sh spells it, is the same)
 #   --tls  the TLS variant (docker-compose.tls.yml): a `certs` container makes
 #          the PKI in cluster/.tls first (kept across ups; down.sh deletes
 #          it), nodes serve TLS, and the host client uses .tls/admin.crt
@@ -16,9 +18,9 @@ build=1
 build_args=()
 for arg in "$@"; do
     case "$arg" in
-        --no-build) build=0 ;;
+        --no-build|--skip-build) build=0 ;;
         --tls) enable_tls ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) build_args+=("$arg") ;;
     esac
 done
