@@ -21,6 +21,8 @@
 //! - [`kube`]: the Kubernetes `coordination.k8s.io/v1` Lease API over
 //!   HTTP/1.1 on the same port (discovery, GET, LIST, Tables), thin
 //!   handlers over the gRPC `Leases` service called in process.
+//! - [`telemetry`]: the Prometheus registry and instruments.
+//! - [`ops`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`identity`]: each node publishes a server identity lease.
 //! - [`server`]: `leasehold serve`: configuration, listener, shutdown.
 //! - [`cli`]: the `leasehold` command line (argument parsing, output formats).
@@ -32,7 +34,7 @@
 //!
 //! Layers, lowest first (a module names only its own layer and those
 //! below; `tests/it/layers.rs` checks it): `proto` < `client` < `lease` <
-//! `state` < `types` < `auth` < `store` < `raft` < `api` < `kube` < `identity` <
+//! `state` < `types` < `telemetry` < `auth` < `store` < `raft` < `api` < `kube` < `ops` < `identity` <
 //! `server` < `cli`. The crates `leasehold-proto` and `leasehold-client`
 //! (re-exported as `client`) are below them all. The load generator is the
 //! `leasehold-bench` crate, a client that does not link this one.
@@ -42,6 +44,8 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod ops;
+pub mod telemetry;
 /// The Rust client, the `leasehold-client` crate (it knows the wire contract
 /// only), under its old path.
 pub use leasehold_client as client;

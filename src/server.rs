@@ -155,6 +155,7 @@ pub async fn serve_on(
     // Background work that lives exactly as long as the server.
     let mut background = tokio::task::JoinSet::new();
     background.spawn(sweeper::run(node.clone()));
+    background.spawn(count_leader_changes(node.clone()));
     {
         // New peer certificates go to the peer channels: the next call to
         // each peer connects with them (open connections are not touched).
@@ -228,7 +229,8 @@ pub async fn serve_on(
     // The gRPC routes bring tonic's UNIMPLEMENTED fallback, the Kubernetes
     // router none (axum refuses to merge two); `kube::fallback` then
     // replaces it for the whole.
-    let app = kube::router(leases, stopping_rx)
+    let app = kube::router(leases.clone(), stopping_rx.clone())
+        .merge(crate::ops::router(node.clone(), leases, stopping_rx))
         .merge(grpc.routes().into_axum_router())
         .fallback(kube::fallback);
     // Who each request acts for, before any route (gRPC, Raft and the
@@ -244,6 +246,8 @@ pub async fn serve_on(
     } else {
         app
     };
+    // Outermost: every request is counted and timed, refusals included.
+    let app = app.layer(axum::middleware::from_fn(crate::ops::requests::track));
 
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -285,6 +289,21 @@ pub async fn serve_on(
     }
     tracing::info!(id = cfg.id, "leasehold node stopped");
     Ok(())
+}
+
+/// Counts each new leader this node sees (`leasehold_raft_leader_changes_total`).
+async fn count_leader_changes(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    let mut last = rx.borrow().current_leader;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow().current_leader;
+        if now.is_some() && now != last {
+            crate::telemetry::metrics().leader_changes.inc();
+        }
+        if now.is_some() {
+            last = now;
+        }
+    }
 }
 
 /// Says loudly what is not protected: the quick start runs without TLS or

@@ -58,6 +58,12 @@ impl LeasesService {
         Self::with_node_and_limit(self.node, max).with_auth(auth)
     }
 
+    /// Watches open on this node now.
+    pub fn open_watches(&self) -> usize {
+        self.max_watches
+            .saturating_sub(self.watches.available_permits())
+    }
+
     /// The same, checking every call against `auth`.
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = auth;

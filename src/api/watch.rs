@@ -200,6 +200,7 @@ impl Watcher {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        cutoff("lagged");
                         return Err(status::watcher_too_slow(self.last + 1));
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -231,7 +232,10 @@ impl Watcher {
             let from = self.last + 1;
             let (events, seen) = match self.sm.history_from(from, HISTORY_CHUNK) {
                 Ok(r) => r,
-                Err(c) => return Err(status::compacted(c.requested, c.oldest)),
+                Err(c) => {
+                    cutoff("compacted");
+                    return Err(status::compacted(c.requested, c.oldest));
+                }
             };
             let full = events.len() == HISTORY_CHUNK;
             for e in &events {
@@ -257,10 +261,27 @@ impl Watcher {
         } else {
             e.revision
         };
+        let progress = e.r#type == pb::watch_event::Type::Progress as i32;
         match tokio::time::timeout(SLOW_WATCHER_GRACE, self.tx.send(Ok(e))).await {
-            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Ok(())) => {
+                if !progress {
+                    crate::telemetry::metrics().watch_events.inc();
+                }
+                Ok(Ok(()))
+            }
             Ok(Err(_)) => Ok(Err(Gone)),
-            Err(_) => Err(status::watcher_too_slow(resume)),
+            Err(_) => {
+                cutoff("buffer_full");
+                Err(status::watcher_too_slow(resume))
+            }
         }
     }
+}
+
+/// Counts a watch the server ended, by reason.
+fn cutoff(reason: &str) {
+    crate::telemetry::metrics()
+        .watch_cutoffs
+        .with_label_values(&[reason])
+        .inc();
 }

@@ -83,6 +83,9 @@ async fn run(raft: Raft, clock: StampClock, mut rx: mpsc::UnboundedReceiver<Pend
                 Err(_) => break,
             }
         }
+        crate::telemetry::metrics()
+            .proposal_ops
+            .observe(batch.len() as f64);
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -221,6 +221,11 @@ impl State {
         self.clock
     }
 
+    /// Every lease, in key order.
+    pub fn leases(&self) -> impl Iterator<Item = &Arc<Lease>> {
+        self.leases.values()
+    }
+
     /// Number of leases.
     pub fn lease_count(&self) -> usize {
         self.leases.len()

@@ -342,6 +342,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
+        let t = crate::telemetry::metrics();
+        t.snapshots.with_label_values(&["installed"]).inc();
+        t.snapshot_bytes
+            .set(i64::try_from(data.len()).unwrap_or(i64::MAX));
         let inner = self.inner.clone();
         let m = meta.clone();
         // Decode (which checks the checksum and version) before anything
@@ -438,6 +442,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .snapshot_building
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             let dir = inner.snapshot_dir.clone();
+            let started = std::time::Instant::now();
             let written =
                 tokio::task::spawn_blocking(move || snapshot::write_file(&dir, &state, &m)).await;
             inner
@@ -446,6 +451,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let path = written
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?
                 .map_err(|e| snap_err(ErrorVerb::Write, Some(&meta), e))?;
+            let t = crate::telemetry::metrics();
+            t.snapshot_duration.observe(started.elapsed().as_secs_f64());
+            t.snapshots.with_label_values(&["built"]).inc();
+            if let Ok(md) = std::fs::metadata(&path) {
+                t.snapshot_bytes
+                    .set(i64::try_from(md.len()).unwrap_or(i64::MAX));
+            }
             self.store.store_current(&meta, path);
         }
         Ok(Snapshot {

@@ -36,17 +36,17 @@ const V1: &str = "/apis/coordination.k8s.io/v1";
 // ---------------------------------------------------------------------------
 
 /// One HTTP/1.1 connection to a node.
-struct Http {
+pub(crate) struct Http {
     addr: String,
     send: SendRequest<Full<Bytes>>,
 }
 
 /// An answer.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -88,7 +88,7 @@ impl Reply {
 }
 
 impl Http {
-    async fn open(addr: &str) -> Http {
+    pub(crate) async fn open(addr: &str) -> Http {
         let stream = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
@@ -104,7 +104,12 @@ impl Http {
         }
     }
 
-    async fn request(&mut self, method: &str, path: &str, accept: Option<&str>) -> Reply {
+    pub(crate) async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Reply {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
         self.send_body(method, path, &headers, Vec::new()).await
     }

@@ -23,6 +23,7 @@
 //! - `kube`: the Kubernetes Lease API over HTTP/1.1, and kubectl;
 //! - `security`: TLS, peer authentication, identities, authorization
 //!   rules and reloads, with certificates made in the test;
+//! - `ops`: `/metrics`, `/healthz`, `/readyz` and the alert rules;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -36,6 +37,7 @@ mod identity;
 mod kube;
 mod layers;
 mod lock;
+mod ops;
 mod power_loss;
 mod security;
 mod server;

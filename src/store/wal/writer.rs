@@ -209,7 +209,11 @@ fn write_batch(
     }
     (&*active.file).write_all(buf)?;
     if needs_sync && !skip_sync(shared) {
+        let started = std::time::Instant::now();
         active.file.sync_data()?;
+        crate::telemetry::metrics()
+            .wal_fsync
+            .observe(started.elapsed().as_secs_f64());
         shared.syncs.fetch_add(1, Ordering::SeqCst);
     }
     active.offset += buf.len() as u64;
