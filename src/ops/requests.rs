@@ -123,7 +123,9 @@ pub async fn track(req: Request, next: Next) -> Response {
             .map_or("Ok", code_name);
         m.grpc_requests.with_label_values(&[method, code]).inc();
         if !streams {
-            m.grpc_duration.with_label_values(&[method]).observe(elapsed);
+            m.grpc_duration
+                .with_label_values(&[method])
+                .observe(elapsed);
         }
     } else {
         let route = label.0;
