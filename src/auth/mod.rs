@@ -113,16 +113,20 @@ pub struct Auth {
     pub config: AuthConfig,
 }
 
+/// A bounded UTF-8 file, errors naming it.
+fn read_text(path: &std::path::Path, max: u64) -> Result<String, String> {
+    let bytes = tls::read_bounded(path, max)?;
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))
+}
+
 fn read_tokens(path: &std::path::Path) -> Result<Tokens, String> {
-    let bytes = tls::read_bounded(path, tokens::MAX_TOKEN_FILE)?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-    Tokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    Tokens::parse(&read_text(path, tokens::MAX_TOKEN_FILE)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_rules(path: &std::path::Path) -> Result<Rules, String> {
-    let bytes = tls::read_bounded(path, rules::MAX_RULES_FILE)?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-    Rules::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    Rules::parse(&read_text(path, rules::MAX_RULES_FILE)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Auth {
@@ -245,25 +249,30 @@ impl Auth {
     }
 
     /// Re-reads the token file; on error keeps the old tokens. Returns
-    /// whether anything changed.
+    /// whether anything was read.
     pub fn reload_tokens(&self) -> Result<bool, String> {
-        let Some(path) = &self.config.token_file else {
-            return Ok(false);
-        };
-        let t = read_tokens(path)?;
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(t));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(true)
+        self.reload(&self.config.token_file, read_tokens, &self.tokens)
     }
 
     /// Re-reads the rules file; on error keeps the old rules (never fails
     /// open).
     pub fn reload_rules(&self) -> Result<bool, String> {
-        let Some(path) = &self.config.rules_file else {
+        self.reload(&self.config.rules_file, read_rules, &self.rules)
+    }
+
+    /// Reads `path` with `read` into `slot` whole, or changes nothing;
+    /// a change bumps the generation running watches re-check on.
+    fn reload<T>(
+        &self,
+        path: &Option<PathBuf>,
+        read: fn(&std::path::Path) -> Result<T, String>,
+        slot: &RwLock<Option<Arc<T>>>,
+    ) -> Result<bool, String> {
+        let Some(path) = path else {
             return Ok(false);
         };
-        let r = read_rules(path)?;
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(r));
+        let new = read(path)?;
+        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }

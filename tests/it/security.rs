@@ -190,6 +190,15 @@ impl Pki {
     }
 }
 
+/// A TLS channel to `endpoint` with `opts`'s certificate, connected now.
+async fn tls_channel(opts: &ConnectOptions, endpoint: &str) -> tonic::transport::Channel {
+    opts.endpoint(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
+}
+
 /// One attempt at `Leases.Acquire` on `endpoint` (no failover, no retry).
 async fn acquire_once(
     endpoint: &str,
@@ -476,12 +485,7 @@ async fn identities_are_authorized_per_namespace_and_refusals_change_nothing() {
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
 
     // Membership changes need the admin verb.
-    let channel = alice
-        .endpoint(&ep)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = tls_channel(&alice, &ep).await;
     let s = expect_err(
         "alice adds a member",
         ClusterClient::new(channel.clone())
@@ -594,7 +598,7 @@ async fn https_get(pki: &Pki, endpoint: &str, opts: &ConnectOptions, path: &str)
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Waits until `path` holds what node `id` logged `needle` about.
+/// Waits until node `id` has logged `needle`.
 async fn wait_logged(cluster: &Cluster, id: u64, needle: &str) {
     let d = Deadline::new(
         format!("node {id} to log {needle:?}"),
@@ -616,12 +620,7 @@ async fn watches_are_authorized_and_end_when_a_reload_revokes_them() {
     let cluster = Cluster::start_with(1, pki.options(false)).await;
     let ep = cluster.endpoint(1);
     let alice = pki.user("alice", "team-a");
-    let channel = alice
-        .endpoint(&ep)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = tls_channel(&alice, &ep).await;
     let watch = |ns: &str| pb::WatchRequest {
         namespace: ns.into(),
         ..Default::default()
@@ -758,12 +757,7 @@ async fn a_forwarded_write_is_authorized_as_its_client_and_headers_cannot_claim_
         req
     };
     for ep in [&fep, &lep] {
-        let channel = bob
-            .endpoint(ep)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = tls_channel(&bob, ep).await;
         let req = claim(tonic::Request::new(crate::common::acquire_req(
             "team-a", "f3", "h", 30,
         )));
@@ -915,12 +909,7 @@ async fn a_client_ca_removed_by_a_reload_stops_working_on_open_connections() {
     let ep = cluster.endpoint(1);
     let alice = pki.user("alice", "team-a");
     // One HTTP/2 connection, kept open across the reload.
-    let channel = alice
-        .endpoint(&ep)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = tls_channel(&alice, &ep).await;
     let get = || pb::ListRequest {
         namespace: "team-a".into(),
         ..Default::default()
@@ -945,13 +934,7 @@ async fn a_client_ca_removed_by_a_reload_stops_working_on_open_connections() {
         "alice on a new connection",
         acquire_once(&ep, &alice, "team-a", "x", &[]).await,
     );
-    let channel = pki
-        .peer()
-        .endpoint(&ep)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("peer connects");
+    let channel = tls_channel(&pki.peer(), &ep).await;
     ClusterClient::new(channel)
         .status(pb::StatusRequest {})
         .await
