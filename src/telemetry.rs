@@ -45,6 +45,15 @@ pub struct Metrics {
     pub watch_events: IntCounter,
     /// Watches ended by the server, by reason.
     pub watch_cutoffs: IntCounterVec,
+    /// Tenures the leader's sweep recorded as lapsed (`Expired` events
+    /// applied here).
+    pub lease_expirations: IntCounter,
+    /// How long after a tenure lapsed its expiry was recorded: the entry's
+    /// time minus `lapses_at` (the last renewal or the epoch start, plus
+    /// the duration). Not `expireTime`: a new leader extends every tenure
+    /// to a full duration from its epoch, which would count every failover
+    /// as a delay.
+    pub expiry_delay: Histogram,
     /// Raft, state and process gauges, set at scrape time.
     pub gauges: Gauges,
     /// Replication lag in entries per follower (leader only).
@@ -160,6 +169,15 @@ impl Metrics {
                 "Watches the server ended: too slow, or their start was compacted",
                 &["reason"],
             ),
+            lease_expirations: counter(
+                "lease_expirations_total",
+                "Tenures recorded as lapsed (Expired events applied)",
+            ),
+            expiry_delay: histogram(
+                "lease_expiry_delay_seconds",
+                "Time from a tenure lapsing to its expiry being recorded",
+                doubling(0.01, 14),
+            ),
             gauges: Gauges::new(&|name, help| {
                 let g = must(IntGauge::new(name, help));
                 reg(Box::new(g.clone()));
@@ -172,7 +190,7 @@ impl Metrics {
             ),
             namespace_leases: gauge_vec(
                 "namespace_leases",
-                "Leases per namespace: held (a live tenure) or free",
+                "Leases per namespace: held (a live tenure), expired (holder set, tenure lapsed) or free",
                 &["namespace", "state"],
             ),
             registry,
@@ -230,6 +248,7 @@ gauges! {
     leases = "leases", "Leases stored";
     leases_held = "leases_held", "Leases with a live tenure";
     tombstones = "tombstones", "Tombstones of held leases deleted early";
+    dedup_records = "dedup_records", "Request ids remembered for idempotent retries";
     history_events = "watch_history_events", "Changes kept for watchers to resume from";
     history_compacted_revision = "watch_history_compacted_revision", "Watches from at or below this revision get COMPACTED";
     watchers = "watchers", "Watches served by this node now";

@@ -18,6 +18,40 @@ fn gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Leases of one namespace by state.
+#[derive(Default)]
+struct Counts {
+    /// A holder whose tenure has not lapsed.
+    held: u64,
+    /// A holder whose lapse the leader recorded (`expired`).
+    expired: u64,
+    /// No holder.
+    free: u64,
+}
+
+impl Counts {
+    fn total(&self) -> u64 {
+        self.held + self.expired + self.free
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.held += o.held;
+        self.expired += o.expired;
+        self.free += o.free;
+    }
+
+    fn set(&self, namespace: &str) {
+        let ns = &metrics().namespace_leases;
+        for (state, v) in [
+            ("held", self.held),
+            ("expired", self.expired),
+            ("free", self.free),
+        ] {
+            ns.with_label_values(&[namespace, state]).set(gauge(v));
+        }
+    }
+}
+
 /// Sets every scrape-time gauge. `ready` is `/readyz`'s verdict.
 pub async fn gauges(node: &Node, leases: &LeasesService, ready: bool) {
     let g = &metrics().gauges;
@@ -56,22 +90,23 @@ pub async fn gauges(node: &Node, leases: &LeasesService, ready: bool) {
     g.revision.set(gauge(view.revision()));
     g.leases.set(gauge(view.lease_count() as u64));
     g.tombstones.set(gauge(view.tombstone_count() as u64));
+    g.dedup_records.set(gauge(node.sm.dedup_records() as u64));
     let (compacted, events) = view.history_bounds();
     g.history_events.set(gauge(events as u64));
     g.history_compacted_revision.set(gauge(compacted));
     g.watchers.set(gauge(leases.open_watches() as u64));
     g.ready.set(i64::from(ready));
 
-    // Held and free leases per namespace: one pass over the view, on a
-    // blocking thread (it is O(leases)).
+    // Held, expired and free leases per namespace: one pass over the view,
+    // on a blocking thread (it is O(leases)).
     let counts = tokio::task::spawn_blocking(move || {
-        let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut per: BTreeMap<String, Counts> = BTreeMap::new();
         for l in view.leases() {
             let c = per.entry(l.key.namespace.clone()).or_default();
-            if l.holder().is_some() && !l.expired {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
+            match (l.holder().is_some(), l.expired) {
+                (true, false) => c.held += 1,
+                (true, true) => c.expired += 1,
+                (false, _) => c.free += 1,
             }
         }
         per
@@ -79,27 +114,20 @@ pub async fn gauges(node: &Node, leases: &LeasesService, ready: bool) {
     .await
     .unwrap_or_default();
     let mut by_size: Vec<_> = counts.into_iter().collect();
-    by_size.sort_by_key(|(ns, (held, free))| (std::cmp::Reverse(held + free), ns.clone()));
+    by_size.sort_by_key(|(ns, c)| (std::cmp::Reverse(c.total()), ns.clone()));
     let ns = &metrics().namespace_leases;
     ns.reset();
-    let (mut held_total, mut other) = (0u64, (0u64, 0u64));
-    for (i, (name, (held, free))) in by_size.iter().enumerate() {
-        held_total += held;
+    let (mut held_total, mut other) = (0u64, Counts::default());
+    for (i, (name, c)) in by_size.iter().enumerate() {
+        held_total += c.held;
         if i < MAX_NAMESPACES {
-            ns.with_label_values(&[name.as_str(), "held"])
-                .set(gauge(*held));
-            ns.with_label_values(&[name.as_str(), "free"])
-                .set(gauge(*free));
+            c.set(name);
         } else {
-            other.0 += held;
-            other.1 += free;
+            other.add(c);
         }
     }
     if by_size.len() > MAX_NAMESPACES {
-        ns.with_label_values(&["_other", "held"])
-            .set(gauge(other.0));
-        ns.with_label_values(&["_other", "free"])
-            .set(gauge(other.1));
+        other.set("_other");
     }
     g.leases_held.set(gauge(held_total));
 

@@ -85,6 +85,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Counts the `Expired` events of one applied entry and how late each was
+/// recorded past the moment its tenure lapsed in the current epoch. Every
+/// node records the same figures (it applies the same entries); a restart
+/// that replays the log counts its entries again.
+fn record_expiries(changes: &[Arc<Event>], epoch_start: crate::lease::Timestamp) {
+    let t = crate::telemetry::metrics();
+    for e in changes {
+        if e.kind != crate::lease::EventKind::Expired {
+            continue;
+        }
+        t.lease_expirations.inc();
+        if let Some(lapsed) = crate::lease::apply::lapses_at(&e.lease, epoch_start) {
+            let late_us = e.time.micros_since(lapsed).max(0);
+            t.expiry_delay.observe(late_us as f64 / 1e6);
+        }
+    }
+}
+
 fn snap_err(
     verb: ErrorVerb,
     meta: Option<&SnapshotMeta>,
@@ -154,6 +172,12 @@ impl StateMachineStore {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Request ids remembered for retries. Read from the writer's state:
+    /// the published view leaves the records out.
+    pub fn dedup_records(&self) -> usize {
+        lock(&self.inner.writer).state.dedup_len()
     }
 
     fn publish(&self, state: &State) {
@@ -299,6 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let (response, changes) =
                             w.state
                                 .apply_proposal(at, &proposal, &self.inner.apply_opts);
+                        record_expiries(&changes, w.state.clock().epoch_start);
                         events.extend(changes);
                         response
                     }

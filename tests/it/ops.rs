@@ -3,6 +3,7 @@
 
 use crate::common::{acquire_req, release_req, Cluster, Deadline};
 use crate::kube::{leader_and_follower, Http};
+use leasehold::proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -78,6 +79,30 @@ async fn metrics_health_and_readiness_of_a_three_node_cluster() {
         .release(release_req("ops-a", "l3", "h", tokens[3]))
         .await
         .expect("release");
+    // A retried write is remembered by its request id; a one-second
+    // tenure in ops-b lapses and the leader's sweep records its expiry.
+    let mut with_id = acquire_req("ops-b", "short", "h", 1);
+    with_id.request_id = "ops-test-1".into();
+    client.acquire(with_id).await.expect("acquire with an id");
+    let d = Deadline::new(
+        "the short tenure to be recorded expired",
+        Duration::from_secs(15),
+    );
+    loop {
+        let l = client
+            .get(pb::GetRequest {
+                namespace: "ops-b".into(),
+                name: "short".into(),
+                stale: false,
+            })
+            .await
+            .expect("get");
+        let status = l.lease.as_ref().and_then(|l| l.status.as_ref());
+        if status.is_some_and(|s| s.expired) {
+            break;
+        }
+        d.check(format!("{l:?}")).await;
+    }
 
     // Every node is healthy and ready.
     for id in cluster.ids() {
@@ -122,7 +147,27 @@ async fn metrics_health_and_readiness_of_a_three_node_cluster() {
         s.get(r#"leasehold_namespace_leases{namespace="ops-a",state="free"}"#),
         1.0
     );
-    assert!(s.get("leasehold_leases") >= 4.0);
+    assert_eq!(
+        s.get(r#"leasehold_namespace_leases{namespace="ops-b",state="expired"}"#),
+        1.0
+    );
+    assert_eq!(
+        s.get(r#"leasehold_namespace_leases{namespace="ops-b",state="held"}"#),
+        0.0
+    );
+    for x in [&s, &f] {
+        // Every node applied the one expiry; it was recorded after the
+        // tenure lapsed (delay >= 0) and well within the sweep's period
+        // plus a commit on this machine.
+        assert!(x.get("leasehold_lease_expirations_total") >= 1.0);
+        let n = x.get("leasehold_lease_expiry_delay_seconds_count");
+        assert!(n >= 1.0, "{n}");
+        let sum = x.get("leasehold_lease_expiry_delay_seconds_sum");
+        assert!((0.0..10.0 * n).contains(&sum), "delay sum {sum} over {n}");
+    }
+    // The id-carrying acquire is remembered (the leader's writer state).
+    assert!(s.get("leasehold_dedup_records") >= 1.0);
+    assert!(s.get("leasehold_leases") >= 5.0);
     assert!(s.get("leasehold_leases_held") >= 3.0);
     assert!(s.get("leasehold_revision") >= 5.0);
     // The leader proposed the writes and replicates to both followers.
