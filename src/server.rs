@@ -6,7 +6,9 @@
 //! connection is sniffed (HTTP/2 prior knowledge or HTTP/1.1); the gRPC
 //! routes and the Kubernetes routes share one router, whose fallback
 //! answers gRPC clients with UNIMPLEMENTED and others with a Kubernetes
-//! 404. The caller passes shutdown in as a future (SIGTERM/ctrl-c in
+//! 404. (`--metrics-listen` adds a second, plaintext port serving only the
+//! three ops routes, `ops::listener`, for probes that have no client
+//! certificate.) The caller passes shutdown in as a future (SIGTERM/ctrl-c in
 //! `main`, a oneshot in tests); on shutdown the server stops accepting
 //! connections, closes idle ones (HTTP/1.1 keep-alive included), drains
 //! in-flight calls, then stops Raft. A fatal storage error stops the node
@@ -47,6 +49,9 @@ pub struct ServeConfig {
     pub listen: String,
     /// Address others reach this node at; defaults to the bound address.
     pub advertise: Option<String>,
+    /// A second, plaintext listener serving only `/metrics`, `/healthz`
+    /// and `/readyz` (`crate::ops::listener`); `None`: none.
+    pub metrics_listen: Option<String>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Initial cluster (`id -> address`), used on first start only.
@@ -75,6 +80,7 @@ impl Default for ServeConfig {
             id: 1,
             listen: "127.0.0.1:7070".into(),
             advertise: None,
+            metrics_listen: None,
             data_dir: PathBuf::from("leasehold-data"),
             peers: BTreeMap::new(),
             initial_state: InitialClusterState::New,
@@ -107,6 +113,16 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(cfg.id > 0, "--id must be a positive integer");
     let local: SocketAddr = listener.local_addr()?;
+    // Bound before the node starts, so that a taken or wrong address fails
+    // at once instead of after the data directory was opened.
+    let metrics_listener = match &cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
     crate::auth::tls::install_default_provider();
     let auth = Arc::new(Auth::new(cfg.auth.clone()).map_err(|e| anyhow::anyhow!(e))?);
@@ -226,6 +242,15 @@ pub async fn serve_on(
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         );
+    // Started here, after the last early return: it is stopped below on
+    // every path, after the main port (it answers 503 "shutting down" on
+    // /readyz while the main port drains).
+    let metrics = metrics_listener.map(|l| {
+        crate::ops::listener::spawn(
+            l,
+            crate::ops::listener::router(node.clone(), leases.clone(), stopping_rx.clone()),
+        )
+    });
     // The gRPC routes bring tonic's UNIMPLEMENTED fallback, the Kubernetes
     // router none (axum refuses to merge two); `kube::fallback` then
     // replaces it for the whole.
@@ -276,6 +301,9 @@ pub async fn serve_on(
                 .await
         }
     };
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     bootstrap.abort();
     background.shutdown().await;
     node.shutdown().await;

@@ -26,7 +26,7 @@ mod job;
 mod lease;
 mod lock;
 pub mod output;
-mod serve;
+pub mod serve;
 mod watch;
 
 pub use certs::CertsArgs;

@@ -28,13 +28,26 @@ pub struct ServeArgs {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long, env = "LEASEHOLD_ID", default_value_t = 1)]
     pub id: u64,
+    /// Take the id from the hostname's trailing `-N` instead of --id: N + 1,
+    /// so that StatefulSet pod `leasehold-0` is node 1 (the image has no
+    /// shell to compute it). Reads --hostname if given, else the system's;
+    /// only the first DNS label counts.
+    #[arg(long, env = "LEASEHOLD_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    pub id_from_hostname: bool,
     /// Address to listen on for clients and peers: gRPC, and the Kubernetes
     /// Lease API over HTTP/1.1 (a kubeconfig's `server: http://ADDRESS`).
     #[arg(long, env = "LEASEHOLD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
     /// Address others reach this node at (default: the listen address).
+    /// `{id}` is replaced by the node id.
     #[arg(long, env = "LEASEHOLD_ADVERTISE")]
     pub advertise: Option<String>,
+    /// A second, plaintext HTTP listener serving only `/metrics`, `/healthz`
+    /// and `/readyz` (for Prometheus and kubelet probes, which cannot pass
+    /// --client-cert-auth). Read-only and unauthenticated: keep it on a
+    /// private interface.
+    #[arg(long, env = "LEASEHOLD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Data directory.
     #[arg(long, env = "LEASEHOLD_DATA_DIR", default_value = "leasehold-data")]
     pub data_dir: PathBuf,
@@ -100,10 +113,12 @@ pub struct ServeArgs {
     pub identity_gc_age_seconds: u64,
     /// TLS: this node's certificate chain (PEM), served on --listen to
     /// clients and peers. With it the port speaks TLS only (HTTP/2 and
-    /// HTTP/1.1 by ALPN) and --peer-trusted-ca-file is required.
+    /// HTTP/1.1 by ALPN) and --peer-trusted-ca-file is required. `{id}` is
+    /// replaced by the node id (`/pki/node-{id}.crt`), as in the three
+    /// other certificate and key paths.
     #[arg(long, env = "LEASEHOLD_CERT_FILE", requires = "key_file")]
     pub cert_file: Option<PathBuf>,
-    /// The private key of --cert-file (PEM).
+    /// The private key of --cert-file (PEM; `{id}`: the node id).
     #[arg(long, env = "LEASEHOLD_KEY_FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
     /// CA bundle that signs client certificates: a certificate from it
@@ -116,10 +131,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LEASEHOLD_CLIENT_CERT_AUTH", requires = "cert_file")]
     pub client_cert_auth: bool,
     /// The certificate this node presents to peers (default: --cert-file).
-    /// It needs the clientAuth extended key usage.
+    /// It needs the clientAuth extended key usage. `{id}`: the node id.
     #[arg(long, env = "LEASEHOLD_PEER_CERT_FILE", requires = "peer_key_file")]
     pub peer_cert_file: Option<PathBuf>,
-    /// The private key of --peer-cert-file (default: --key-file).
+    /// The private key of --peer-cert-file (default: --key-file; `{id}`:
+    /// the node id).
     #[arg(long, env = "LEASEHOLD_PEER_KEY_FILE", requires = "peer_cert_file")]
     pub peer_key_file: Option<PathBuf>,
     /// CA bundle that signs the members' certificates: only a certificate
@@ -183,6 +199,87 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
         }
     }
     Ok(out)
+}
+
+/// The placeholder that `{id}`-expanding flags replace with the node id.
+const ID_PLACEHOLDER: &str = "{id}";
+
+/// Longest hostname looked at (a DNS name is at most 253 bytes).
+const MAX_HOSTNAME: usize = 253;
+
+/// The node id of a StatefulSet pod: the ordinal after the last `-` of the
+/// hostname's first DNS label, plus one (ids are positive, ordinals start
+/// at 0), so `leasehold-0` (or `leasehold-0.leasehold-peer.ns.svc`) is 1.
+pub fn id_from_hostname(hostname: &str) -> Result<u64, String> {
+    if hostname.len() > MAX_HOSTNAME {
+        return Err(format!(
+            "--id-from-hostname: the hostname is {} bytes long, more than {MAX_HOSTNAME}",
+            hostname.len()
+        ));
+    }
+    let label = hostname.split('.').next().unwrap_or_default();
+    let ordinal = label
+        .rsplit_once('-')
+        .filter(|(name, n)| {
+            !name.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            format!(
+                "--id-from-hostname: hostname {hostname:?} does not end in -N (a StatefulSet \
+                 pod ordinal such as leasehold-0, which is node 1); set --id instead"
+            )
+        })?;
+    ordinal
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| {
+            format!("--id-from-hostname: ordinal {ordinal} of hostname {hostname:?} is too large")
+        })
+}
+
+/// `value` with every `{id}` replaced by `id`.
+pub fn expand_id(value: &str, id: u64) -> String {
+    value.replace(ID_PLACEHOLDER, &id.to_string())
+}
+
+/// A path with every `{id}` replaced. A path that is not UTF-8 is kept as
+/// it is (a `{id}` in it stays, and the file is then not found under that
+/// name, which the TLS loader reports).
+fn expand_id_path(path: &mut Option<PathBuf>, id: u64) {
+    if let Some(p) = path.as_mut() {
+        if let Some(s) = p.to_str().filter(|s| s.contains(ID_PLACEHOLDER)) {
+            *p = PathBuf::from(expand_id(s, id));
+        }
+    }
+}
+
+/// The node id (from --id or the hostname), with `{id}` expanded in
+/// --advertise and the four certificate and key paths: one StatefulSet
+/// template or one systemd unit then serves every node.
+pub fn resolve_id(args: &mut ServeArgs) -> Result<u64, String> {
+    let id = if args.id_from_hostname {
+        let hostname = args
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::identity::system_hostname);
+        id_from_hostname(&hostname)?
+    } else {
+        args.id
+    };
+    if let Some(a) = args.advertise.as_mut() {
+        *a = expand_id(a, id);
+    }
+    for p in [
+        &mut args.cert_file,
+        &mut args.key_file,
+        &mut args.peer_cert_file,
+        &mut args.peer_key_file,
+    ] {
+        expand_id_path(p, id);
+    }
+    Ok(id)
 }
 
 fn secs_to_micros(s: u64) -> i64 {
@@ -249,7 +346,14 @@ pub fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
 }
 
 /// `leasehold serve`: runs a node until SIGTERM or ctrl-c.
-pub async fn serve(args: ServeArgs) -> i32 {
+pub async fn serve(mut args: ServeArgs) -> i32 {
+    let id = match resolve_id(&mut args) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let store = store_options(&args);
     let auth = match auth_config(&args) {
         Ok(a) => a,
@@ -274,9 +378,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
         }
     };
     let cfg = ServeConfig {
-        id: args.id,
+        id,
         listen: args.listen,
         advertise: args.advertise,
+        metrics_listen: args.metrics_listen,
         data_dir: args.data_dir,
         peers,
         initial_state: if args.join || args.initial_cluster_state == ClusterStateArg::Existing {
@@ -355,5 +460,113 @@ mod tests {
         assert!(parse_peers("0=a:1").unwrap_err().contains("positive"));
         assert!(parse_peers("1=nohost").unwrap_err().contains("HOST:PORT"));
         assert!(parse_peers("x").unwrap_err().contains("ID=HOST:PORT"));
+    }
+
+    #[test]
+    fn id_from_a_statefulset_hostname() {
+        assert_eq!(id_from_hostname("leasehold-0"), Ok(1));
+        assert_eq!(id_from_hostname("leasehold-2"), Ok(3));
+        assert_eq!(id_from_hostname("my-lease-store-41"), Ok(42));
+        // Only the first label counts (a pod with setHostnameAsFQDN).
+        assert_eq!(
+            id_from_hostname("leasehold-1.leasehold-peer.default.svc.cluster.local"),
+            Ok(2)
+        );
+        for bad in [
+            "leasehold",
+            "leasehold-",
+            "-3",
+            "leasehold-x",
+            "leasehold-+1",
+            "leasehold-1a",
+            "node.leasehold-1",
+            "",
+        ] {
+            let e = id_from_hostname(bad).unwrap_err();
+            assert!(
+                e.contains("--id-from-hostname") && e.contains("does not end in -N"),
+                "{bad:?}: {e}"
+            );
+            assert!(e.contains(&format!("{bad:?}")), "names the hostname: {e}");
+        }
+        // u64::MAX is a valid ordinal but has no id after it.
+        let e = id_from_hostname("leasehold-18446744073709551615").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = id_from_hostname(&format!("a-{}", "9".repeat(30))).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = id_from_hostname(&format!("{}-1", "a".repeat(300))).unwrap_err();
+        assert!(e.contains("more than 253"), "{e}");
+    }
+
+    /// `leasehold serve ARGS...` as parsed by the real command line.
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        use clap::Parser;
+        let argv = ["leasehold", "serve"].iter().chain(args);
+        match crate::cli::Cli::try_parse_from(argv)?.command {
+            crate::cli::Command::Serve(a) => Ok(*a),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn id_is_expanded_in_advertise_and_certificate_paths() {
+        let mut a = serve_args(&[
+            "--id-from-hostname",
+            "--hostname",
+            "leasehold-2",
+            "--advertise",
+            "leasehold-{id}.peer:7070",
+            "--cert-file",
+            "/pki/node-{id}.crt",
+            "--key-file",
+            "/pki/node-{id}.key",
+            "--peer-cert-file",
+            "/pki/peer-{id}-{id}.crt",
+            "--peer-key-file",
+            "/pki/peer.key",
+            "--peer-trusted-ca-file",
+            "/pki/{id}/ca.crt",
+        ])
+        .expect("parses");
+        assert_eq!(resolve_id(&mut a), Ok(3));
+        assert_eq!(a.advertise.as_deref(), Some("leasehold-3.peer:7070"));
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        assert_eq!(path(&a.cert_file).as_deref(), Some("/pki/node-3.crt"));
+        assert_eq!(path(&a.key_file).as_deref(), Some("/pki/node-3.key"));
+        assert_eq!(
+            path(&a.peer_cert_file).as_deref(),
+            Some("/pki/peer-3-3.crt")
+        );
+        assert_eq!(path(&a.peer_key_file).as_deref(), Some("/pki/peer.key"));
+        // CA bundles are shared by every node: never expanded.
+        assert_eq!(
+            path(&a.peer_trusted_ca_file).as_deref(),
+            Some("/pki/{id}/ca.crt")
+        );
+        let tls = auth_config(&a).expect("auth config").tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/pki/node-3.crt"));
+        assert_eq!(tls.peer_key, PathBuf::from("/pki/peer.key"));
+
+        // With --id, the same expansion with that id.
+        let mut a = serve_args(&["--id", "7", "--advertise", "10.0.0.{id}:7070"]).expect("parses");
+        assert_eq!(resolve_id(&mut a), Ok(7));
+        assert_eq!(a.advertise.as_deref(), Some("10.0.0.7:7070"));
+        assert!(a.cert_file.is_none());
+    }
+
+    #[test]
+    fn id_from_hostname_refuses_a_bad_hostname_and_an_explicit_id() {
+        let mut a = serve_args(&["--id-from-hostname", "--hostname", "db"]).expect("parses");
+        let e = resolve_id(&mut a).unwrap_err();
+        assert!(e.contains("\"db\" does not end in -N"), "{e}");
+        let e = serve_args(&["--id", "2", "--id-from-hostname"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_a_flag() {
+        let a = serve_args(&["--metrics-listen", "0.0.0.0:9090"]).expect("parses");
+        assert_eq!(a.metrics_listen.as_deref(), Some("0.0.0.0:9090"));
+        assert!(serve_args(&[]).expect("parses").metrics_listen.is_none());
     }
 }

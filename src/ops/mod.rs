@@ -7,11 +7,14 @@
 //! - `mod.rs`: the routes and the two probes;
 //! - `scrape.rs`: the gauges read from the node right before each scrape;
 //! - `requests.rs`: the layer that counts and times every request;
-//! - `process.rs`: memory and file descriptors from `/proc/self`.
+//! - `process.rs`: memory and file descriptors from `/proc/self`;
+//! - `listener.rs`: `--metrics-listen`, the same three routes on a second,
+//!   plaintext port.
 //!
 //! The probes and `/metrics` need no credential (a scraper or a kubelet
 //! has none) and say nothing about any lease beyond counts per namespace.
 
+pub mod listener;
 pub mod process;
 pub mod requests;
 pub mod scrape;

@@ -24,6 +24,9 @@
 //! - `security`: TLS, peer authentication, identities, authorization
 //!   rules and reloads, with certificates made in the test;
 //! - `ops`: `/metrics`, `/healthz`, `/readyz` and the alert rules;
+//! - `probes`: `--metrics-listen`, the plaintext listener for probes;
+//! - `manifests`: deploy/kubernetes (structure; kustomize and
+//!   kubernetes-validate when installed) and the systemd unit;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -37,8 +40,10 @@ mod identity;
 mod kube;
 mod layers;
 mod lock;
+mod manifests;
 mod ops;
 mod power_loss;
+mod probes;
 mod security;
 mod server;
 mod state_machine;
