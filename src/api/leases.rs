@@ -70,6 +70,12 @@ impl LeasesService {
         self
     }
 
+    /// What this service checks calls against (the `/ui` cluster view
+    /// authorizes with the same rules).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
+    }
+
     fn with_node_and_limit(node: Arc<Node>, max: usize) -> Self {
         LeasesService {
             node,

@@ -10,6 +10,7 @@
 //! - `process.rs`: memory and file descriptors from `/proc/self`;
 //! - `listener.rs`: `--metrics-listen`, the same three routes on a second,
 //!   plaintext port.
+//! - `ui.rs` (and `ui/`): the `/ui` live view.
 //!
 //! The probes and `/metrics` need no credential (a scraper or a kubelet
 //! has none) and say nothing about any lease beyond counts per namespace.
@@ -18,6 +19,7 @@ pub mod listener;
 pub mod process;
 pub mod requests;
 pub mod scrape;
+pub mod ui;
 
 use crate::api::leases::LeasesService;
 use crate::raft::node::Node;
@@ -48,6 +50,7 @@ pub fn router(
     leases: Arc<LeasesService>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
+    let ui = ui::router(node.clone(), leases.auth());
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -57,6 +60,7 @@ pub fn router(
             leases,
             stopping,
         }))
+        .merge(ui)
 }
 
 fn text(code: StatusCode, body: String) -> Response {

@@ -59,6 +59,7 @@ pub fn route(path: &str) -> &'static str {
         "/version" => "/version",
         "/api" | "/apis" | "/apis/coordination.k8s.io" | V1 => "discovery",
         p if p.starts_with("/openapi/") => "openapi",
+        p if p == "/ui" || p.starts_with("/ui/") => "ui",
         p if p == format!("{V1}/leases") => "leases (all namespaces)",
         p if p.starts_with(V1) => match parts.len() {
             7 if parts[4] == "namespaces" && parts[6] == "leases" => "leases (namespace)",
@@ -161,5 +162,8 @@ mod tests {
         assert_eq!(route(&format!("{v1}/leases")), "leases (all namespaces)");
         assert_eq!(route("/random/path/12345"), "other");
         assert_eq!(route("/metrics"), "/metrics");
+        assert_eq!(route("/ui"), "ui");
+        assert_eq!(route("/ui/api/cluster"), "ui");
+        assert_eq!(route("/uix"), "other");
     }
 }

@@ -27,6 +27,7 @@
 //! - `probes`: `--metrics-listen`, the plaintext listener for probes;
 //! - `manifests`: deploy/kubernetes (structure; kustomize and
 //!   kubernetes-validate when installed) and the systemd unit;
+//! - `ui`: the `/ui` live view, over HTTP and in headless Chromium;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -48,4 +49,5 @@ mod security;
 mod server;
 mod state_machine;
 mod storage_suite;
+mod ui;
 mod watch;

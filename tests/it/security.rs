@@ -1046,3 +1046,36 @@ async fn the_python_client_authenticates_with_a_token_over_http1_and_tls() {
     )
     .await;
 }
+
+/// The `/ui` cluster view is authorized as `Status` is: with rules on, an
+/// anonymous caller gets a 401 `Status` and no cluster data, any
+/// authenticated one the view. The page's static files carry no data and
+/// need no credential (the page then asks for a token).
+#[tokio::test]
+async fn the_ui_cluster_view_needs_a_credential_under_rules() {
+    let pki = Pki::new();
+    let cluster = Cluster::start_with(1, pki.options(false)).await;
+    let ep = cluster.endpoint(1);
+    cluster.wait_for_leader(Duration::from_secs(15)).await;
+
+    let (code, body) = https_get(&pki, &ep, &pki.anonymous(), "/ui/api/cluster").await;
+    assert_eq!(code, 401, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(
+        (v["kind"].as_str(), v["code"].as_u64()),
+        (Some("Status"), Some(401)),
+        "{v}"
+    );
+    assert!(!body.contains("members"), "{body}");
+
+    for who in [pki.carol(), pki.user("alice", "team-a")] {
+        let (code, body) = https_get(&pki, &ep, &who, "/ui/api/cluster").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["node_id"], 1, "{v}");
+    }
+
+    let (code, page) = https_get(&pki, &ep, &pki.anonymous(), "/ui").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("/ui/app.js"), "{page}");
+}
