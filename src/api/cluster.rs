@@ -1,4 +1,5 @@
-//! The `leasehold.v1.Cluster` service: status and membership.
+//! The `leasehold.v1.Cluster` service: status, membership and backups
+//! (`Snapshot`; the streaming itself is `api::backup`).
 
 use super::leases::route;
 use crate::proto::v1 as pb;
@@ -12,14 +13,21 @@ use tonic::{Request, Response, Status};
 pub struct ClusterService {
     node: Arc<Node>,
     auth: Arc<crate::auth::Auth>,
+    /// Backups streaming now, at most [`MAX_BACKUPS`]: each holds a
+    /// blocking thread and a copy of the state that writes diverge from.
+    backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClusterService {
     /// A service answering from `node`, checking calls against `auth`:
-    /// `Status` needs any authenticated caller, membership changes the
-    /// `admin` verb.
+    /// `Status` needs any authenticated caller, membership changes and
+    /// backups the `admin` verb.
     pub fn new(node: Arc<Node>, auth: Arc<crate::auth::Auth>) -> Self {
-        ClusterService { node, auth }
+        ClusterService {
+            node,
+            auth,
+            backups: Arc::new(tokio::sync::Semaphore::new(MAX_BACKUPS)),
+        }
     }
 
     fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -78,8 +86,13 @@ pub async fn status(node: &Node) -> pb::StatusResponse {
         incarnation: node.meta.incarnation(),
         cluster_id: node.meta.cluster_id().unwrap_or_default(),
         snapshot_in_progress: node.sm.snapshot_in_progress(),
+        format_version: crate::store::FORMAT_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
+
+/// Backups one node streams at once.
+const MAX_BACKUPS: usize = 2;
 
 fn validate_address(addr: &str) -> Result<(), Status> {
     let ok = addr
@@ -97,6 +110,23 @@ fn validate_address(addr: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
+    type SnapshotStream = super::backup::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(&req)?;
+        let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_BACKUPS} backups are already streaming from this node; retry when one ends"
+            ))
+        })?;
+        Ok(Response::new(
+            super::backup::stream(&self.node, permit).await?,
+        ))
+    }
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,

@@ -3,6 +3,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod backup;
 pub mod cluster;
 pub mod convert;
 pub mod leases;

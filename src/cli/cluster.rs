@@ -26,6 +26,12 @@ pub async fn status(client: &Client, format: Format) -> Result<String, CliError>
                 s.applied_index,
                 s.revision
             );
+            if !s.version.is_empty() {
+                out.push_str(&format!(
+                    "version {}, on-disk format {}\n",
+                    s.version, s.format_version
+                ));
+            }
             out.push_str(&members_table(&s.members, s.leader_id));
             out
         }

@@ -1,7 +1,8 @@
 //! The `leasehold` command line: the flags (clap, every global flag also
 //! from the environment), the exit codes, and the dispatch to one file per
 //! command group: `serve.rs`; `lease.rs` (acquire, renew, release, get,
-//! delete); `cluster.rs` (status, member, health); `watch.rs`; `lock.rs`,
+//! delete); `cluster.rs` (status, member, health); `snapshot.rs` (backup
+//! save, status and restore); `watch.rs`; `lock.rs`,
 //! `elect.rs` and `heartbeat.rs`, with `job.rs` supervising the command
 //! that `lock` and `elect` run. `output.rs` prints leases and status.
 //!
@@ -27,6 +28,7 @@ mod lease;
 mod lock;
 pub mod output;
 pub mod serve;
+mod snapshot;
 mod watch;
 
 pub use certs::CertsArgs;
@@ -34,6 +36,7 @@ pub use elect::ElectArgs;
 pub use heartbeat::HeartbeatArgs;
 pub use lock::LockArgs;
 pub use serve::{parse_peers, ClusterStateArg, ServeArgs};
+pub use snapshot::{RestoreArgs, SnapshotAction};
 
 use crate::client::errors::LeaseClientError;
 use crate::client::{Client, ConnectArgs, ConnectOptions};
@@ -191,6 +194,13 @@ pub enum Command {
     /// Make the CAs, certificates, tokens and rules of a TLS cluster
     /// (`certs init`), or add certificates to them (`certs issue`).
     Certs(CertsArgs),
+    /// Back up a cluster (`save`), check a backup (`status`), or seed a
+    /// new cluster's data directories from one (`restore`, offline).
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
 }
 
 /// The bearer token of `renew` and `release`, whose `--token` has always
@@ -283,6 +293,10 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Serve(args) => return serve::serve(*args).await,
         // Makes files only: no endpoint, no TLS options.
         Command::Certs(args) => return certs::run(args),
+        // Read and write files only.
+        Command::Snapshot {
+            action: action @ (SnapshotAction::Status { .. } | SnapshotAction::Restore(_)),
+        } => return snapshot::offline(action, format),
         _ => {}
     }
     // Read and check the TLS files and the token before any command
@@ -298,7 +312,14 @@ pub async fn run(cli: Cli) -> i32 {
         opts,
     };
     match command {
-        Command::Serve(_) | Command::Certs(_) => unreachable!("handled above"),
+        Command::Serve(_)
+        | Command::Certs(_)
+        | Command::Snapshot {
+            action: SnapshotAction::Status { .. } | SnapshotAction::Restore(_),
+        } => unreachable!("handled above"),
+        Command::Snapshot {
+            action: SnapshotAction::Save { file },
+        } => snapshot::save(&target, &file, format).await,
         Command::Watch {
             scope,
             from,
@@ -369,7 +390,8 @@ async fn one_call(client: &Client, command: Command, format: Format) -> Result<S
         | Command::Lock(_)
         | Command::Elect(_)
         | Command::Heartbeat(_)
-        | Command::Certs(_) => unreachable!("handled by run"),
+        | Command::Certs(_)
+        | Command::Snapshot { .. } => unreachable!("handled by run"),
     }
 }
 

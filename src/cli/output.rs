@@ -48,6 +48,9 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
         "lastLogIndex": s.last_log_index,
         "snapshotIndex": s.snapshot_index,
         "revision": s.revision,
+        "clusterId": s.cluster_id,
+        "version": s.version,
+        "formatVersion": s.format_version,
         "members": members_json(&s.members),
     })
 }

@@ -9,7 +9,7 @@
 //! - `requests.rs`: the layer that counts and times every request;
 //! - `process.rs`: memory and file descriptors from `/proc/self`;
 //! - `listener.rs`: `--metrics-listen`, the same three routes on a second,
-//!   plaintext port.
+//!   plaintext port;
 //! - `ui.rs` (and `ui/`): the `/ui` live view.
 //!
 //! The probes and `/metrics` need no credential (a scraper or a kubelet

@@ -206,6 +206,32 @@ impl State {
         }
     }
 
+    /// This state as a restored backup starts from it: the revision raised
+    /// to `floor` (never lowered), and the watch history emptied and
+    /// compacted at that revision. Everything else is kept: the leases
+    /// with their fencing tokens, resourceVersions and uids, the
+    /// tombstones, the request-id records and the clock.
+    ///
+    /// Why: fencing tokens and resourceVersions are revisions, so every
+    /// later grant gets at least `floor + 1`, above every token issued
+    /// before the backup and (given a large enough floor) every token the
+    /// old cluster issued after it. The history is dropped because it
+    /// stops at the backup while the revision jumps: a watch from any
+    /// revision up to `floor` must be told COMPACTED and relist rather than
+    /// miss the changes the old cluster made after the backup.
+    pub fn restored(&self, floor: u64) -> State {
+        let revision = self.revision.max(floor);
+        State {
+            leases: self.leases.clone(),
+            clock: self.clock,
+            revision,
+            history: History::from_parts(revision, std::iter::empty()),
+            dedup: self.dedup.clone(),
+            indexes: self.indexes.clone(),
+            tombstones: self.tombstones.clone(),
+        }
+    }
+
     /// The lease with `key`.
     pub fn get(&self, key: &LeaseKey) -> Option<&Arc<Lease>> {
         self.leases.get(key)
@@ -433,6 +459,94 @@ mod tests {
             CommandResponse::Applied(_)
         ));
         assert!(s.get(&key).is_none());
+    }
+
+    /// A restored state keeps every lease as it was (token,
+    /// resourceVersion, uid), the request-id records and the clock; its
+    /// revision is the floor and its history is compacted there, so the
+    /// next grant's token is above the floor and a watch from before it
+    /// is told COMPACTED.
+    #[test]
+    fn restored_raises_the_revision_to_the_floor_and_keeps_the_rest() {
+        let mut s = State::new(0);
+        let key = LeaseKey::new("ns", "a");
+        let acquire = |holder: &str| Command::Acquire {
+            key: key.clone(),
+            holder: holder.into(),
+            duration_seconds: 10,
+            labels: Default::default(),
+        };
+        run(&mut s, 1, 1, 0, acquire("alice"));
+        let p = Proposal::single(t(SEC), 1, acquire("alice"), Some("req-1".into()));
+        let pos = |index| EntryPosition {
+            index,
+            leader: EpochLeader { term: 1, node: 1 },
+        };
+        s.apply_proposal(pos(2), &p, &ApplyOptions::default());
+        run(
+            &mut s,
+            3,
+            1,
+            2 * SEC,
+            Command::Acquire {
+                key: LeaseKey::new("ns", "b"),
+                holder: "bob".into(),
+                duration_seconds: 10,
+                labels: Default::default(),
+            },
+        );
+        let before = s.get(&key).cloned().expect("lease a");
+        let revision = s.revision();
+        assert!(revision >= 2);
+        assert!(s.history_since(1, 10).is_ok_and(|e| !e.is_empty()));
+        assert_eq!(s.dedup_len(), 1);
+
+        let floor = 1_000_000;
+        let r = s.restored(floor);
+        assert_eq!(r.revision(), floor);
+        assert_eq!(r.history_bounds(), (floor, 0));
+        assert_eq!(
+            r.history_since(revision, 10),
+            Err(Compacted {
+                requested: revision,
+                oldest: floor + 1
+            })
+        );
+        assert!(r.history_since(floor + 1, 10).is_ok_and(|e| e.is_empty()));
+        let after = r.get(&key).cloned().expect("lease a kept");
+        assert_eq!(after, before, "token, resourceVersion and uid are kept");
+        assert_eq!(r.lease_count(), 2);
+        assert_eq!(r.dedup_len(), 1, "request-id records are kept");
+        assert_eq!(r.clock(), s.clock());
+        // The original is untouched (the restore works on a copy).
+        assert_eq!(s.revision(), revision);
+
+        // The next grant is above the floor.
+        let mut r = r;
+        let granted = run(
+            &mut r,
+            4,
+            2,
+            3 * SEC,
+            Command::Acquire {
+                key: LeaseKey::new("ns", "c"),
+                holder: "carol".into(),
+                duration_seconds: 10,
+                labels: Default::default(),
+            },
+        );
+        match granted {
+            CommandResponse::Applied(a) => {
+                let lease = a.lease;
+                assert_eq!(lease.fencing_token, floor + 1);
+                assert_eq!(lease.resource_version, floor + 1);
+            }
+            other => panic!("acquire after restore: {other:?}"),
+        }
+        assert_eq!(r.revision(), floor + 1);
+
+        // A floor below the revision never lowers it.
+        assert_eq!(s.restored(0).revision(), revision);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `log_store` implements openraft's `RaftLogStorage` over it;
 //! `state_machine` implements `RaftStateMachine` as a thin adapter over
 //! `state::State`; `snapshot` is the snapshot file format; `node_meta` is
-//! the data directory's identity.
+//! the data directory's identity; `backup` is the backup file format and
+//! restoring a data directory from one.
 //!
 //! A data directory holds `node.json`, `LOCK` (held by the running node),
 //! `wal/` (the log segments) and `snapshots/` (the latest snapshot file).
@@ -16,6 +17,7 @@
 // bytes); our helpers return it too rather than convert at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod log_store;
 pub mod node_meta;
 pub mod snapshot;

@@ -143,6 +143,17 @@ impl NodeMeta {
     }
 }
 
+/// Writes `node.json` into `dir` for a data directory seeded by a restore
+/// (`store::backup`), whose incarnation and cluster id are derived rather
+/// than random. Refuses to replace an existing one.
+pub fn create(dir: &Path, f: &NodeMetaFile) -> anyhow::Result<()> {
+    let path = dir.join(FILE);
+    if path.exists() {
+        bail!("{} exists already", path.display());
+    }
+    write(&path, f)
+}
+
 fn write(path: &Path, f: &NodeMetaFile) -> anyhow::Result<()> {
     let dir = path.parent().context("node.json has no directory")?;
     let tmp = dir.join(format!("{FILE}.tmp"));

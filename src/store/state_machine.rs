@@ -273,6 +273,19 @@ impl StateMachineStore {
         self.view().lease_count()
     }
 
+    /// A copy of the state for a backup, with the log id it was applied up
+    /// to and the membership at that point: taken under the writer lock,
+    /// so all three describe one exact applied index. O(1) (persistent
+    /// maps), so writes wait only for a few reference counts.
+    ///
+    /// Unlike [`StateMachineStore::view`] it includes the request-id
+    /// records: a restored cluster must still answer a retried request
+    /// with its first outcome rather than apply it twice.
+    pub fn backup_copy(&self) -> (State, Option<LogId>, StoredMembership) {
+        let w = lock(&self.inner.writer);
+        (w.state.clone(), w.applied, w.membership.clone())
+    }
+
     fn store_current(&self, meta: &SnapshotMeta, path: PathBuf) {
         let mut current = lock(&self.inner.current);
         let newer = current

@@ -28,10 +28,13 @@
 //! - `manifests`: deploy/kubernetes (structure; kustomize and
 //!   kubernetes-validate when installed) and the systemd unit;
 //! - `ui`: the `/ui` live view, over HTTP and in headless Chromium;
+//! - `backup`: `snapshot save` under load, restore after every node was
+//!   wiped, the revision floor, and what restore refuses;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
 
+mod backup;
 mod cli;
 mod client_errors;
 mod cluster;

@@ -496,6 +496,30 @@ async fn identities_are_authorized_per_namespace_and_refusals_change_nothing() {
             .await,
     );
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // So do backups (the whole state, every namespace).
+    let s = expect_err(
+        "alice saves a backup",
+        ClusterClient::new(channel.clone())
+            .snapshot(pb::SnapshotRequest {})
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut backup = cluster
+        .client()
+        .snapshot_on(&ep)
+        .await
+        .expect("an admin saves a backup");
+    let first = backup
+        .message()
+        .await
+        .expect("first part")
+        .expect("first part");
+    assert!(
+        matches!(first.part, Some(pb::snapshot_chunk::Part::Info(_))),
+        "{first:?}"
+    );
+    drop(backup);
     // Status is open to any authenticated caller.
     ClusterClient::new(channel)
         .status(pb::StatusRequest {})

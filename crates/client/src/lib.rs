@@ -393,6 +393,25 @@ impl Client {
         Ok(leases_client(channel).watch(req).await?.into_inner())
     }
 
+    /// Opens a backup stream (`Cluster.Snapshot`) on the node at `addr`:
+    /// one of the endpoints, or the leader a follower named in its
+    /// NOT_LEADER answer. No deadline on the call (a large backup takes as
+    /// long as it takes); the caller bounds each wait for a message.
+    pub async fn snapshot_on(
+        &self,
+        addr: &str,
+    ) -> Result<tonic::Streaming<pb::SnapshotChunk>, Status> {
+        let channel = self.channels.get(addr).map_err(|e| {
+            Status::invalid_argument(format!("invalid endpoint {addr:?}: {}", error_chain(&e)))
+        })?;
+        let mut req = Request::new(pb::SnapshotRequest {});
+        self.auth.apply(&mut req);
+        Ok(ClusterClient::new(channel)
+            .snapshot(req)
+            .await?
+            .into_inner())
+    }
+
     /// The status of the first reachable endpoint's node.
     pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
         self.call(pb::StatusRequest {}, |c, r| async move {

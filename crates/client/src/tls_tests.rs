@@ -132,6 +132,14 @@ impl Cluster for Recorder {
         self.note("replace_member", &r);
         Err(Status::unimplemented("test"))
     }
+    type SnapshotStream = Empty<pb::SnapshotChunk>;
+    async fn snapshot(
+        &self,
+        r: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.note("snapshot", &r);
+        Ok(Response::new(tokio_stream::empty()))
+    }
 }
 
 /// Serves on 127.0.0.1:0 with `pki`'s server certificate; requires a
