@@ -11,8 +11,10 @@
 //! certificate.) The caller passes shutdown in as a future (SIGTERM/ctrl-c in
 //! `main`, a oneshot in tests); on shutdown the server stops accepting
 //! connections, closes idle ones (HTTP/1.1 keep-alive included), drains
-//! in-flight calls, then stops Raft. A fatal storage error stops the node
-//! with an error.
+//! in-flight calls, then stops Raft. A requested shutdown first marks the
+//! node not ready and, on a leader, hands leadership over while
+//! connections are still accepted (`raft::handoff`). A fatal storage error
+//! stops the node with an error.
 
 use crate::api::authn;
 use crate::api::cluster::ClusterService;
@@ -25,6 +27,7 @@ use crate::kube;
 use crate::proto::internal::raft_server::RaftServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::leases_server::LeasesServer;
+use crate::raft::handoff::{HandOver, HAND_OVER_DEADLINE};
 use crate::raft::node::{InitialClusterState, Node, NodeConfig, RaftTiming};
 use crate::raft::sweeper;
 use crate::store::StoreOptions;
@@ -72,6 +75,12 @@ pub struct ServeConfig {
     /// How often the TLS, token and rules files are checked for changes
     /// (SIGHUP checks at once).
     pub reload_interval: std::time::Duration,
+    /// On a requested shutdown, a leader first hands leadership to a
+    /// caught-up follower (`raft::handoff`).
+    pub transfer_on_shutdown: bool,
+    /// The format version spoken to peers: `store::FORMAT_VERSION`, unless
+    /// a debug build plays another build (`--fault-format-version`).
+    pub format_version: u32,
 }
 
 impl Default for ServeConfig {
@@ -90,6 +99,8 @@ impl Default for ServeConfig {
             max_watches: crate::api::limits::DEFAULT_MAX_WATCHES,
             auth: AuthConfig::default(),
             reload_interval: crate::auth::reload::DEFAULT_INTERVAL,
+            transfer_on_shutdown: true,
+            format_version: crate::store::FORMAT_VERSION,
         }
     }
 }
@@ -139,6 +150,7 @@ pub async fn serve_on(
             .tls
             .as_ref()
             .map(|t| t.current().peer_client.to_tonic()),
+        format_version: cfg.format_version,
     };
     let node = Node::start(node_cfg.clone()).await?;
     tracing::info!(id = cfg.id, %local, %advertise, data_dir = %cfg.data_dir.display(), "leasehold node serving");
@@ -211,10 +223,19 @@ pub async fn serve_on(
     // Long-lived HTTP responses (Kubernetes watches) end on this, so that
     // the graceful shutdown below does not wait for them.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        let why = stop.await;
-        let _ = stopping_tx.send(true);
-        let _ = stopped_tx.send(why);
+    let signal = {
+        let (node, health) = (node.clone(), health_reporter.clone());
+        let transfer = cfg.transfer_on_shutdown;
+        async move {
+            let why = stop.await;
+            if why.is_none() {
+                // Requested: still accepting connections, so that writes
+                // queued during the hand-over can be answered (forwarded).
+                drain(&node, &health, transfer).await;
+            }
+            let _ = stopping_tx.send(true);
+            let _ = stopped_tx.send(why);
+        }
     };
 
     // One Leases service for both surfaces: the Kubernetes handlers call
@@ -238,9 +259,12 @@ pub async fn serve_on(
             auth.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(node.raft.clone(), node.meta.clone()))
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE),
+            RaftServer::new(
+                RaftService::new(node.raft.clone(), node.meta.clone())
+                    .with_format_version(cfg.format_version),
+            )
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE),
         );
     // Started here, after the last early return: it is stopped below on
     // every path, after the main port (it answers 503 "shutting down" on
@@ -317,6 +341,38 @@ pub async fn serve_on(
     }
     tracing::info!(id = cfg.id, "leasehold node stopped");
     Ok(())
+}
+
+/// The start of a requested shutdown: not ready any more (`/readyz` 503,
+/// gRPC health NOT_SERVING), and a leader hands over to a caught-up
+/// follower first if `transfer` (`raft::handoff`).
+async fn drain(node: &Node, health: &tonic_health::server::HealthReporter, transfer: bool) {
+    node.set_draining();
+    health
+        .set_not_serving::<LeasesServer<LeasesService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    if !transfer {
+        if node.is_leader() {
+            tracing::info!(
+                "stopping without handing leadership over (--transfer-on-shutdown false)"
+            );
+        }
+        return;
+    }
+    match node.hand_over(HAND_OVER_DEADLINE).await {
+        HandOver::NotNeeded(why) => tracing::debug!(why, "no hand-over"),
+        HandOver::Done { target, took } => {
+            tracing::info!(target, ?took, "handed leadership over before stopping")
+        }
+        HandOver::Failed { result, why } => tracing::warn!(
+            result,
+            "could not hand leadership over ({why}); stopping anyway: the cluster elects a \
+             leader after an election timeout"
+        ),
+    }
 }
 
 /// Counts each new leader this node sees (`leasehold_raft_leader_changes_total`).

@@ -60,7 +60,15 @@ pub struct Metrics {
     pub replication_lag: IntGaugeVec,
     /// Leases per namespace and state (held, free), set at scrape time.
     pub namespace_leases: IntGaugeVec,
+    /// Leadership hand-overs on shutdown by result
+    /// ([`LEADER_TRANSFER_RESULTS`]; `raft::handoff`).
+    pub leader_transfers: IntCounterVec,
 }
+
+/// The `result` values of `leasehold_leader_transfers_total`: `ok`, or
+/// why the leader stopped without handing over.
+pub const LEADER_TRANSFER_RESULTS: [&str; 5] =
+    ["ok", "no_target", "not_caught_up", "refused", "timeout"];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Names and label sets below are constants: an error is a bug found by
@@ -193,6 +201,11 @@ impl Metrics {
                 "Leases per namespace: held (a live tenure), expired (holder set, tenure lapsed) or free",
                 &["namespace", "state"],
             ),
+            leader_transfers: counter_vec(
+                "leader_transfers_total",
+                "Leadership hand-overs this node attempted on shutdown, by result",
+                &["result"],
+            ),
             registry,
         }
         .with_known_labels()
@@ -207,6 +220,9 @@ impl Metrics {
         }
         for kind in ["built", "installed"] {
             self.snapshots.with_label_values(&[kind]);
+        }
+        for result in LEADER_TRANSFER_RESULTS {
+            self.leader_transfers.with_label_values(&[result]);
         }
         self
     }

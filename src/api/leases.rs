@@ -130,8 +130,11 @@ where
                 let mut resp = remote(channel, fwd).await.map_err(|s| {
                     // A transport failure (the leader crashed, or is
                     // unreachable) carries no ErrorInfo and says only
-                    // "tcp connect error": name the leader it was for.
-                    if s.code() == tonic::Code::Unavailable
+                    // "tcp connect error": name the leader it was for. A
+                    // call the connection dropped before the leader took
+                    // it (CANCELLED: the leader is stopping) is the same
+                    // and as safe to retry (writes carry request ids).
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
                         && super::status::error_info(&s).is_none()
                     {
                         Status::unavailable(format!(

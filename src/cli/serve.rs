@@ -159,6 +159,19 @@ pub struct ServeArgs {
         default_value_t = 10.0
     )]
     pub reload_interval_seconds: f64,
+    /// On SIGTERM or ctrl-c, a leader first hands leadership to a caught-up
+    /// follower (at most 3 s), so that clients wait for no election.
+    /// `false` (or `0`) stops at once; the others then elect a leader
+    /// after an election timeout.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TRANSFER_ON_SHUTDOWN",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub transfer_on_shutdown: bool,
     /// Fault injection for the chaos suite's negative control, in debug
     /// builds only (release builds do not have this flag): `Put` stores the
     /// client's renewTime and acquireTime instead of the leader's stamp,
@@ -172,6 +185,13 @@ pub struct ServeArgs {
     #[cfg(debug_assertions)]
     #[arg(long, hide = true)]
     pub fault_skip_wal_sync: bool,
+    /// Fault injection for the upgrade test, in debug builds only: stamp
+    /// and require this format version on peer messages instead of the
+    /// build's own, playing a build of another format version (the data
+    /// directory is still read as the build's own).
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub fault_format_version: Option<u32>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -282,6 +302,16 @@ pub fn resolve_id(args: &mut ServeArgs) -> Result<u64, String> {
     Ok(id)
 }
 
+/// The format version this node speaks to peers.
+fn format_version(args: &ServeArgs) -> u32 {
+    #[cfg(debug_assertions)]
+    if let Some(v) = args.fault_format_version {
+        return v;
+    }
+    let _ = args;
+    crate::store::FORMAT_VERSION
+}
+
 fn secs_to_micros(s: u64) -> i64 {
     i64::try_from(s)
         .unwrap_or(i64::MAX / 1_000_000)
@@ -377,6 +407,7 @@ pub async fn serve(mut args: ServeArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
+    let format_version = format_version(&args);
     let cfg = ServeConfig {
         id,
         listen: args.listen,
@@ -399,6 +430,8 @@ pub async fn serve(mut args: ServeArgs) -> i32 {
         max_watches: args.max_watches,
         auth,
         reload_interval,
+        transfer_on_shutdown: args.transfer_on_shutdown,
+        format_version,
         identity: (!args.no_identity_lease).then(|| IdentityConfig {
             hostname: args
                 .hostname

@@ -143,7 +143,7 @@ async fn readyz(State(ops): State<Arc<Ops>>, RawQuery(q): RawQuery) -> Response 
 /// "applied = commit" would flap under load, where applying always trails
 /// committing by a few entries.
 pub async fn readiness(ops: &Ops) -> Result<String, String> {
-    if *ops.stopping.borrow() {
+    if *ops.stopping.borrow() || ops.node.is_draining() {
         return Err("the node is shutting down".into());
     }
     let node = &ops.node;

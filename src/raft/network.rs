@@ -9,7 +9,16 @@
 //! Every request carries this node's cluster id and the id and incarnation
 //! the membership records for the target (`types::Member`); the
 //! target refuses a request meant for another cluster or another
-//! incarnation of itself (`api::raft_service`).
+//! incarnation of itself (`api::raft_service`), and the sender's format
+//! version, which the target refuses unless it is its own. A refusal for
+//! another reason than the network (FAILED_PRECONDITION: another cluster,
+//! incarnation or format version) is logged here too, at most every 10 s,
+//! since openraft only retries it.
+//!
+//! An unreachable peer is retried at the heartbeat's pace for a few
+//! seconds, then every half minimum election timeout ([`Retry`]), instead
+//! of openraft's 500 ms: a restarted follower must hear from the leader
+//! before its own election timer fires.
 
 use crate::client::Channels;
 use crate::proto::internal::raft_client::RaftClient;
@@ -19,13 +28,14 @@ use crate::types::{Member, NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// openraft's network factory.
@@ -33,13 +43,120 @@ use std::time::Duration;
 pub struct Network {
     channels: Channels,
     meta: NodeMeta,
+    format_version: u32,
+    retry: Retry,
 }
 
 impl Network {
     /// A factory sharing `channels`, stamping requests with `meta`'s
-    /// cluster id.
+    /// cluster id and [`crate::store::FORMAT_VERSION`].
     pub fn new(channels: Channels, meta: NodeMeta) -> Self {
-        Network { channels, meta }
+        Network {
+            channels,
+            meta,
+            format_version: crate::store::FORMAT_VERSION,
+            retry: Retry::default(),
+        }
+    }
+
+    /// Retries unreachable peers at `retry`'s pace.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Stamps format version `v` instead (the debug-only
+    /// `--fault-format-version`, which plays another build).
+    pub fn with_format_version(mut self, v: u32) -> Self {
+        self.format_version = v;
+        self
+    }
+
+    /// Asks member `target` to campaign at once (`TimeoutNow`), waiting at
+    /// most `timeout` for its answer. A peer built before the call existed
+    /// answers UNIMPLEMENTED.
+    pub async fn timeout_now(
+        &self,
+        target: NodeId,
+        member: &Member,
+        timeout: Duration,
+    ) -> Result<(), tonic::Status> {
+        let channel = self
+            .channels
+            .get(&member.addr)
+            .map_err(|e| tonic::Status::unavailable(format!("{e}")))?;
+        let mut request = tonic::Request::new(payload(
+            &self.meta,
+            self.format_version,
+            target,
+            member,
+            Vec::new(),
+        ));
+        request.set_timeout(timeout);
+        RaftClient::new(channel).timeout_now(request).await?;
+        Ok(())
+    }
+}
+
+/// A request to member `target`, stamped with who it is for and who sends.
+fn payload(
+    meta: &NodeMeta,
+    format_version: u32,
+    target: NodeId,
+    member: &Member,
+    data: Vec<u8>,
+) -> RaftPayload {
+    RaftPayload {
+        data,
+        cluster_id: meta.cluster_id().unwrap_or_default(),
+        to_id: target,
+        to_incarnation: member.incarnation.clone(),
+        format_version,
+    }
+}
+
+/// Lets a repeated warning through at most once per interval: a refusing
+/// peer is retried on every heartbeat, and one line in ten seconds says as
+/// much as two hundred.
+pub struct Throttle {
+    every_ms: u64,
+    /// When a warning last went through, ms since the Unix epoch.
+    last_ms: AtomicU64,
+}
+
+impl Throttle {
+    /// At most once per `every_ms` milliseconds.
+    pub const fn new(every_ms: u64) -> Throttle {
+        Throttle {
+            every_ms,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a warning may go through now (and then not again for the
+    /// interval).
+    pub fn ready(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= self.every_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Logs a peer's refusal, at most every 10 s.
+fn warn_refused(target: NodeId, status: &tonic::Status) {
+    static REFUSALS: Throttle = Throttle::new(10_000);
+    if REFUSALS.ready() {
+        tracing::warn!(
+            peer = target,
+            "peer refused a raft message: {}",
+            status.message()
+        );
     }
 }
 
@@ -52,6 +169,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             member: node.clone(),
             channels: self.channels.clone(),
             meta: self.meta.clone(),
+            format_version: self.format_version,
+            retry: self.retry,
         }
     }
 }
@@ -62,6 +181,8 @@ pub struct PeerClient {
     member: Member,
     channels: Channels,
     meta: NodeMeta,
+    format_version: u32,
+    retry: Retry,
 }
 
 type RpcErr<E> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
@@ -86,12 +207,13 @@ impl PeerClient {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let mut request = tonic::Request::new(RaftPayload {
+        let mut request = tonic::Request::new(payload(
+            &self.meta,
+            self.format_version,
+            self.target,
+            &self.member,
             data,
-            cluster_id: self.meta.cluster_id().unwrap_or_default(),
-            to_id: self.target,
-            to_incarnation: self.member.incarnation.clone(),
-        });
+        ));
         request.set_timeout(timeout);
         let reply = match method {
             Method::Append => client.append_entries(request).await,
@@ -102,12 +224,64 @@ impl PeerClient {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&status))
             }
-            _ => RPCError::Network(NetworkError::new(&status)),
+            code => {
+                if code == tonic::Code::FailedPrecondition {
+                    warn_refused(self.target, &status);
+                }
+                RPCError::Network(NetworkError::new(&status))
+            }
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.into_inner().data)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// For how long after a peer became unreachable the leader retries it at
+/// the fast pace (see [`Retry`]).
+const FAST_RETRIES_FOR: Duration = Duration::from_secs(5);
+
+/// How long the leader waits before trying an unreachable peer again.
+///
+/// openraft's default is 500 ms, longer than an election timeout: a
+/// follower being restarted (a rolling restart) would then hear nothing for
+/// up to 500 ms after it listens again, time out, campaign in a higher term
+/// and depose the leader, which costs an election per follower restart.
+/// So the leader retries every heartbeat interval for the first
+/// [`FAST_RETRIES_FOR`] (a restart), then every half minimum election
+/// timeout: a node back after a longer outage still hears from the leader
+/// before its timer fires, and a dead peer costs openraft's warnings at
+/// that pace rather than at the heartbeat's.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The interval at first.
+    pub fast: Duration,
+    /// The interval after [`FAST_RETRIES_FOR`].
+    pub slow: Duration,
+}
+
+impl Retry {
+    /// The intervals for a heartbeat of `heartbeat_ms` and a minimum
+    /// election timeout of `election_min_ms`.
+    pub fn for_timing(heartbeat_ms: u64, election_min_ms: u64) -> Retry {
+        let fast = Duration::from_millis(heartbeat_ms.max(1));
+        Retry {
+            fast,
+            slow: Duration::from_millis(election_min_ms / 2).max(fast),
+        }
+    }
+
+    fn backoff(self) -> Backoff {
+        let fast_tries = (FAST_RETRIES_FOR.as_millis() / self.fast.as_millis().max(1)) as usize;
+        Backoff::new(std::iter::repeat_n(self.fast, fast_tries).chain(std::iter::repeat(self.slow)))
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        let t = super::node::RaftTiming::default();
+        Retry::for_timing(t.heartbeat_ms, t.election_timeout_min_ms)
     }
 }
 
@@ -166,6 +340,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.call(Method::Snapshot, &rpc, option.hard_ttl()).await
     }
 
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
@@ -195,6 +373,26 @@ mod tests {
                 None,
             )),
         }
+    }
+
+    #[test]
+    fn unreachable_peers_are_retried_fast_then_within_half_an_election_timeout() {
+        let r = Retry::for_timing(50, 200);
+        let waits: Vec<Duration> = r.backoff().take(102).collect();
+        assert!(waits[..100].iter().all(|d| *d == Duration::from_millis(50)));
+        assert_eq!(waits[100..], [Duration::from_millis(100); 2]);
+        // Never slower than the heartbeat, whatever the timing.
+        let r = Retry::for_timing(50, 60);
+        assert_eq!(r.slow, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_throttled_warning_goes_through_once_per_interval() {
+        let t = Throttle::new(60_000);
+        assert!(t.ready(), "the first one goes through");
+        assert!(!t.ready(), "the next within the interval does not");
+        let t = Throttle::new(0);
+        assert!(t.ready() && t.ready(), "no interval: every one");
     }
 
     #[test]

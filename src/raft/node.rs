@@ -5,7 +5,7 @@
 //! stay thin and this is the one place that turns openraft's errors into
 //! [`NodeError`]s.
 
-use super::network::Network;
+use super::network::{Network, Retry};
 use super::proposer::Proposer;
 use crate::client::Channels;
 use crate::lease::validate::validate_command;
@@ -18,6 +18,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, Raf
 use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,10 @@ pub struct NodeConfig {
     /// TLS of the peer channels (Raft, forwarding): the peer CA and this
     /// node's peer certificate. `None`: plaintext.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The format version stamped on peer messages and required of them:
+    /// [`store::FORMAT_VERSION`], unless a debug build plays another build
+    /// (`--fault-format-version`).
+    pub format_version: u32,
 }
 
 /// What a node with an empty data directory does (etcd's
@@ -138,7 +143,11 @@ pub struct Node {
     /// This data directory's identity (incarnation, cluster id).
     pub meta: NodeMeta,
     /// Where writes are batched into proposals.
-    proposer: Proposer,
+    pub(super) proposer: Proposer,
+    /// The peer network (for `TimeoutNow`; openraft has its own copy).
+    pub(super) network: Network,
+    /// Set once the node is stopping: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// Longest accepted request id.
@@ -246,14 +255,10 @@ impl Node {
         };
         let config = Arc::new(config.validate()?);
         let channels = Channels::with_tls(cfg.peer_tls.clone());
-        let raft = Raft::new(
-            cfg.id,
-            config,
-            Network::new(channels.clone(), meta.clone()),
-            log,
-            sm.clone(),
-        )
-        .await?;
+        let network = Network::new(channels.clone(), meta.clone())
+            .with_format_version(cfg.format_version)
+            .with_retry(Retry::for_timing(t.heartbeat_ms, t.election_timeout_min_ms));
+        let raft = Raft::new(cfg.id, config, network.clone(), log, sm.clone()).await?;
         let clock = StampClock::new();
         Ok(Arc::new(Node {
             id: cfg.id,
@@ -264,6 +269,8 @@ impl Node {
             channels,
             clock,
             meta,
+            network,
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -647,6 +654,16 @@ impl Node {
             .with_raft_state(|s| s.committed.map(|l| l.index).unwrap_or(0))
             .await
             .unwrap_or(0)
+    }
+
+    /// Marks the node as stopping: not ready from now on (`/readyz`).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the node is stopping.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Whether Raft has stopped (shut down or failed).

@@ -17,6 +17,13 @@
 //! (a node that is not must not carry a time from before its election into
 //! its first entry); otherwise every write of the batch gets `NotLeader`
 //! without anything written, so they may be forwarded.
+//!
+//! A leader handing over on shutdown ([`Proposer::pause`]) takes every
+//! slot: the proposals in flight finish, and new writes wait in the queue,
+//! refused by nobody and proposed by nobody, until the guard is dropped.
+//! By then this node is usually a follower, so they get `NotLeader` naming
+//! the new leader and are forwarded there: they were never proposed here,
+//! so forwarding them cannot apply them twice.
 
 use super::node::{NodeError, StampClock, REQUEST_TIMEOUT};
 use crate::lease::{CommandResponse, Op, Proposal};
@@ -24,7 +31,8 @@ use crate::types::{Member, NodeId, Raft};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Proposals being committed at once. Two lets one batch be appended and
 /// synced while the previous one is replicated; more would only make
@@ -44,6 +52,13 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
+    /// The [`IN_FLIGHT`] proposal slots, shared with the batching task.
+    slots: Arc<Semaphore>,
+}
+
+/// While held, nothing is proposed (see [`Proposer::pause`]).
+pub struct Paused {
+    _slots: OwnedSemaphorePermit,
 }
 
 impl Proposer {
@@ -51,8 +66,21 @@ impl Proposer {
     /// when every handle is dropped.
     pub fn start(raft: Raft, clock: StampClock) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, clock, rx));
-        Proposer { tx }
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(run(raft, clock, rx, slots.clone()));
+        Proposer { tx, slots }
+    }
+
+    /// Stops proposing: waits (at most `timeout`) until the proposals in
+    /// flight have finished, and from then on until the guard is dropped
+    /// new writes only queue. `None` if they did not finish in time (a
+    /// leader without quorum); nothing is paused then.
+    pub async fn pause(&self, timeout: Duration) -> Option<Paused> {
+        let all = self.slots.clone().acquire_many_owned(IN_FLIGHT as u32);
+        match tokio::time::timeout(timeout, all).await {
+            Ok(Ok(permit)) => Some(Paused { _slots: permit }),
+            _ => None,
+        }
     }
 
     /// Proposes `op` (in a batch) and waits for its answer.
@@ -66,8 +94,12 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, clock: StampClock, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    clock: StampClock,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    slots: Arc<Semaphore>,
+) {
     while let Some(first) = rx.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

@@ -405,6 +405,40 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` again like [`Cluster::restart`], with `extra`
+    /// flags for this start only.
+    pub async fn restart_with(&mut self, id: u64, extra: &[&str]) {
+        self.node(id)
+            .spawn(extra)
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        if let Err(StartFailure::PortTaken) = self.wait_serving(id).await {
+            self.dump_logs();
+            panic!("node {id} cannot bind its old port on restart");
+        }
+    }
+
+    /// Sends node `id` SIGTERM (a requested stop, as systemd or the
+    /// kubelet does) and waits up to `timeout` for it to exit; returns its
+    /// exit status. Not a crash for [`Cluster::assert_no_crashes`].
+    pub async fn terminate(&mut self, id: u64, timeout: Duration) -> ExitStatus {
+        self.signal(id, "TERM");
+        self.wait_exit(id, timeout).await
+    }
+
+    /// Waits up to `timeout` for node `id` to exit (after a signal the test
+    /// sent); returns its exit status. Not a crash for
+    /// [`Cluster::assert_no_crashes`].
+    pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> ExitStatus {
+        let d = Deadline::new(format!("node {id} to exit"), timeout);
+        loop {
+            if let Some(status) = self.node(id).exited() {
+                self.node(id).forget_exit();
+                return status;
+            }
+            d.check("still running").await;
+        }
+    }
+
     /// Deletes node `id`'s data directory. The node must not be running.
     pub fn wipe(&mut self, id: u64) {
         if let Err(e) = self.node(id).wipe_data() {

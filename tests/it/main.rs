@@ -30,6 +30,8 @@
 //! - `ui`: the `/ui` live view, over HTTP and in headless Chromium;
 //! - `backup`: `snapshot save` under load, restore after every node was
 //!   wiped, the revision floor, and what restore refuses;
+//! - `handoff`: leadership hand-over on SIGTERM, rolling restarts, the
+//!   format version on the wire;
 //! - `layers`: the module layer order of `src/`.
 
 mod common;
@@ -40,6 +42,7 @@ mod client_errors;
 mod cluster;
 mod durability;
 mod elector;
+mod handoff;
 mod identity;
 mod kube;
 mod layers;

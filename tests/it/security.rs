@@ -315,6 +315,7 @@ fn raft_payload<T: serde::Serialize>(st: &pb::StatusResponse, msg: &T) -> RaftPa
         cluster_id: st.cluster_id.clone(),
         to_id: st.node_id,
         to_incarnation: st.incarnation.clone(),
+        format_version: leasehold::store::FORMAT_VERSION,
     }
 }
 

@@ -4,7 +4,8 @@
 //! endpoint that answered last, or to the leader once a node that forwarded
 //! a call named it (`x-leasehold-leader`) and it is one of the endpoints:
 //! writes then skip the extra hop through a follower. When it is unreachable or answers
-//! UNAVAILABLE (no leader known, leader unreachable, node shutting down), the
+//! UNAVAILABLE (no leader known, leader unreachable, node shutting down), or
+//! its connection drops the call (CANCELLED, a node stopping), the
 //! call is retried on the next endpoint; after a round of failures it backs
 //! off (50 ms doubling to 1 s) and goes round again. Every call has one
 //! deadline covering all attempts (default 10 s).
@@ -229,6 +230,18 @@ impl Client {
                         self.preferred
                             .store(leader.unwrap_or(idx), Ordering::Relaxed);
                         return Ok(r.into_inner());
+                    }
+                    // A call the connection dropped (CANCELLED from the
+                    // transport, no server detail) is what a node that is
+                    // stopping gives the calls it did not take: the next
+                    // endpoint is tried. Retrying is as safe as after
+                    // UNAVAILABLE: writes carry request ids and a renewal
+                    // may apply twice. With TLS it is also how a refused
+                    // client certificate shows, so a round of nothing else
+                    // ends the call as certificate failures do.
+                    Err(s) if s.code() == Code::Cancelled && s.details().is_empty() => {
+                        tracing::debug!(%endpoint, "cancelled: {}", status_text(&s));
+                        last = s;
                     }
                     Err(s) if s.code() == Code::Unavailable => {
                         let text = status_text(&s);
