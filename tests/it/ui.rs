@@ -186,12 +186,17 @@ fn chromium() -> Option<(PathBuf, bool)> {
     None
 }
 
-/// Runs the browser on `url` with `args` under a hard 60 s `timeout` (which
-/// kills its whole process group); returns what it printed.
-async fn browse(browser: &(PathBuf, bool), args: &[&str], url: &str) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
+/// The browser under a hard `timeout` of `limit_secs` (which kills its
+/// whole process group), headless, sandbox off (tests may run as root),
+/// with its own throw-away profile.
+fn browser_command(
+    browser: &(PathBuf, bool),
+    limit_secs: u32,
+    profile: &tempfile::TempDir,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("timeout");
-    cmd.args(["-k", "5", "60"]).arg(&browser.0);
+    cmd.args(["-k", "5", &limit_secs.to_string()])
+        .arg(&browser.0);
     if browser.1 {
         cmd.arg("--headless");
     }
@@ -200,13 +205,20 @@ async fn browse(browser: &(PathBuf, bool), args: &[&str], url: &str) -> String {
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--no-first-run",
-        "--hide-scrollbars",
-        "--virtual-time-budget=5000",
     ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(args)
-    .arg(url)
-    .kill_on_drop(true);
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    cmd
+}
+
+/// Runs the browser on `url` with `args` under a hard 60 s `timeout` (which
+/// kills its whole process group); returns what it printed.
+async fn browse(browser: &(PathBuf, bool), args: &[&str], url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = browser_command(browser, 60, &profile);
+    cmd.args(["--hide-scrollbars", "--virtual-time-budget=5000"])
+        .args(args)
+        .arg(url)
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("{} did not finish within 90 s", browser.0.display()))
@@ -420,24 +432,13 @@ impl Drop for LiveBrowser {
 async fn open_live(browser: &(PathBuf, bool), url: &str) -> (LiveBrowser, u16) {
     use tokio::io::AsyncBufReadExt;
     let profile = tempfile::tempdir().expect("profile dir");
-    let mut cmd = tokio::process::Command::new("timeout");
-    cmd.args(["-k", "5", "120"]).arg(&browser.0);
-    if browser.1 {
-        cmd.arg("--headless");
-    }
-    cmd.args([
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--no-first-run",
-        "--remote-debugging-port=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .arg(url)
-    .process_group(0)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
+    let mut cmd = browser_command(browser, 120, &profile);
+    cmd.arg("--remote-debugging-port=0")
+        .arg(url)
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().expect("start the browser");
     let stderr = child.stderr.take().expect("stderr");
     let browser = LiveBrowser {
