@@ -220,8 +220,9 @@ pub async fn serve_on(
         }
     };
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<Option<String>>();
-    // Long-lived HTTP responses (Kubernetes watches) end on this, so that
-    // the graceful shutdown below does not wait for them.
+    // Long-lived responses end on this (Kubernetes watches with their
+    // terminating chunk, gRPC watches and renew streams with UNAVAILABLE),
+    // so that the graceful shutdown below does not wait for them.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let signal = {
         let (node, health) = (node.clone(), health_reporter.clone());
@@ -244,7 +245,8 @@ pub async fn serve_on(
     let leases = Arc::new(
         LeasesService::new(node.clone())
             .with_max_watches(cfg.max_watches)
-            .with_auth(auth.clone()),
+            .with_auth(auth.clone())
+            .with_stopping(crate::api::stopping::Stopping::new(stopping_rx.clone())),
     );
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(health_service)

@@ -10,6 +10,7 @@
 use super::authz::{caller, check, check_request};
 use super::convert::{decode_continue, draft_from_proto, encode_continue, lease_to_proto};
 use super::limits::{leases_client, DEFAULT_PAGE, LIST_PAGE_BYTES, MAX_PAGE, MAX_SCANNED_PER_PAGE};
+use super::stopping::Stopping;
 use crate::auth::identity::Caller;
 use crate::auth::rules::Verb;
 use crate::auth::{Auth, IDENTITY_HEADER};
@@ -44,6 +45,8 @@ pub struct LeasesService {
     /// One permit per open watch (see `limits::DEFAULT_MAX_WATCHES`).
     watches: Arc<tokio::sync::Semaphore>,
     max_watches: usize,
+    /// Ends the open watches and renew streams when the server stops.
+    stopping: Stopping,
 }
 
 impl LeasesService {
@@ -54,8 +57,17 @@ impl LeasesService {
 
     /// The same, serving at most `max` watches at once.
     pub fn with_max_watches(self, max: usize) -> Self {
-        let auth = self.auth.clone();
-        Self::with_node_and_limit(self.node, max).with_auth(auth)
+        let (auth, stopping) = (self.auth.clone(), self.stopping.clone());
+        Self::with_node_and_limit(self.node, max)
+            .with_auth(auth)
+            .with_stopping(stopping)
+    }
+
+    /// Ends open `Watch` and `RenewStream` calls with `UNAVAILABLE` once
+    /// `stopping` is raised (see [`Stopping`]).
+    pub fn with_stopping(mut self, stopping: Stopping) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     /// Watches open on this node now.
@@ -82,6 +94,7 @@ impl LeasesService {
             auth: Arc::new(Auth::disabled()),
             watches: Arc::new(tokio::sync::Semaphore::new(max)),
             max_watches: max,
+            stopping: Stopping::never(),
         }
     }
 }
@@ -196,14 +209,22 @@ fn renew_stream(
     mut inbound: tonic::Streaming<pb::RenewRequest>,
     auth: Arc<Auth>,
     who: Caller,
+    mut stopping: Stopping,
 ) -> RenewStreamOut {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
     tokio::spawn(async move {
         let mut pending = futures::stream::FuturesOrdered::new();
         let mut open = true;
+        let mut stopped = false;
         loop {
             tokio::select! {
+                // The server stops: read no more; the renewals already
+                // read are answered below, then the stream ends.
+                _ = stopping.wait(), if !stopped => {
+                    stopped = true;
+                    open = false;
+                }
                 m = inbound.message(), if open && pending.len() < STREAM_IN_FLIGHT => match m {
                     Ok(Some(r)) => {
                         let allowed = check(&auth, &who, Verb::Renew, &r.namespace, &r.name);
@@ -218,7 +239,16 @@ fn renew_stream(
                         return;
                     }
                 }
-                else => return,
+                else => {
+                    if stopped {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the node is shutting down; renew through another node",
+                            )))
+                            .await;
+                    }
+                    return;
+                }
             }
         }
     });
@@ -557,6 +587,7 @@ impl pb::leases_server::Leases for LeasesService {
             req.into_inner(),
             auth,
             who,
+            self.stopping.clone(),
         )))
     }
 
@@ -580,7 +611,7 @@ impl pb::leases_server::Leases for LeasesService {
                 self.max_watches
             ))
         })?;
-        let events = super::watch::start(self.node.sm.clone(), spec, permit);
+        let events = super::watch::start(self.node.sm.clone(), spec, permit, self.stopping.clone());
         Ok(Response::new(recheck_on_reload(
             events,
             self.auth.clone(),

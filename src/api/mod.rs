@@ -10,4 +10,5 @@ pub mod leases;
 pub mod limits;
 pub mod raft_service;
 pub mod status;
+pub mod stopping;
 pub mod watch;

@@ -17,6 +17,7 @@
 
 use super::convert::lease_to_proto;
 use super::status;
+use super::stopping::Stopping;
 use crate::api::limits::SLOW_WATCHER_GRACE;
 use crate::lease::selector::{self, Selector};
 use crate::lease::validate::{validate_dns_label, validate_dns_subdomain};
@@ -118,6 +119,7 @@ pub fn start(
     sm: StateMachineStore,
     spec: WatchSpec,
     permit: tokio::sync::OwnedSemaphorePermit,
+    stopping: Stopping,
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     let (final_tx, final_rx) = oneshot::channel::<Status>();
@@ -128,6 +130,7 @@ pub fn start(
             spec,
             tx,
             last: 0,
+            stopping,
         };
         if let Err(status) = w.run().await {
             // Ends the event stream, then delivers the status after the
@@ -147,6 +150,8 @@ struct Watcher {
     tx: mpsc::Sender<Result<pb::WatchEvent, Status>>,
     /// Every change at or below this revision has been handled.
     last: u64,
+    /// The server's stop signal: the watch ends with `UNAVAILABLE`.
+    stopping: Stopping,
 }
 
 /// The watcher ends quietly: the client went away.
@@ -214,6 +219,12 @@ impl Watcher {
                     since_send = tokio::time::Instant::now();
                 }
                 _ = self.tx.closed() => return Ok(()),
+                _ = self.stopping.wait() => {
+                    return Err(Status::unavailable(format!(
+                        "the node is shutting down; resume from revision {} on another node",
+                        self.last + 1
+                    )));
+                }
             }
         }
     }

@@ -264,6 +264,80 @@ async fn an_open_kubernetes_watch_ends_on_shutdown() {
     );
 }
 
+/// Open gRPC streams must not hold up a graceful shutdown either: a
+/// `Watch` and a `RenewStream` never end by themselves, so the server ends
+/// both with `UNAVAILABLE` when it stops (the chaos suite's
+/// graceful-restart fault found a leader held up by its watches). A
+/// renewal sent before the stop is still answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_grpc_streams_end_with_unavailable_on_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let c = s.client();
+    let held = acquire(&c, "streamed", "h").await;
+    let mut watch = c
+        .watch_on(
+            0,
+            pb::WatchRequest {
+                namespace: "default".into(),
+                start_revision: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("watch");
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the acquire's event within 10 s")
+        .expect("an event")
+        .expect("not the end");
+    assert_eq!(
+        first.lease.and_then(|l| l.metadata).map(|m| m.name),
+        Some("streamed".to_string())
+    );
+    let mut renewals = c.renew_stream().await.expect("renew stream");
+    let renewed = renewals
+        .renew(pb::RenewRequest {
+            namespace: "default".into(),
+            name: "streamed".into(),
+            holder: "h".into(),
+            fencing_token: held.fencing_token,
+            request_id: String::new(),
+        })
+        .await
+        .expect("renewed through the stream");
+    assert_eq!(renewed.fencing_token, held.fencing_token);
+
+    // Both streams stay open; stop() requires the server to stop within
+    // 10 s, which it cannot while it waits for them.
+    s.stop().await;
+    // The renewal's MODIFIED may come first; then the end.
+    let status = loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("the watch ends");
+        match next {
+            Ok(Some(e)) => assert_ne!(e.revision, 0, "an event, not the end: {e:?}"),
+            Ok(None) => panic!("the watch ended quietly, without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("shutting down")
+            && status.message().contains("resume from revision"),
+        "{status:?}"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), renewals.next())
+        .await
+        .expect("the renew stream ends");
+    let status = end
+        .expect("a final status")
+        .expect_err("the renew stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+}
+
 /// Waits until the node answers `status` as leader; returns the status.
 async fn wait_leader(c: &Client) -> pb::StatusResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -44,6 +44,13 @@ pub trait Backend: Send + Sync {
     /// SIGKILLs node `id` and waits until it is gone.
     async fn kill(&self, id: NodeId) -> Result<(), String>;
 
+    /// Stops node `id` the way an operator or an orchestrator does: SIGTERM,
+    /// then waits up to `timeout` for the process to exit. Returns how long
+    /// the exit took. An exit with a non-zero status, or no exit within
+    /// `timeout` (the node is then SIGKILLed), is an error: a graceful stop
+    /// that hangs or crashes is a bug the fault exists to find.
+    async fn stop(&self, id: NodeId, timeout: Duration) -> Result<Duration, String>;
+
     /// Starts node `id` again with its data directory as it is (which may
     /// be empty after [`Backend::wipe`]); returns once the process runs (not
     /// necessarily serving yet).

@@ -45,11 +45,19 @@ pub enum FaultKind {
     /// Power loss of every node at once: all three lose their unsynced
     /// writes together; every acknowledged write must survive.
     PowerLossAll,
+    /// SIGTERM a node as an operator's restart does (every other time the
+    /// leader, which hands leadership over before it exits), wait for its
+    /// clean exit, start it again.
+    GracefulRestart,
+    /// Membership change under load: remove a follower from the cluster,
+    /// kill it, delete its data, start it empty and add it back as a new
+    /// member (learner, caught up, then voter).
+    MemberCycle,
 }
 
 impl FaultKind {
     /// Every kind, in the order a run cycles through them.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::KillLeader,
         FaultKind::PauseClient,
         FaultKind::IsolateLeader,
@@ -66,6 +74,8 @@ impl FaultKind {
         FaultKind::PowerLossFollower,
         FaultKind::PowerLossLeader,
         FaultKind::PowerLossAll,
+        FaultKind::GracefulRestart,
+        FaultKind::MemberCycle,
     ];
 
     /// The power-loss kinds (they need the nodes' data on the lazy
@@ -100,6 +110,8 @@ impl FaultKind {
             FaultKind::PowerLossFollower => "power-loss-follower",
             FaultKind::PowerLossLeader => "power-loss-leader",
             FaultKind::PowerLossAll => "power-loss-all",
+            FaultKind::GracefulRestart => "graceful-restart",
+            FaultKind::MemberCycle => "member-cycle",
         }
     }
 }

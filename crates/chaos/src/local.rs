@@ -231,6 +231,41 @@ impl Backend for LocalBackend {
         }
     }
 
+    async fn stop(&self, id: NodeId, timeout: Duration) -> Result<Duration, String> {
+        let n = self.node(id)?;
+        if !n.running() {
+            return Err(format!("node {id} is not running"));
+        }
+        let began = std::time::Instant::now();
+        n.signal("TERM")?;
+        while n.running() {
+            if began.elapsed() >= timeout {
+                let _ = n.kill();
+                return Err(format!(
+                    "node {id} did not exit within {} s of SIGTERM (SIGKILLed); see {}",
+                    timeout.as_secs(),
+                    self.log_hint(id)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = began.elapsed();
+        // `running` recorded the exit; a graceful one is not a crash.
+        let status = n.exited();
+        n.forget_exit();
+        match status {
+            Some(st) if st.success() => {
+                tracing::info!(node = id, "stopped by SIGTERM in {took:?}");
+                Ok(took)
+            }
+            Some(st) => Err(format!(
+                "node {id} exited with {st} after SIGTERM; see {}",
+                self.log_hint(id)
+            )),
+            None => Err(format!("node {id}: no exit status after SIGTERM")),
+        }
+    }
+
     async fn start(&self, id: NodeId) -> Result<(), String> {
         self.node(id)?.spawn(&[])
     }

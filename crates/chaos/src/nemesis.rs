@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// How long the cluster may take to recover after a fault is healed.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// How long a SIGTERMed node may take to exit (a hand-over takes at most
+/// 3 s, then the listeners drain).
+pub const GRACEFUL_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What the scheduler needs.
 pub struct Nemesis {
     /// The nodes.
@@ -44,6 +48,9 @@ pub struct Nemesis {
     /// Power losses of a node's disk so far (every other one tears the
     /// last unsynced write of each file instead of dropping it whole).
     power_cuts: u64,
+    /// Graceful restarts so far (they alternate between the leader and a
+    /// follower).
+    graceful: u32,
     /// Durability probes: acknowledged before a kill of every node,
     /// read back after.
     pub durability: Vec<DurabilityProbe>,
@@ -96,6 +103,7 @@ impl Nemesis {
             kills_all: 0,
             offsets: 0,
             power_cuts: 0,
+            graceful: 0,
             durability: Vec::new(),
             connect,
         }
@@ -200,8 +208,15 @@ impl Nemesis {
         if supported.is_empty() {
             return records;
         }
+        // Every supported kind must happen at least once, however short the
+        // run: the hard stop allows three times the run's span plus 20 s per
+        // kind (the slowest faults, member-cycle and clock-offset, take
+        // 10-20 s each with recovery).
         let begin = self.clock.now();
-        let hard_stop = begin.saturating_add(until.saturating_sub(begin).saturating_mul(3));
+        let per_kind = 20_000_000_000u64.saturating_mul(supported.len() as u64);
+        let hard_stop = begin
+            .saturating_add(until.saturating_sub(begin).saturating_mul(3))
+            .saturating_add(per_kind);
         loop {
             let gap = self.rng.millis(1000, 2500);
             tokio::time::sleep(gap).await;
@@ -462,7 +477,143 @@ impl Nemesis {
                 self.wipe_and_rejoin(id).await.map_err(fail(t.clone()))?;
                 Ok((t, "wiped, started empty, replaced".into()))
             }
+            FaultKind::GracefulRestart => {
+                self.graceful += 1;
+                let id = if self.graceful % 2 == 1 {
+                    leader
+                } else {
+                    pick(&mut self.rng, &others)
+                };
+                let t = node(id);
+                let took = b
+                    .stop(id, GRACEFUL_STOP_TIMEOUT)
+                    .await
+                    .map_err(fail(t.clone()))?;
+                // Right after the exit: a stopped leader hands over first,
+                // so a successor is usually in place already.
+                let after = self.leader().await;
+                let hold = self.hold(500, 2000);
+                tokio::time::sleep(hold).await;
+                b.start(id).await.map_err(fail(t.clone()))?;
+                Ok((
+                    t,
+                    format!(
+                        "leader was {leader} (term {term}); SIGTERM, clean exit in {} ms; \
+                         leader right after the exit {}; down {} ms",
+                        took.as_millis(),
+                        fmt_leader(after),
+                        hold.as_millis()
+                    ),
+                ))
+            }
+            FaultKind::MemberCycle => {
+                let id = pick(&mut self.rng, &others);
+                let t = node(id);
+                let detail = self.member_cycle(id).await.map_err(fail(t.clone()))?;
+                Ok((t, detail))
+            }
         }
+    }
+
+    /// Takes follower `id` out of the cluster and puts it back as a new
+    /// member, as an operator moves a node to a new machine: `member
+    /// remove`, the process stopped and its data deleted, the node started
+    /// empty with `--initial-cluster-state existing`, `member add` at the
+    /// address the membership had recorded. Each step is checked on the
+    /// leader's Status: two voters without `id`, then three with `id` and
+    /// a new incarnation. While `id` is out the cluster runs on two voters,
+    /// both needed for a quorum.
+    async fn member_cycle(&mut self, id: NodeId) -> Result<String, String> {
+        let b = self.backend.clone();
+        let c = self.cluster_client()?;
+        let before = c
+            .status()
+            .await
+            .map_err(|e| format!("status: {}", e.message()))?;
+        let old = before
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .ok_or_else(|| format!("node {id} is not a member: {:?}", before.members))?;
+        let address = if old.address.is_empty() {
+            b.peer_address(id)
+        } else {
+            old.address.clone()
+        };
+        retry(Duration::from_secs(30), || async {
+            // An earlier attempt whose answer was lost may have done it.
+            if !self.leader_members().await?.iter().any(|m| m.id == id) {
+                return Ok(());
+            }
+            c.remove_member(pb::RemoveMemberRequest { id })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("member remove {id}: {}", e.message()))
+        })
+        .await?;
+        let two = self.leader_members().await?;
+        if two.len() + 1 != before.members.len() || two.iter().any(|m| m.id == id) {
+            return Err(format!(
+                "after member remove {id} the leader lists {two:?}, not the others"
+            ));
+        }
+        b.kill(id).await?;
+        b.wipe(id).await?;
+        b.start_empty(id).await?;
+        let removed_for = Instant::now();
+        retry(Duration::from_secs(30), || async {
+            // Done by an earlier attempt whose answer was lost? (A learner
+            // of the new incarnation is added again, which promotes it.)
+            if let Some(m) = self.leader_members().await?.iter().find(|m| m.id == id) {
+                if m.incarnation != old.incarnation && m.role == pb::member::Role::Voter as i32 {
+                    return Ok(());
+                }
+            }
+            c.add_member(pb::AddMemberRequest {
+                id,
+                address: address.clone(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("member add {id} {address}: {}", e.message()))
+        })
+        .await?;
+        let rejoined = removed_for.elapsed();
+        let three = self.leader_members().await?;
+        let new = three
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| format!("after member add {id} the leader lists {three:?}"))?;
+        if three.len() != before.members.len()
+            || new.role != pb::member::Role::Voter as i32
+            || new.incarnation == old.incarnation
+        {
+            return Err(format!(
+                "after member add {id} the leader lists {three:?}: expected {} members with \
+                 {id} a voter of a new incarnation (old {})",
+                before.members.len(),
+                old.incarnation
+            ));
+        }
+        Ok(format!(
+            "removed, wiped, started empty, added back at {address} as a voter in {} ms \
+             (incarnation {} -> {})",
+            rejoined.as_millis(),
+            old.incarnation,
+            new.incarnation
+        ))
+    }
+
+    /// The members the current leader lists.
+    async fn leader_members(&self) -> Result<Vec<pb::Member>, String> {
+        let (leader, _) = self.wait_leader(Duration::from_secs(10)).await?;
+        let c = self.client(leader)?;
+        let s = c
+            .status()
+            .await
+            .map_err(|e| format!("status of node {leader}: {}", e.message()))?;
+        Ok(s.members)
     }
 
     /// Drops node `id`'s unsynced writes (it is already killed); every

@@ -138,6 +138,8 @@ async fn local_chaos_run_finds_no_anomaly() {
         FaultKind::PauseLeader,
         FaultKind::PauseClient,
         FaultKind::WipeNode,
+        FaultKind::GracefulRestart,
+        FaultKind::MemberCycle,
     ] {
         if !done.contains(&must) {
             problems.push(format!("{must} did not happen"));

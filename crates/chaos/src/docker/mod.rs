@@ -712,13 +712,16 @@ impl Backend for DockerBackend {
             | FaultKind::IsolateFollower
             | FaultKind::CutLink
             | FaultKind::PeerLoss => self.iptables.clone(),
-            FaultKind::WipeNode => self.compose.as_ref().map(|_| ()).map_err(Clone::clone),
+            FaultKind::WipeNode | FaultKind::MemberCycle => {
+                self.compose.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
             FaultKind::KillLeader
             | FaultKind::KillFollower
             | FaultKind::KillTwo
             | FaultKind::KillAll
             | FaultKind::PauseLeader
-            | FaultKind::PauseClient => Ok(()),
+            | FaultKind::PauseClient
+            | FaultKind::GracefulRestart => Ok(()),
             FaultKind::PowerLossFollower | FaultKind::PowerLossLeader | FaultKind::PowerLossAll => {
                 if self.nodes.values().all(|n| n.disk.is_some()) {
                     Ok(())
@@ -745,6 +748,43 @@ impl Backend for DockerBackend {
         // Its network namespace, with any rules in it, is gone.
         self.pending().remove(&id);
         Ok(())
+    }
+
+    /// `docker stop --time T` (SIGTERM, SIGKILL after `T` seconds); verified
+    /// by `State.Running` turning false and `State.ExitCode` being 0: a node
+    /// SIGKILLed at the deadline exits 137, which is reported as a failure.
+    async fn stop(&self, id: NodeId, timeout: Duration) -> Result<Duration, String> {
+        let name = self.container(id)?;
+        match self.state(id).await? {
+            Some((true, false)) => {}
+            Some((true, true)) => return Err(format!("node {id} ({name}) is paused")),
+            Some((false, _)) => return Err(format!("node {id} ({name}) is not running")),
+            None => return Err(format!("node {id} has no container ({name})")),
+        }
+        let secs = timeout.as_secs().max(1).to_string();
+        let began = Instant::now();
+        self.docker(&["stop", "--time", &secs, name]).await?;
+        let took = began.elapsed();
+        self.wait_state(id, "stopped", |s| !matches!(s, Some((true, _))))
+            .await?;
+        // Its network namespace, with any rules in it, is gone.
+        self.pending().remove(&id);
+        let code = self
+            .inspect(name)
+            .await?
+            .and_then(|c| c.pointer("/State/ExitCode").and_then(Value::as_i64));
+        match code {
+            Some(0) => Ok(took),
+            Some(137) => Err(format!(
+                "node {id} ({name}) did not exit within {secs} s of SIGTERM (SIGKILLed by docker)"
+            )),
+            Some(c) => Err(format!(
+                "node {id} ({name}) exited with code {c} after SIGTERM"
+            )),
+            None => Err(format!(
+                "node {id} ({name}): no exit code after docker stop"
+            )),
+        }
     }
 
     /// `docker start`, or `docker-compose up -d --no-deps SERVICE` when a
