@@ -13,6 +13,8 @@
 #   --workloads "W..."  load workloads (default "renew acquire mixed keepalive")
 #   --no-watch          skip the watch run (16 clients, 4 watchers)
 #   --no-failover       skip the failover run (16 clients, leader SIGKILLed)
+#   --no-restart        skip the rolling-restart run (16 clients, every server
+#                       SIGTERMed and started again in turn, the leader last)
 #   --no-build          use the binaries built last time (target/bench/bin)
 #   --plots DIR         also draw the SVG charts into DIR (e.g. docs)
 #   --scale N           then run the `scale` workload on the Leasehold cluster: load N
@@ -41,6 +43,7 @@ clients="1 16 64"
 workloads="renew acquire mixed keepalive"
 watch=1
 failover=1
+restart=1
 build=1
 plots_dir=""
 leasehold_args=""
@@ -57,13 +60,14 @@ while [ $# -gt 0 ]; do
         --workloads) workloads="$2"; shift ;;
         --no-watch) watch=0 ;;
         --no-failover) failover=0 ;;
+        --no-restart) restart=0 ;;
         --no-build) build=0 ;;
         --plots) plots_dir="$2"; shift ;;
         --leasehold-args) leasehold_args="$2"; shift ;;
         --scale) scale="$2"; shift ;;
         --scale-minutes) scale_minutes="$2"; shift ;;
         --tls) tls=1 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -166,27 +170,65 @@ ETCD_ENDPOINTS="127.0.0.1:${ETCD_CLIENT[0]},127.0.0.1:${ETCD_CLIENT[1]},127.0.0.
 # The same command starts a node the first time and after a kill. Started
 # processes are disowned: bash then reaps them itself (no zombies for
 # `alive` to mistake for running servers) and does not announce a kill.
+# Each server's command line, as an array in CMD (leasehold_args is a list
+# of flags, split on spaces).
+leasehold_cmd() {
+    local i=$1 extra
+    read -r -a extra <<<"$leasehold_args"
+    CMD=("$BIN" serve --id "$i" --listen "127.0.0.1:${LH_PORTS[$((i - 1))]}"
+        --data-dir "$DATA/leasehold-$i" --peers "$LH_PEERS" --hostname "bench-$i"
+        ${extra[@]+"${extra[@]}"})
+}
+etcd_cmd() {
+    local i=$1
+    CMD=(etcd --name "e$i" --data-dir "$DATA/etcd-$i"
+        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[$((i - 1))]}"
+        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[$((i - 1))]}"
+        --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[$((i - 1))]}"
+        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[$((i - 1))]}"
+        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new
+        --initial-cluster-token leasehold-bench)
+}
 start_leasehold() {
     local i=$1
-    # shellcheck disable=SC2086 # leasehold_args is a list of flags
-    "$BIN" serve --id "$i" --listen "127.0.0.1:${LH_PORTS[$((i - 1))]}" \
-        --data-dir "$DATA/leasehold-$i" --peers "$LH_PEERS" --hostname "bench-$i" \
-        $leasehold_args >>"$RESULTS/leasehold-$i.log" 2>&1 &
+    leasehold_cmd "$i"
+    "${CMD[@]}" >>"$RESULTS/leasehold-$i.log" 2>&1 &
     PID[lh$i]=$!
     disown "${PID[lh$i]}"
 }
 start_etcd() {
     local i=$1
-    etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
-        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[$((i - 1))]}" \
-        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[$((i - 1))]}" \
-        --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[$((i - 1))]}" \
-        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[$((i - 1))]}" \
-        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new \
-        --initial-cluster-token leasehold-bench \
-        >>"$RESULTS/etcd-$i.log" 2>&1 &
+    etcd_cmd "$i"
+    "${CMD[@]}" >>"$RESULTS/etcd-$i.log" 2>&1 &
     PID[etcd$i]=$!
     disown "${PID[etcd$i]}"
+}
+# restart_scripts SYSTEM (leasehold|etcd): writes $RESULTS/start-SYSTEM-N.sh,
+# the same command as start_SYSTEM N for the bench's --restart-cmd; each
+# leaves its pid in restarted-SYSTEM-N.pid for the cleanup.
+restart_scripts() {
+    local sys=$1 i
+    for i in 1 2 3; do
+        "${sys}_cmd" "$i"
+        {
+            echo '#!/usr/bin/env bash'
+            printf 'echo $$ >%q\n' "$RESULTS/restarted-$sys-$i.pid"
+            printf 'exec'
+            printf ' %q' "${CMD[@]}"
+            printf ' >>%q 2>&1\n' "$RESULTS/$sys-$i.log"
+        } >"$RESULTS/start-$sys-$i.sh"
+    done
+}
+# Takes over the pids of the servers the bench restarted.
+adopt_restarted() {
+    local sys=$1 key=$2 i f
+    for i in 1 2 3; do
+        f=$RESULTS/restarted-$sys-$i.pid
+        if [ -f "$f" ]; then
+            PID[$key$i]=$(cat "$f")
+            rm -f "$f"
+        fi
+    done
 }
 etcd_healthy() {
     local port=$1 reply
@@ -283,6 +325,16 @@ fi
 if [ "$failover" = 1 ]; then
     for t in leasehold etcd; do
         run "failover-c16-r1" "$t" failover --clients 16 --duration 12 --kill-after 4
+        revive
+    done
+fi
+if [ "$restart" = 1 ]; then
+    for t in leasehold etcd; do
+        key=lh; [ "$t" = etcd ] && key=etcd
+        restart_scripts "$t"
+        run "restart-c16-r1" "$t" restart --clients 16 --duration 40 \
+            --restart-cmd "exec bash '$RESULTS/start-$t-{id}.sh'"
+        adopt_restarted "$t" "$key"
         revive
     done
 fi

@@ -12,7 +12,9 @@
 //! 10 leases of 15 s (client-go's election lease), scale loads 1,000,000
 //! leases of one hour (so none expires while loading).
 
-use crate::config::{parse_server_pids, FailoverOptions, ScaleOptions, ScanOptions, WatchOptions};
+use crate::config::{
+    parse_server_pids, FailoverOptions, RestartOptions, ScaleOptions, ScanOptions, WatchOptions,
+};
 use crate::{BenchError, LoadConfig, TargetKind, Workload};
 use clap::{Args, Parser, Subcommand};
 use leasehold_client::{ConnectArgs, ConnectOptions};
@@ -118,6 +120,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5.0)]
         kill_after: f64,
     },
+    /// Renewals through a rolling restart: every server is stopped with
+    /// SIGTERM and started again in turn, followers first, the leader last
+    /// (needs --server-pids ID=PID and --restart-cmd).
+    Restart {
+        /// Load flags.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Command that starts a stopped server again (`{id}`: its id), run
+        /// with `sh -c`.
+        #[arg(long)]
+        restart_cmd: Option<String>,
+        /// Seconds into the measured window at which the first server is
+        /// stopped.
+        #[arg(long, default_value_t = 3.0)]
+        first_after: f64,
+        /// Seconds each server stays down before it is started again.
+        #[arg(long, default_value_t = 1.0)]
+        down: f64,
+        /// Seconds to wait after a server serves again before the next stop.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+    },
     /// Each client renews its own leases over a stream (Leasehold's
     /// RenewStream, replicated; etcd's LeaseKeepAlive, leader-local).
     /// Default: one lease per client.
@@ -179,10 +203,11 @@ pub struct LoadArgs {
     /// Leases (default: 10,000; acquire 10; scale 1,000,000).
     #[arg(long)]
     pub leases: Option<usize>,
-    /// Measured run time, seconds (default 10; failover 15).
+    /// Measured run time, seconds (default 10; failover 15; restart 40).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Untimed load before measuring, seconds (default 2; failover and scale 0).
+    /// Untimed load before measuring, seconds (default 2; failover, restart
+    /// and scale 0).
     #[arg(long)]
     pub warmup: Option<f64>,
     /// Lease duration, seconds (default 40; acquire 15; scale 3600).
@@ -200,7 +225,8 @@ pub struct LoadArgs {
     /// Namespace of the bench's leases.
     #[arg(long, default_value = "bench")]
     pub namespace: String,
-    /// Width of a latency-series bucket, ms (default 1000; failover 100).
+    /// Width of a latency-series bucket, ms (default 1000; failover and
+    /// restart 100).
     #[arg(long)]
     pub series_ms: Option<u64>,
     /// No progress lines on stderr.
@@ -222,6 +248,7 @@ pub fn config(
     let (leases, lease_seconds, duration, warmup, series_ms) = match workload {
         Workload::Acquire => (10, 15, 10.0, 2.0, 1000),
         Workload::Failover => (10_000, 40, 15.0, 0.0, 100),
+        Workload::Restart => (10_000, 40, 40.0, 0.0, 100),
         Workload::Scale => (1_000_000, 3600, 10.0, 0.0, 1000),
         Workload::Keepalive => (a.clients, 40, 10.0, 2.0, 1000),
         _ => (10_000, 40, 10.0, 2.0, 1000),
@@ -257,6 +284,12 @@ pub fn config(
             restart_node: None,
             load_concurrency: 512,
         },
+        restart: RestartOptions {
+            restart_cmd: None,
+            first_after: Duration::ZERO,
+            down: Duration::ZERO,
+            settle: Duration::ZERO,
+        },
         connect: ConnectOptions::default(),
     };
     cfg.validate()?;
@@ -287,6 +320,7 @@ pub async fn run(cli: Cli) -> i32 {
         BenchCommand::Keepalive(l) => (Workload::Keepalive, l),
         BenchCommand::Watch { load, .. } => (Workload::Watch, load),
         BenchCommand::Failover { load, .. } => (Workload::Failover, load),
+        BenchCommand::Restart { load, .. } => (Workload::Restart, load),
         BenchCommand::Scale { load, .. } => (Workload::Scale, load),
         BenchCommand::Table { reports } => return table(reports),
         BenchCommand::Plot { reports, out_dir } => return plot(reports, out_dir),
@@ -332,6 +366,37 @@ pub async fn run(cli: Cli) -> i32 {
                 return EXIT_INVALID;
             }
         },
+        BenchCommand::Restart {
+            restart_cmd,
+            first_after,
+            down,
+            settle,
+            ..
+        } => {
+            let parsed = (
+                secs("first-after", *first_after),
+                secs("down", *down),
+                secs("settle", *settle),
+            );
+            match parsed {
+                (Ok(first_after), Ok(down), Ok(settle)) => {
+                    if first_after >= cfg.duration {
+                        eprintln!("error: --first-after must be less than --duration");
+                        return EXIT_INVALID;
+                    }
+                    cfg.restart = RestartOptions {
+                        restart_cmd: restart_cmd.clone(),
+                        first_after,
+                        down,
+                        settle,
+                    }
+                }
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return EXIT_INVALID;
+                }
+            }
+        }
         BenchCommand::Scale {
             data_dirs,
             renew_minutes,

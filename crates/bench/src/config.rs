@@ -49,6 +49,9 @@ pub enum Workload {
     /// `RenewStream` (replicated, durable) against etcd's `LeaseKeepAlive`
     /// (leader-local, not replicated).
     Keepalive,
+    /// Renewals through a rolling restart (SIGTERM, start again) of every
+    /// server.
+    Restart,
 }
 
 impl Workload {
@@ -62,6 +65,7 @@ impl Workload {
             Workload::Failover => "failover",
             Workload::Scale => "scale",
             Workload::Keepalive => "keepalive",
+            Workload::Restart => "restart",
         }
     }
 }
@@ -137,6 +141,20 @@ pub struct FailoverOptions {
     pub kill_after: Duration,
 }
 
+/// Options of the `restart` workload.
+#[derive(Debug, Clone)]
+pub struct RestartOptions {
+    /// Shell command that starts a stopped server again; `{id}` is replaced
+    /// by its id.
+    pub restart_cmd: Option<String>,
+    /// When the first server is stopped, from the start of measurement.
+    pub first_after: Duration,
+    /// How long each server stays down before the restart command runs.
+    pub down: Duration,
+    /// How long to wait after a server serves again before the next stop.
+    pub settle: Duration,
+}
+
 /// Options of the `scale` workload.
 #[derive(Debug, Clone)]
 pub struct ScaleOptions {
@@ -194,6 +212,8 @@ pub struct LoadConfig {
     pub failover: FailoverOptions,
     /// `scale` options.
     pub scale: ScaleOptions,
+    /// `restart` options.
+    pub restart: RestartOptions,
     /// TLS and bearer token of every Leasehold client (the etcd target
     /// ignores them).
     pub connect: ConnectOptions,

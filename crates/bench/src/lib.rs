@@ -72,5 +72,6 @@ pub async fn run(workload: Workload, cfg: LoadConfig) -> Result<Report, BenchErr
         Workload::Failover => workload::failover::run(&cfg, target).await,
         Workload::Scale => workload::scale::run(&cfg, target).await,
         Workload::Keepalive => workload::keepalive::run(&cfg, target).await,
+        Workload::Restart => workload::restart::run(&cfg, target).await,
     }
 }

@@ -194,6 +194,49 @@ pub struct FailoverReport {
     pub probe_first_success_ms: Option<f64>,
 }
 
+/// Figures of the `restart` workload: one step per server restarted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RestartReport {
+    /// The restarts, in the order they happened.
+    pub steps: Vec<RestartStep>,
+    /// Interval between probe writes, ms (see [`FailoverReport`]).
+    pub probe_every_ms: u64,
+    /// Probe writes sent in the measured window.
+    pub probes_sent: u64,
+    /// Probe writes that failed (after the client's retries).
+    pub probes_failed: u64,
+    /// Renewals refused because the tenure was gone (`LEASE_LOST`,
+    /// `CONFLICT`): must be 0, leases outlive every restart.
+    pub lost_tenures: u64,
+}
+
+/// One server's restart in the `restart` workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RestartStep {
+    /// Id of the server (see `ServerPid`).
+    pub id: u64,
+    /// Its process id before the restart.
+    pub pid: u32,
+    /// The restart command's process id.
+    pub new_pid: u32,
+    /// Whether it led when it was stopped.
+    pub was_leader: bool,
+    /// When it got SIGTERM, seconds from the start of the run.
+    pub stop_at_s: f64,
+    /// From SIGTERM to the process being gone, ms.
+    pub exit_ms: f64,
+    /// From the restart command to the server serving again, ms.
+    pub ready_ms: f64,
+    /// From SIGTERM to the first acknowledgement of a write sent after it,
+    /// ms.
+    pub first_write_after_stop_ms: Option<f64>,
+    /// Longest time between two consecutive acknowledgements ending between
+    /// the SIGTERM and the end of the settle time, ms.
+    pub longest_gap_ms: f64,
+    /// Failed operations sent in that window.
+    pub errors: u64,
+}
+
 /// Figures of the `scale` workload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ScaleReport {
@@ -315,6 +358,9 @@ pub struct Report {
     pub failover: Option<FailoverReport>,
     /// `scale` figures.
     pub scale: Option<ScaleReport>,
+    /// `restart` figures.
+    #[serde(default)]
+    pub restart: Option<RestartReport>,
 }
 
 /// What a workload knows about its run, to build a [`Report`] with.
@@ -410,6 +456,7 @@ impl Report {
             scan: None,
             failover: None,
             scale: None,
+            restart: None,
         }
     }
 
@@ -516,6 +563,29 @@ impl Report {
                     fmt_ms(d.delay_ms.max)
                 );
             }
+        }
+        if let Some(r) = &self.restart {
+            for st in &r.steps {
+                let _ = writeln!(
+                    o,
+                    "  restart    server {}{}: SIGTERM at {:.2} s, exited in {:.0} ms; first write \
+                     after it {}; longest gap between writes {:.0} ms; back in {:.0} ms; {} errors",
+                    st.id,
+                    if st.was_leader { " (leader)" } else { "" },
+                    st.stop_at_s,
+                    st.exit_ms,
+                    st.first_write_after_stop_ms
+                        .map_or("none".into(), |v| format!("{v:.0} ms")),
+                    st.longest_gap_ms,
+                    st.ready_ms,
+                    st.errors
+                );
+            }
+            let _ = writeln!(
+                o,
+                "  probes     every {} ms: {} sent, {} failed; tenures lost: {}",
+                r.probe_every_ms, r.probes_sent, r.probes_failed, r.lost_tenures
+            );
         }
         if let Some(f) = &self.failover {
             let first = f

@@ -120,6 +120,7 @@ fn order(w: &str) -> usize {
         "keepalive",
         "watch",
         "failover",
+        "restart",
         "scale",
     ]
     .iter()
@@ -256,6 +257,34 @@ pub fn render(reports: &[Report]) -> String {
                     w.delivered,
                     w.expected
                 );
+            }
+        }
+    }
+    let restarts: Vec<&Report> = reports.iter().filter(|r| r.restart.is_some()).collect();
+    if !restarts.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n| rolling restart | clients | server | was leader | exit after SIGTERM, ms | first write after SIGTERM, ms | longest gap between writes, ms | back serving, ms | errors |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---|---:|---:|---:|---:|---:|");
+        for r in restarts {
+            if let Some(x) = &r.restart {
+                for st in &x.steps {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {:.0} | {} |",
+                        r.target.as_str(),
+                        r.clients,
+                        st.id,
+                        if st.was_leader { "yes" } else { "no" },
+                        st.exit_ms,
+                        st.first_write_after_stop_ms
+                            .map_or("none".into(), |v| format!("{v:.0}")),
+                        st.longest_gap_ms,
+                        st.ready_ms,
+                        st.errors
+                    );
+                }
             }
         }
     }

@@ -252,10 +252,115 @@ async fn bad_bench_flags_are_invalid_input() {
     assert_eq!(r.code, 2, "{r:#?}");
     let r = bench("127.0.0.1:1", &["failover", "--duration", "3"]).await;
     assert_eq!(r.code, 2, "failover without --server-pids: {r:#?}");
+    let r = bench("127.0.0.1:1", &["restart", "--server-pids", "1=1"]).await;
+    assert_eq!(r.code, 2, "restart without --restart-cmd: {r:#?}");
+    let r = bench(
+        "127.0.0.1:1",
+        &["restart", "--duration", "5", "--first-after", "6"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "restart after the end of the run: {r:#?}");
     #[cfg(not(feature = "etcd"))]
     {
         let r = bench("127.0.0.1:1", &["renew", "--target", "etcd"]).await;
         assert_eq!(r.code, 2, "{r:#?}");
         assert!(r.stderr.contains("`etcd` feature"), "{r:#?}");
     }
+}
+
+/// `restart` against a one-node cluster: the bench stops the node with
+/// SIGTERM, starts it again with `--restart-cmd`, and reports the step; the
+/// restarted node serves the leases the run renewed (a tenure lost across
+/// the restart would show as `lost_tenures`). No timing is asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_run_stops_and_starts_the_server_again() {
+    let node = Node::start().await;
+    let eps = node.endpoint();
+    let pid = node.proc.pid().expect("the node's pid");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("restarted.pid");
+    let s = node.proc.spec();
+    // The node's own command line (`NodeProcess::spawn`), run by `sh -c`.
+    let cmd = format!(
+        "echo $$ >'{pid_file}'; exec '{bin}' serve --id 1 --listen {eps} --data-dir '{data}' \
+         --hostname {host} --heartbeat-ms 50 --election-timeout-min-ms 300 \
+         --election-timeout-max-ms 600 --peers 1={eps} >>'{log}' 2>&1",
+        pid_file = pid_file.display(),
+        bin = s.bin.display(),
+        data = node.proc.data_dir().display(),
+        host = s.hostname,
+        log = dir.path().join("restarted.log").display(),
+    );
+    let server_pids = format!("1={pid}");
+    let args = [
+        "-o",
+        "json",
+        "restart",
+        "--clients",
+        "2",
+        "--leases",
+        "10",
+        "--duration",
+        "8",
+        "--first-after",
+        "1",
+        "--down",
+        "0.2",
+        "--settle",
+        "0.5",
+        "--server-pids",
+        &server_pids,
+        "--restart-cmd",
+        &cmd,
+        "--quiet",
+    ];
+    let run = bench(&eps, &args).await;
+    // Whatever happened, the restarted server goes at the end.
+    let restarted: Option<u32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let report = json("restart", &run);
+    let new_pid = restarted.expect("the restart command ran and wrote its pid");
+    let steps = report["restart"]["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "one server, one restart: {report:#}");
+    let st = &steps[0];
+    assert_eq!(st["id"], 1);
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["new_pid"], new_pid);
+    assert_eq!(st["was_leader"], true);
+    assert!(num(st, &["exit_ms"]) > 0.0 && num(st, &["ready_ms"]) > 0.0);
+    assert!(
+        num(st, &["longest_gap_ms"]) > 0.0,
+        "a one-node cluster cannot write while its node is down: {st:#}"
+    );
+    assert!(
+        !st["first_write_after_stop_ms"].is_null(),
+        "writes resumed after the restart: {st:#}"
+    );
+    assert_eq!(
+        num(&report, &["restart", "lost_tenures"]),
+        0.0,
+        "{report:#}"
+    );
+    assert!(num(&report, &["ops"]) > 0.0);
+    // The restarted process is the server, and it serves.
+    let client = Client::new(vec![eps.clone()])
+        .expect("valid endpoint")
+        .with_timeout(Duration::from_secs(5));
+    let status = client.status().await;
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(new_pid.to_string())
+        .status();
+    let status = status.expect("the restarted node answers Status");
+    assert_eq!(status.node_id, 1);
+    let table_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(table_dir.path().join("restart.json"), report.to_string()).expect("write");
+    let table = bench(&eps, &["table", &table_dir.path().display().to_string()]).await;
+    assert!(
+        table.stdout.contains("| rolling restart |")
+            && table.stdout.contains("| leasehold | 2 | 1 | yes |"),
+        "table: {}",
+        table.stdout
+    );
 }

@@ -36,20 +36,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Interval between probe writes.
-const PROBE_EVERY: Duration = Duration::from_millis(20);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 /// Probe leases, used in turn.
 const PROBE_LEASES: usize = 1000;
 
 /// One probe write: when it was sent and, if it succeeded, acknowledged.
-struct Probe {
-    sent: Instant,
-    acked: Option<Instant>,
+pub(super) struct Probe {
+    pub(super) sent: Instant,
+    pub(super) acked: Option<Instant>,
 }
 
 /// Sends a probe write every [`PROBE_EVERY`] from `from` to `until`, each in
 /// its own task, and returns them all once every call has ended.
-async fn probe(target: Arc<Target>, seconds: i32, from: Instant, until: Instant) -> Vec<Probe> {
+pub(super) async fn probe(
+    target: Arc<Target>,
+    seconds: i32,
+    from: Instant,
+    until: Instant,
+) -> Vec<Probe> {
     let mut tick = tokio::time::interval_at(from.into(), PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut calls = Vec::new();
@@ -80,8 +85,13 @@ async fn probe(target: Arc<Target>, seconds: i32, from: Instant, until: Instant)
 /// SIGKILLs `pid` with the system's `kill` (as `leasehold lock` does: no
 /// libc binding needed).
 pub async fn kill9(pid: u32) -> Result<(), String> {
+    signal(pid, "KILL").await
+}
+
+/// Sends `sig` (a name `kill(1)` knows: KILL, TERM...) to `pid`.
+pub async fn signal(pid: u32, sig: &str) -> Result<(), String> {
     let out = tokio::process::Command::new("kill")
-        .arg("-KILL")
+        .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .output()
         .await
@@ -90,7 +100,7 @@ pub async fn kill9(pid: u32) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "kill -KILL {pid} failed: {}",
+            "kill -{sig} {pid} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }

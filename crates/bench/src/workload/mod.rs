@@ -7,6 +7,7 @@ pub mod failover;
 pub mod keepalive;
 pub mod mixed;
 pub mod renew;
+pub mod restart;
 pub mod scale;
 pub mod watch;
 

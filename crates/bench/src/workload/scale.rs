@@ -186,7 +186,10 @@ async fn load(
 
 /// One direct call to `addr`, no failover, short deadlines; TLS as
 /// `connect` says (its token goes on through an [`Authorization`]).
-async fn channel(addr: &str, connect: &ConnectOptions) -> Option<tonic::transport::Channel> {
+pub(super) async fn channel(
+    addr: &str,
+    connect: &ConnectOptions,
+) -> Option<tonic::transport::Channel> {
     connect
         .endpoint(addr)
         .ok()?
@@ -198,7 +201,7 @@ async fn channel(addr: &str, connect: &ConnectOptions) -> Option<tonic::transpor
 }
 
 /// The token of the bench's own channels (the clients carry it already).
-fn authorization(cfg: &LoadConfig) -> Result<Authorization, BenchError> {
+pub(super) fn authorization(cfg: &LoadConfig) -> Result<Authorization, BenchError> {
     cfg.connect
         .authorization()
         .map_err(|s| BenchError::Invalid(s.message().to_string()))
