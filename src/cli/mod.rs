@@ -56,9 +56,23 @@ pub const EXIT_INVALID: i32 = 2;
 /// Exit code: cluster unavailable.
 pub const EXIT_UNAVAILABLE: i32 = 3;
 
+/// What `--version` prints: the build and the data format it reads and
+/// writes (`store::FORMAT_VERSION`), since builds of different format
+/// versions do not mix in one cluster (README, "Upgrades").
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        format!(
+            "{} (format version {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::FORMAT_VERSION
+        )
+    })
+}
+
 /// Leasehold: a replicated store of Kubernetes-style leases with fencing tokens.
 #[derive(Debug, Parser)]
-#[command(name = "leasehold", version, about)]
+#[command(name = "leasehold", version = version_line(), about)]
 pub struct Cli {
     /// Cluster endpoints, HOST:PORT, comma-separated; tried in order.
     #[arg(

@@ -217,3 +217,21 @@ async fn cli_exit_3_when_no_endpoint_answers() {
         assert!(r.stderr.starts_with("error:"), "{r:#?}");
     }
 }
+
+/// `--version` names the data format version: builds of different format
+/// versions do not mix in one cluster, so an operator must be able to tell
+/// before a rolling upgrade (README, "Upgrades").
+#[tokio::test(flavor = "multi_thread")]
+async fn version_names_the_format_version() {
+    let r = cli("127.0.0.1:1", &["--version"]).await;
+    expect_code("--version", &r, 0);
+    assert_eq!(
+        r.stdout.trim(),
+        format!(
+            "leasehold {} (format version {})",
+            env!("CARGO_PKG_VERSION"),
+            leasehold::store::FORMAT_VERSION
+        ),
+        "{r:#?}"
+    );
+}
