@@ -106,6 +106,25 @@ pub async fn signal(pid: u32, sig: &str) -> Result<(), String> {
     }
 }
 
+/// Runs `line` with `sh -c` in a process group of its own, detached from
+/// the bench's stdio: the restarted server must outlive the bench and must
+/// not get the terminal's signals (ctrl-c on the bench stops only the
+/// bench). Used by `restart` and `scale` to start a server again.
+pub(super) fn start_detached(line: &str) -> Result<std::process::Child, String> {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(line)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+        .spawn()
+        .map_err(|e| format!("cannot run {line:?}: {e}"))
+}
+
 /// Runs the workload.
 pub async fn run(cfg: &LoadConfig, target: Target) -> Result<Report, BenchError> {
     if cfg.servers.is_empty() {

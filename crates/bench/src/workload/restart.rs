@@ -31,7 +31,7 @@
 //! workload; a renewal refused as `LEASE_LOST` would mean a tenure was
 //! lost across a restart, which must not happen with leases of 40 s.
 
-use super::failover::{probe, signal, Probe, PROBE_EVERY};
+use super::failover::{probe, signal, start_detached, Probe, PROBE_EVERY};
 use super::scale::{authorization, channel};
 use super::{renew_round_robin, renewal_setup, Harness};
 use crate::config::{LoadConfig, ServerPid};
@@ -125,19 +125,8 @@ async fn roll(target: Arc<Target>, cfg: LoadConfig, from: Instant) -> Result<Vec
         }
         tokio::time::sleep(opts.down).await;
         let line = cmd.replace("{id}", &s.id.to_string());
-        let mut command = std::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(&line)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let started_at = Instant::now();
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {line:?}: {e}"))?;
+        let mut child = start_detached(&line)?;
         let new_pid = child.id();
         loop {
             if let Ok(Some(status)) = child.try_wait() {

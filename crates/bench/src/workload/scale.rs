@@ -19,7 +19,7 @@
 //! directory's WAL and snapshot size afterwards (bounded disk: the WAL must
 //! not grow without limit while the snapshot holds the live data).
 
-use super::failover::kill9;
+use super::failover::{kill9, start_detached};
 use super::{run_clients, timed, Harness};
 use crate::config::LoadConfig;
 use crate::procstat::{self, ServerUsage};
@@ -262,18 +262,8 @@ async fn restart(
         eprintln!("restart: killed node {id} (pid {pid}); running: {cmd}");
     }
     let t0 = Instant::now();
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(&cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| BenchError::Failed(format!("restart: cannot run {cmd:?}: {e}")))?;
+    let mut child =
+        start_detached(&cmd).map_err(|e| BenchError::Failed(format!("restart: {e}")))?;
     let new_pid = child.id();
     scale.restarted_id = Some(id);
     scale.restarted_pid = Some(new_pid);
