@@ -4,10 +4,10 @@
 //! tests can run in parallel.
 
 use crate::common;
-
+use crate::kube::Http;
 use common::{
     acquire_req, assert_status, expect_err, lease_of, release_req, renew_req, rv_holder_token,
-    Cluster, Deadline, Options, ELECTION_MAX_MS,
+    sample, Cluster, Deadline, Options, ELECTION_MAX_MS,
 };
 use leasehold::api::status::reason;
 use leasehold::client::Client;
@@ -687,6 +687,118 @@ async fn add_and_remove_member() {
         .renew(renew_req("members", "lock", "alice", acq.fencing_token))
         .await
         .expect("renew after removal");
+    c.assert_no_crashes();
+}
+
+/// 6b. Membership: removing the leader itself. It hands leadership over
+/// to one of the others first (counted on its `/metrics`), the successor
+/// removes it, both remaining voters list only the two of them, the lease
+/// and its fencing token are intact, and writes go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_the_leader_hands_the_cluster_to_the_others() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await;
+    // A leader elected less than an election timeout ago still holds its
+    // own vote fresh and refuses the successor's campaign; the hand-over
+    // then retries until that runs out, each try a term. Past it, one try
+    // and one term.
+    tokio::time::sleep(Duration::from_millis(ELECTION_MAX_MS)).await;
+    let term_before = c.status(leader).await.expect("leader status").term;
+    let acq = c
+        .client()
+        .acquire(acquire_req("members", "lock", "alice", 60))
+        .await
+        .expect("acquire");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+
+    // Through a follower: it forwards the call to the leader, which hands
+    // over and answers NOT_LEADER naming its successor; the client retries
+    // there.
+    let removed = c
+        .client_for(&[others[0]])
+        .remove_member(pb::RemoveMemberRequest { id: leader })
+        .await
+        .expect("member remove of the leader, through a follower");
+    assert_eq!(
+        removed.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        others,
+        "{removed:?}"
+    );
+
+    // One of the others leads, and both list only the two of them.
+    let d = Deadline::new(
+        "a new leader among the remaining two",
+        Duration::from_secs(15),
+    );
+    let new_leader = loop {
+        let mut views = BTreeMap::new();
+        for &id in &others {
+            views.insert(
+                id,
+                c.status(id)
+                    .await
+                    .map(|s| {
+                        (
+                            s.state,
+                            s.leader_id,
+                            s.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+                        )
+                    })
+                    .ok(),
+            );
+        }
+        let leaders: Vec<u64> = views
+            .iter()
+            .filter_map(|(id, v)| match v {
+                Some((state, _, members)) if state == "LEADER" && *members == others => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let agree = views.values().all(
+            |v| matches!(v, Some((_, l, members)) if others.contains(l) && *members == others),
+        );
+        if leaders.len() == 1 && agree {
+            break leaders[0];
+        }
+        d.check(&views).await;
+    };
+    assert_ne!(new_leader, leader);
+    assert_eq!(
+        c.status(new_leader).await.expect("status").term,
+        term_before + 1,
+        "one election, the one the hand-over asked for"
+    );
+    let mut http = Http::open(&c.endpoint(leader)).await;
+    let scrape = http.request("GET", "/metrics", None).await;
+    let text = String::from_utf8_lossy(&scrape.body);
+    assert_eq!(
+        sample(&text, "leasehold_leader_transfers_total{result=\"ok\"}"),
+        Some(1.0),
+        "the removed leader handed over once:\n{text}"
+    );
+
+    // The removed node is stopped, as the README says to do; the two
+    // remaining voters carry on and the tenure survived.
+    c.kill(leader);
+    let client = c.client_for(&others);
+    let renewed = client
+        .renew(renew_req("members", "lock", "alice", acq.fencing_token))
+        .await
+        .expect("renew on the two remaining voters");
+    assert_eq!(
+        rv_holder_token(&lease_of(renewed.lease)).2,
+        acq.fencing_token
+    );
+    let taken = client
+        .acquire(acquire_req("members", "other", "bob", 60))
+        .await
+        .expect("a new acquire on the two remaining voters");
+    assert!(
+        taken.fencing_token > acq.fencing_token,
+        "tokens still rise: {} then {}",
+        acq.fencing_token,
+        taken.fencing_token
+    );
     c.assert_no_crashes();
 }
 

@@ -685,3 +685,11 @@ pub fn release_req(ns: &str, name: &str, holder: &str, token: u64) -> pb::Releas
         request_id: String::new(),
     }
 }
+
+/// The value of `series` (name and labels, exactly as printed) in a
+/// Prometheus text scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

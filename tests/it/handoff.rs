@@ -13,8 +13,8 @@
 //! client retried NOT_LEADER and the stopped node's refused connections).
 
 use crate::common::{
-    acquire_req, client, renew_req, rv_holder_token, Cluster, Deadline, Options, ELECTION_MAX_MS,
-    ELECTION_MIN_MS, HEARTBEAT_MS,
+    acquire_req, client, renew_req, rv_holder_token, sample, Cluster, Deadline, Options,
+    ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS,
 };
 use crate::kube::Http;
 use leasehold::client::Client;
@@ -282,13 +282,6 @@ async fn agreed_leader(addrs: &[&str]) -> pb::StatusResponse {
         }
         d.check(&leaders).await;
     }
-}
-
-/// `series value` of one sample of a Prometheus text scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// The leader, stopped as by SIGTERM under renew load, hands over: a

@@ -49,9 +49,10 @@ pub enum FaultKind {
     /// leader, which hands leadership over before it exits), wait for its
     /// clean exit, start it again.
     GracefulRestart,
-    /// Membership change under load: remove a follower from the cluster,
-    /// kill it, delete its data, start it empty and add it back as a new
-    /// member (learner, caught up, then voter).
+    /// Membership change under load: remove a node from the cluster (every
+    /// other time the leader, which hands leadership over first), kill it,
+    /// delete its data, start it empty and add it back as a new member
+    /// (learner, caught up, then voter).
     MemberCycle,
 }
 

@@ -51,6 +51,9 @@ pub struct Nemesis {
     /// Graceful restarts so far (they alternate between the leader and a
     /// follower).
     graceful: u32,
+    /// Member cycles so far (they alternate between the leader, which
+    /// removes itself, and a follower).
+    member_cycles: u32,
     /// Durability probes: acknowledged before a kill of every node,
     /// read back after.
     pub durability: Vec<DurabilityProbe>,
@@ -104,6 +107,7 @@ impl Nemesis {
             offsets: 0,
             power_cuts: 0,
             graceful: 0,
+            member_cycles: 0,
             durability: Vec::new(),
             connect,
         }
@@ -507,23 +511,33 @@ impl Nemesis {
                 ))
             }
             FaultKind::MemberCycle => {
-                let id = pick(&mut self.rng, &others);
+                self.member_cycles += 1;
+                let id = if self.member_cycles % 2 == 1 {
+                    leader
+                } else {
+                    pick(&mut self.rng, &others)
+                };
                 let t = node(id);
-                let detail = self.member_cycle(id).await.map_err(fail(t.clone()))?;
+                let detail = self
+                    .member_cycle(id, id == leader)
+                    .await
+                    .map_err(fail(t.clone()))?;
                 Ok((t, detail))
             }
         }
     }
 
-    /// Takes follower `id` out of the cluster and puts it back as a new
+    /// Takes node `id` out of the cluster and puts it back as a new
     /// member, as an operator moves a node to a new machine: `member
     /// remove`, the process stopped and its data deleted, the node started
     /// empty with `--initial-cluster-state existing`, `member add` at the
     /// address the membership had recorded. Each step is checked on the
     /// leader's Status: two voters without `id`, then three with `id` and
     /// a new incarnation. While `id` is out the cluster runs on two voters,
-    /// both needed for a quorum.
-    async fn member_cycle(&mut self, id: NodeId) -> Result<String, String> {
+    /// both needed for a quorum. When `id` leads (`was_leader`), it hands
+    /// leadership over and its successor removes it: one of the others must
+    /// lead before `id` is stopped.
+    async fn member_cycle(&mut self, id: NodeId, was_leader: bool) -> Result<String, String> {
         let b = self.backend.clone();
         let c = self.cluster_client()?;
         let before = c
@@ -552,6 +566,24 @@ impl Nemesis {
                 .map_err(|e| format!("member remove {id}: {}", e.message()))
         })
         .await?;
+        let removed_at = Instant::now();
+        let successor = if was_leader {
+            let until = removed_at + Duration::from_secs(15);
+            loop {
+                match self.leader().await {
+                    Some((l, term)) if l != id => break Some((l, term)),
+                    _ if Instant::now() >= until => {
+                        return Err(format!(
+                            "no leader other than {id} within 15 s of its removal"
+                        ))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        } else {
+            None
+        };
+        let successor_after = removed_at.elapsed();
         let two = self.leader_members().await?;
         if two.len() + 1 != before.members.len() || two.iter().any(|m| m.id == id) {
             return Err(format!(
@@ -596,8 +628,15 @@ impl Nemesis {
                 old.incarnation
             ));
         }
+        let handed = match successor {
+            Some((l, term)) => format!(
+                "removed while leading; node {l} led (term {term}) {} ms after the call; ",
+                successor_after.as_millis()
+            ),
+            None => String::new(),
+        };
         Ok(format!(
-            "removed, wiped, started empty, added back at {address} as a voter in {} ms \
+            "{handed}removed, wiped, started empty, added back at {address} as a voter in {} ms \
              (incarnation {} -> {})",
             rejoined.as_millis(),
             old.incarnation,
