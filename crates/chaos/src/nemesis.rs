@@ -483,11 +483,7 @@ impl Nemesis {
             }
             FaultKind::GracefulRestart => {
                 self.graceful += 1;
-                let id = if self.graceful % 2 == 1 {
-                    leader
-                } else {
-                    pick(&mut self.rng, &others)
-                };
+                let id = self.leader_or_follower(self.graceful, leader, &others);
                 let t = node(id);
                 let took = b
                     .stop(id, GRACEFUL_STOP_TIMEOUT)
@@ -512,11 +508,7 @@ impl Nemesis {
             }
             FaultKind::MemberCycle => {
                 self.member_cycles += 1;
-                let id = if self.member_cycles % 2 == 1 {
-                    leader
-                } else {
-                    pick(&mut self.rng, &others)
-                };
+                let id = self.leader_or_follower(self.member_cycles, leader, &others);
                 let t = node(id);
                 let detail = self
                     .member_cycle(id, id == leader)
@@ -524,6 +516,17 @@ impl Nemesis {
                     .map_err(fail(t.clone()))?;
                 Ok((t, detail))
             }
+        }
+    }
+
+    /// The target of the `nth` fault of a kind that alternates: the leader
+    /// on odd ones (the first included), a random follower on even ones.
+    fn leader_or_follower(&mut self, nth: u32, leader: NodeId, others: &[NodeId]) -> NodeId {
+        if nth % 2 == 1 {
+            leader
+        } else {
+            let i = self.rng.below(others.len().max(1) as u64) as usize;
+            others.get(i).copied().unwrap_or(leader)
         }
     }
 
