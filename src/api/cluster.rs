@@ -118,9 +118,13 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.admin(&req)?;
         let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{MAX_BACKUPS} backups are already streaming from this node; retry when one ends"
-            ))
+            super::status::too_many(
+                "backups",
+                MAX_BACKUPS,
+                format!(
+                    "{MAX_BACKUPS} backups are already streaming from this node; retry when one ends"
+                ),
+            )
         })?;
         Ok(Response::new(
             super::backup::stream(&self.node, permit).await?,

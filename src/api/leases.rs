@@ -605,11 +605,15 @@ impl pb::leases_server::Leases for LeasesService {
         );
         check(&self.auth, &who, Verb::Watch, &ns, &name)?;
         let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "this node serves at most {} watches at once (--max-watches); close one, \
-                 or watch through another node",
-                self.max_watches
-            ))
+            super::status::too_many(
+                "watches",
+                self.max_watches,
+                format!(
+                    "this node serves at most {} watches at once (--max-watches); close one, \
+                     or watch through another node",
+                    self.max_watches
+                ),
+            )
         })?;
         let events = super::watch::start(self.node.sm.clone(), spec, permit, self.stopping.clone());
         Ok(Response::new(recheck_on_reload(

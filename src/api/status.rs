@@ -14,6 +14,8 @@
 //! | write not committed in time | DEADLINE_EXCEEDED  | OUTCOME_UNKNOWN   |
 //! | no credential, bad token    | UNAUTHENTICATED    | UNAUTHENTICATED   |
 //! | no rule allows the call     | PERMISSION_DENIED  | FORBIDDEN         |
+//! | watch or backup cap reached | RESOURCE_EXHAUSTED | TOO_MANY          |
+//! | watcher fell behind         | RESOURCE_EXHAUSTED | WATCHER_TOO_SLOW  |
 //!
 //! The wire side (the domain, the reasons, reading them back, statuses inside
 //! streams) is `leasehold_proto::wire`, re-exported here; this module maps
@@ -87,6 +89,18 @@ pub fn compacted(requested: u64, oldest: u64) -> Status {
             ("requestedRevision", requested.to_string()),
             ("oldestRevision", oldest.to_string()),
         ],
+        None,
+    )
+}
+
+/// RESOURCE_EXHAUSTED when a per-node cap on concurrent streams (`what`:
+/// `watches`, `backups`) of `limit` is reached; `message` says what to do.
+pub fn too_many(what: &str, limit: usize, message: String) -> Status {
+    status(
+        Code::ResourceExhausted,
+        message,
+        reason::TOO_MANY,
+        &[("what", what.to_string()), ("limit", limit.to_string())],
         None,
     )
 }

@@ -586,3 +586,108 @@ async fn the_backup_copy_keeps_request_ids() {
     assert_eq!(applied, Some(log_id));
     assert_eq!(state.revision(), 1);
 }
+
+/// At most two backups stream from one node at once (each holds a blocking
+/// thread and a copy of the state): a third is refused with
+/// `RESOURCE_EXHAUSTED` naming the limit, and is admitted once a reader
+/// goes away (its encoder notices at its next chunk and frees the slot).
+/// The state is made larger than what a stream buffers ahead of a reader
+/// that is not reading (16 chunks of 64 KiB plus the HTTP/2 windows), so
+/// the two held streams really are still streaming.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_concurrent_backup_is_refused_until_one_ends() {
+    let c = Cluster::start(1).await;
+    c.wait_for_leader(Duration::from_secs(20)).await;
+    let client = c.client();
+    // 40 leases of about 240 KiB of annotations: about 9.6 MiB of state.
+    for i in 0..40 {
+        let annotations = (0..2)
+            .map(|k| (format!("note-{k}"), "a".repeat(120 * 1024)))
+            .collect();
+        client
+            .put(pb::PutRequest {
+                lease: Some(pb::Lease {
+                    metadata: Some(pb::ObjectMeta {
+                        namespace: "cap".into(),
+                        name: format!("big-{i}"),
+                        annotations,
+                        ..Default::default()
+                    }),
+                    spec: Some(pb::LeaseSpec {
+                        holder_identity: "h".into(),
+                        lease_duration_seconds: Some(LONG),
+                        ..Default::default()
+                    }),
+                    status: None,
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("put big-{i}: {e:?}"));
+    }
+    let addr = c.endpoint(1);
+    let mut held = Vec::new();
+    for k in 0..2 {
+        let mut s = client
+            .snapshot_on(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("backup {k}: {e:?}"));
+        let first = tokio::time::timeout(WAIT, s.message())
+            .await
+            .expect("the first message in time")
+            .expect("the first message");
+        assert!(
+            matches!(
+                first.and_then(|m| m.part),
+                Some(pb::snapshot_chunk::Part::Info(_))
+            ),
+            "backup {k} starts with its info"
+        );
+        held.push(s);
+    }
+    let third = client
+        .snapshot_on(&addr)
+        .await
+        .map(|_| ())
+        .expect_err("a third backup while two stream");
+    let meta = assert_status(
+        "the third backup",
+        &third,
+        Code::ResourceExhausted,
+        reason::TOO_MANY,
+    );
+    assert_eq!(meta.get("what").map(String::as_str), Some("backups"));
+    assert_eq!(meta.get("limit").map(String::as_str), Some("2"));
+    assert!(
+        third.message().contains("2 backups are already streaming"),
+        "{third:?}"
+    );
+
+    // One reader goes away: its slot frees once the encoder notices.
+    drop(held.pop());
+    let d = Deadline::new("a backup admitted after one reader left", WAIT);
+    let mut s = loop {
+        match client.snapshot_on(&addr).await {
+            Ok(s) => break s,
+            Err(e) if e.code() == Code::ResourceExhausted => d.check(&e).await,
+            Err(e) => panic!("backup after one reader left: {e:?}"),
+        }
+    };
+    // And it streams to the end: every chunk, then the checksum.
+    let mut bytes = 0usize;
+    let mut ended = false;
+    while let Some(m) = tokio::time::timeout(WAIT, s.message())
+        .await
+        .expect("a message in time")
+        .expect("a message")
+    {
+        match m.part {
+            Some(pb::snapshot_chunk::Part::Data(d)) => bytes += d.len(),
+            Some(pb::snapshot_chunk::Part::Sha256(_)) => ended = true,
+            _ => {}
+        }
+    }
+    assert!(ended, "the stream ends with its checksum");
+    assert!(bytes > 9 << 20, "{bytes} bytes of data");
+    c.assert_no_crashes();
+}

@@ -70,6 +70,10 @@ pub mod reason {
     /// The caller is known but no rule allows the call (code
     /// PERMISSION_DENIED; metadata `verb`, `namespace`, `name`, `user`).
     pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// A per-node limit on concurrent streams is reached (code
+    /// RESOURCE_EXHAUSTED; metadata `limit`, `what`: `watches` or
+    /// `backups`). Retry later, or on another node.
+    pub const TOO_MANY: &str = "TOO_MANY";
 }
 
 /// A status with Leasehold's `ErrorInfo` (`reason`, `meta`) and, when

@@ -338,6 +338,10 @@ async fn watches_are_bounded_per_node() {
         .await
         .expect_err("a third watch over gRPC is refused");
     assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+    let (why, meta) = leasehold::api::status::error_info(&s).expect("an ErrorInfo");
+    assert_eq!(why, leasehold::api::status::reason::TOO_MANY, "{s:?}");
+    assert_eq!(meta.get("what").map(String::as_str), Some("watches"));
+    assert_eq!(meta.get("limit").map(String::as_str), Some("2"));
     // Closing one gives its place back (the server notices the closed
     // connection asynchronously).
     drop(w1);
