@@ -37,6 +37,8 @@ struct ChunkSender {
     rt: tokio::runtime::Handle,
     buf: Vec<u8>,
     hash: sha2::Sha256,
+    /// [`BACKUP_STALL`] (shorter in tests).
+    stall: std::time::Duration,
 }
 
 impl ChunkSender {
@@ -51,10 +53,10 @@ impl ChunkSender {
     }
 
     /// Sends one message from the encoder's blocking thread; fails if the
-    /// reader went away or read nothing for [`BACKUP_STALL`].
+    /// reader went away or read nothing for `stall` ([`BACKUP_STALL`]).
     fn send(&self, m: Result<pb::SnapshotChunk, Status>) -> std::io::Result<()> {
         use tokio::sync::mpsc::error::SendTimeoutError;
-        match self.rt.block_on(self.tx.send_timeout(m, BACKUP_STALL)) {
+        match self.rt.block_on(self.tx.send_timeout(m, self.stall)) {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Closed(_)) => Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -63,8 +65,8 @@ impl ChunkSender {
             Err(SendTimeoutError::Timeout(_)) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "the backup's reader read nothing for {} s",
-                    BACKUP_STALL.as_secs()
+                    "the backup's reader read nothing for {} ms",
+                    self.stall.as_millis()
                 ),
             )),
         }
@@ -137,6 +139,7 @@ pub async fn stream(
             rt,
             buf: Vec::with_capacity(BACKUP_CHUNK),
             hash: sha2::Sha256::new(),
+            stall: BACKUP_STALL,
         };
         let started = std::time::Instant::now();
         let done = crate::store::snapshot::encode_into(&state, &meta, &mut w)
@@ -167,4 +170,74 @@ pub async fn stream(
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    /// A sender on a channel of `ahead` slots, with a short stall, on its
+    /// own runtime (the encoder runs on a blocking thread, outside it, as
+    /// the test's own thread is).
+    fn sender(
+        ahead: usize,
+        stall: Duration,
+    ) -> (
+        tokio::runtime::Runtime,
+        ChunkSender,
+        tokio::sync::mpsc::Receiver<Result<pb::SnapshotChunk, Status>>,
+    ) {
+        use sha2::Digest;
+        // Multi-threaded, as the server's: `Handle::block_on` on a
+        // current-thread runtime would not drive the timer.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (tx, rx) = tokio::sync::mpsc::channel(ahead);
+        let w = ChunkSender {
+            tx,
+            rt: rt.handle().clone(),
+            buf: Vec::new(),
+            hash: sha2::Sha256::new(),
+            stall,
+        };
+        (rt, w, rx)
+    }
+
+    /// A reader that stops reading ends the encoder after the stall time
+    /// (not before), with an error naming it: the backup then frees its
+    /// thread, its copy of the state and its slot.
+    #[test]
+    fn a_reader_that_stops_reading_ends_the_encoder_after_the_stall() {
+        let stall = Duration::from_millis(200);
+        let (_rt, mut w, _rx) = sender(2, stall);
+        let chunk = vec![7u8; BACKUP_CHUNK];
+        // Two chunks fill the channel; nobody reads.
+        w.write_all(&chunk).expect("first chunk");
+        w.write_all(&chunk).expect("second chunk");
+        let t = Instant::now();
+        let e = w
+            .write_all(&chunk)
+            .expect_err("the third chunk waits, then fails");
+        assert!(t.elapsed() >= stall, "gave up after {:?}", t.elapsed());
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("read nothing for 200 ms"), "{e}");
+    }
+
+    /// A reader that went away ends the encoder at its next chunk.
+    #[test]
+    fn a_reader_that_went_away_ends_the_encoder_at_once() {
+        let (_rt, mut w, rx) = sender(2, Duration::from_secs(60));
+        drop(rx);
+        let t = Instant::now();
+        let e = w
+            .write_all(&vec![1u8; BACKUP_CHUNK])
+            .expect_err("nobody reads any more");
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    }
 }
