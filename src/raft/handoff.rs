@@ -120,8 +120,7 @@ impl Node {
                 if r.is_err() {
                     // Before resuming: the queued writes may then be
                     // proposed by this node, still leading as before.
-                    self.raft.runtime_config().heartbeat(true);
-                    self.raft.runtime_config().elect(true);
+                    self.elections_on();
                 }
                 drop(paused);
                 r
@@ -141,6 +140,15 @@ impl Node {
                 .inc();
         }
         out
+    }
+
+    /// Turns this node's heartbeats and elections back on. A successful
+    /// hand-over leaves them off (step 3), which is what a stopping node
+    /// wants; a node that keeps running afterwards (one that handed over
+    /// before its own removal) turns them on again.
+    pub fn elections_on(&self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
     }
 
     /// Steps 2 to 4; `Ok` once `target` leads.

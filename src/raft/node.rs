@@ -644,14 +644,12 @@ impl Node {
     /// that long (1.1-1.3 s in the chaos suite's test timing). If the
     /// hand-over fails, the leader removes itself the slow way.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        use super::handoff::{HandOver, HAND_OVER_DEADLINE};
         if id == self.id && self.is_leader() {
-            match self.hand_over(super::handoff::HAND_OVER_DEADLINE).await {
-                super::handoff::HandOver::Done { target, took } => {
-                    // The hand-over turned this node's elections and
-                    // heartbeats off for good, as a stopping node wants;
-                    // this one keeps running until it is removed.
-                    self.raft.runtime_config().heartbeat(true);
-                    self.raft.runtime_config().elect(true);
+            match self.hand_over(HAND_OVER_DEADLINE).await {
+                HandOver::Done { target, took } => {
+                    // This node keeps running until it is removed.
+                    self.elections_on();
                     tracing::info!(
                         target,
                         ?took,
@@ -661,10 +659,10 @@ impl Node {
                         leader: self.leader(),
                     });
                 }
-                super::handoff::HandOver::NotNeeded(why) => {
+                HandOver::NotNeeded(why) => {
                     tracing::debug!(why, "no hand-over before removing this node")
                 }
-                super::handoff::HandOver::Failed { result, why } => tracing::warn!(
+                HandOver::Failed { result, why } => tracing::warn!(
                     result,
                     "could not hand leadership over before removing this node ({why}): it \
                      steps down once its removal commits, and the others elect a leader after \

@@ -601,27 +601,19 @@ async fn a_third_concurrent_backup_is_refused_until_one_ends() {
     let client = c.client();
     // 40 leases of about 240 KiB of annotations: about 9.6 MiB of state.
     for i in 0..40 {
-        let annotations = (0..2)
-            .map(|k| (format!("note-{k}"), "a".repeat(120 * 1024)))
-            .collect();
+        let mut m = common::meta("cap", &format!("big-{i}"), 0);
+        if let Some(m) = m.as_mut() {
+            m.annotations = (0..2)
+                .map(|k| (format!("note-{k}"), "a".repeat(120 * 1024)))
+                .collect();
+        }
+        let spec = pb::LeaseSpec {
+            holder_identity: "h".into(),
+            lease_duration_seconds: Some(LONG),
+            ..Default::default()
+        };
         client
-            .put(pb::PutRequest {
-                lease: Some(pb::Lease {
-                    metadata: Some(pb::ObjectMeta {
-                        namespace: "cap".into(),
-                        name: format!("big-{i}"),
-                        annotations,
-                        ..Default::default()
-                    }),
-                    spec: Some(pb::LeaseSpec {
-                        holder_identity: "h".into(),
-                        lease_duration_seconds: Some(LONG),
-                        ..Default::default()
-                    }),
-                    status: None,
-                }),
-                request_id: String::new(),
-            })
+            .put(common::put_req(m, spec))
             .await
             .unwrap_or_else(|e| panic!("put big-{i}: {e:?}"));
     }

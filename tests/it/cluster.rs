@@ -6,8 +6,8 @@
 use crate::common;
 use crate::kube::Http;
 use common::{
-    acquire_req, assert_status, expect_err, lease_of, release_req, renew_req, rv_holder_token,
-    sample, Cluster, Deadline, Options, ELECTION_MAX_MS,
+    acquire_req, assert_status, expect_err, lease_of, meta, put_req, release_req, renew_req,
+    rv_holder_token, sample, Cluster, Deadline, Options, ELECTION_MAX_MS,
 };
 use leasehold::api::status::reason;
 use leasehold::client::Client;
@@ -823,26 +823,6 @@ fn assert_invalid(what: &str, s: &tonic::Status, field: &str) {
         br.field_violations.iter().any(|v| v.field == field),
         "{what}: BadRequest {br:?} should name {field}"
     );
-}
-
-fn put_req(meta: Option<pb::ObjectMeta>, spec: pb::LeaseSpec) -> pb::PutRequest {
-    pb::PutRequest {
-        lease: Some(pb::Lease {
-            metadata: meta,
-            spec: Some(spec),
-            status: None,
-        }),
-        request_id: String::new(),
-    }
-}
-
-fn meta(ns: &str, name: &str, rv: u64) -> Option<pb::ObjectMeta> {
-    Some(pb::ObjectMeta {
-        namespace: ns.into(),
-        name: name.into(),
-        resource_version: rv,
-        ..Default::default()
-    })
 }
 
 /// 7. The error model: bad input names the field; domain refusals have their

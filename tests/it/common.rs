@@ -693,3 +693,25 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A `Put` of `spec` with `meta` (see [`meta`]), without a request id.
+pub fn put_req(meta: Option<pb::ObjectMeta>, spec: pb::LeaseSpec) -> pb::PutRequest {
+    pb::PutRequest {
+        lease: Some(pb::Lease {
+            metadata: meta,
+            spec: Some(spec),
+            status: None,
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// Metadata naming `ns/name` at resourceVersion `rv` (0: create).
+pub fn meta(ns: &str, name: &str, rv: u64) -> Option<pb::ObjectMeta> {
+    Some(pb::ObjectMeta {
+        namespace: ns.into(),
+        name: name.into(),
+        resource_version: rv,
+        ..Default::default()
+    })
+}

@@ -151,15 +151,31 @@ impl Nemesis {
 
     /// Waits for a leader.
     async fn wait_leader(&self, timeout: Duration) -> Result<(NodeId, u64), String> {
+        self.wait_leader_other_than(None, timeout).await
+    }
+
+    /// Waits for a leader other than `not` (a node that was just removed
+    /// or stopped), polling every 20 ms so that the time it took is a
+    /// figure worth reporting.
+    async fn wait_leader_other_than(
+        &self,
+        not: Option<NodeId>,
+        timeout: Duration,
+    ) -> Result<(NodeId, u64), String> {
         let until = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.leader().await {
-                return Ok(l);
+            match self.leader().await {
+                Some((l, term)) if Some(l) != not => return Ok((l, term)),
+                _ if Instant::now() >= until => {
+                    return Err(match not {
+                        Some(id) => {
+                            format!("no leader other than {id} within {} s", timeout.as_secs())
+                        }
+                        None => format!("no leader within {} s", timeout.as_secs()),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            if Instant::now() >= until {
-                return Err(format!("no leader within {} s", timeout.as_secs()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -571,18 +587,10 @@ impl Nemesis {
         .await?;
         let removed_at = Instant::now();
         let successor = if was_leader {
-            let until = removed_at + Duration::from_secs(15);
-            loop {
-                match self.leader().await {
-                    Some((l, term)) if l != id => break Some((l, term)),
-                    _ if Instant::now() >= until => {
-                        return Err(format!(
-                            "no leader other than {id} within 15 s of its removal"
-                        ))
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
+            Some(
+                self.wait_leader_other_than(Some(id), Duration::from_secs(15))
+                    .await?,
+            )
         } else {
             None
         };
